@@ -1,0 +1,24 @@
+"""Code shared by the training scripts: config overrides, data, devices, outputs.
+
+Importing this package installs one behaviour worth knowing about: a `UserError`
+that nobody catches (a missing data file, an unknown override, ...) is printed
+as a single `error: ...` line, and the run exits with status 1, instead of a
+traceback: it is a mistake in the input, not in the program. Every other
+exception still prints its full traceback.
+"""
+
+import sys
+
+
+class UserError(ValueError):
+    """A problem with the user's input, explained in one line that says what to do."""
+
+
+def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
+    if issubclass(exc_type, UserError):
+        print(f"error: {exc}", file=sys.stderr)
+    else:
+        _default(exc_type, exc, tb)
+
+
+sys.excepthook = _excepthook

@@ -1,0 +1,86 @@
+"""Command-line overrides for the flat hyperparameters at the top of a script.
+
+A script defines its settings as plain globals and then calls
+
+    config = common.config.apply_overrides(globals())
+
+which replaces any of them given as `--key=value` and returns the final values
+as a dict. Values are parsed with `ast.literal_eval`, so `--learning_rate=3e-4`,
+`--augment=False` and `--data_dir=/data/mnist` work and nothing is ever executed.
+"""
+
+import ast
+import sys
+
+from common import UserError
+
+# Rules for the settings that mean the same thing in every script.
+_CHECKS = {
+    "epochs": (lambda v: v > 0, "must be > 0"),
+    "batch_size": (lambda v: v > 0, "must be > 0"),
+    "learning_rate": (lambda v: v > 0, "must be > 0"),
+    "validation_split": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"),
+    "train_samples": (lambda v: v >= 0, "must be >= 0 (0 means all)"),
+}
+_TYPES = (bool, int, float, str)
+_TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+
+
+def config_keys(namespace):
+    """The overridable settings: public names bound to a bool, int, float or str."""
+    return [
+        key
+        for key, value in namespace.items()
+        if not key.startswith("_") and type(value) in _TYPES
+    ]
+
+
+def parse_value(key, text, default):
+    """Parses `text` as a literal of the same type as `default`."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text  # A bare word such as a path is a string.
+    if isinstance(default, str) and not isinstance(value, str):
+        value = text  # --data_dir=2024 means the folder "2024".
+    if isinstance(default, float) and type(value) is int:
+        value = float(value)
+    if type(value) is not type(default):
+        raise UserError(
+            f"--{key}={text} is not {_TYPE_NAMES[type(default)]} "
+            f"(default {key}={default!r}); give e.g. --{key}={default!r}"
+        )
+    return value
+
+
+def apply_overrides(namespace, argv=None):
+    """Applies `--key=value` arguments to `namespace` and returns the config dict.
+
+    Raises `UserError` for an unknown key, a value of the wrong type, or a value
+    that a shared rule forbids (such as `--epochs=0`). `--help` prints the
+    settings with their defaults and exits.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    keys = config_keys(namespace)
+    if "--help" in argv or "-h" in argv:
+        print("settings (override any of them as --key=value):")
+        for key in keys:
+            print(f"  --{key}={namespace[key]!r}")
+        raise SystemExit(0)
+    for arg in argv:
+        key, sep, text = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not sep:
+            raise UserError(
+                f"cannot read argument {arg!r}: write settings as --key=value "
+                f"(valid keys: {', '.join(keys)})"
+            )
+        if key not in keys:
+            raise UserError(
+                f"unknown setting --{key}; valid keys: {', '.join(keys)}"
+            )
+        namespace[key] = parse_value(key, text, namespace[key])
+    config = {key: namespace[key] for key in keys}
+    for key, (is_valid, rule) in _CHECKS.items():
+        if key in config and not is_valid(config[key]):
+            raise UserError(f"--{key}={config[key]!r} is not allowed: {key} {rule}")
+    return config

@@ -1,0 +1,183 @@
+"""Loading datasets the Keras way, from a local folder when offline.
+
+Each loader returns `(x_train, y_train), (x_test, y_test)` as uint8 images and
+integer labels, exactly like `keras.datasets`, after checking shapes, dtypes and
+the label range, so a broken file fails here with a clear message instead of
+somewhere inside training.
+"""
+
+import gzip
+import os
+import zipfile
+
+import keras
+import numpy as np
+
+from common import UserError
+
+MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+# The hash that keras.datasets.mnist checks.
+MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+MNIST_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_IDX_MAGIC = {2051: 3, 2049: 1}  # Magic number -> number of dimensions.
+
+
+def load_mnist(data_dir="", cache_dir=None, origin=MNIST_URL, file_hash=MNIST_SHA256):
+    """Loads MNIST from `data_dir`, else from the Keras cache, else downloads it.
+
+    `data_dir` may hold a Keras-layout `mnist.npz` or the four original IDX
+    files (`train-images-idx3-ubyte` etc., gzipped or not). When it is given,
+    the data must be there: a typo in the path should not start a download.
+    `cache_dir`, `origin` and `file_hash` are passed to `keras.utils.get_file`;
+    the tests point them at a temporary folder and a `file://` URL.
+    """
+    if data_dir:
+        if not os.path.isdir(data_dir):
+            raise UserError(
+                f"data_dir {data_dir!r} is not a folder; give the folder that "
+                "holds mnist.npz or the four MNIST IDX files"
+            )
+        npz = os.path.join(data_dir, "mnist.npz")
+        if os.path.exists(npz):
+            data = _read_npz(npz)
+        else:
+            data = _read_idx_folder(data_dir)
+    else:
+        data = _read_npz(_download(origin, file_hash, cache_dir, "mnist.npz", "MNIST"))
+    return _checked(data, image_shape=(28, 28), num_classes=10)
+
+
+def split_validation(x, y, validation_split, seed, train_samples=0):
+    """Takes the first `train_samples` examples (0 = all) and splits off a
+    seeded random `validation_split` fraction of them for validation.
+
+    Returns `x_train, y_train, x_val, y_val`. The test set is never used for
+    validation: it is touched once, at the end of a run.
+    """
+    if train_samples:
+        x, y = x[:train_samples], y[:train_samples]
+    num_val = int(round(len(x) * validation_split))
+    if num_val < 1 or num_val >= len(x):
+        raise UserError(
+            f"validation_split={validation_split} of {len(x)} training examples "
+            "leaves no validation or no training data; use more train_samples "
+            "or another validation_split"
+        )
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = order[:num_val], order[num_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+def _download(origin, file_hash, cache_dir, fname, name):
+    """`keras.utils.get_file`: reuse the verified cached copy, else download it,
+    check its hash and remove a partial or corrupt file."""
+    if cache_dir:
+        # get_file falls back to /tmp/.keras when the folder does not exist yet.
+        os.makedirs(cache_dir, exist_ok=True)
+    try:
+        return keras.utils.get_file(
+            fname, origin=origin, file_hash=file_hash, cache_dir=cache_dir
+        )
+    except Exception as error:  # get_file raises plain Exception when offline.
+        # get_file removes a partial download but keeps one whose hash is
+        # wrong; remove it too, so that nothing unverified stays in the cache.
+        home = cache_dir or os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
+        target = os.path.join(home, "datasets", fname)
+        if "hash" in str(error) and os.path.exists(target):
+            os.remove(target)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            f"could not download {name} from {origin} ({reason}); when offline, "
+            f"copy {fname} into a folder and pass --data_dir=that/folder"
+        ) from None
+
+
+def _read_npz(path):
+    names = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [name for name in names if name not in f.files]
+            if missing:
+                raise UserError(
+                    f"{path} lacks the array {missing[0]!r}; a Keras-layout npz "
+                    f"holds {', '.join(names)}"
+                )
+            x_train, y_train, x_test, y_test = (f[name] for name in names)
+            return (x_train, y_train), (x_test, y_test)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise UserError(
+            f"{path} is not a readable npz file ({error}); it may be truncated "
+            "or corrupt: replace it with a fresh copy"
+        ) from None
+
+
+def _read_idx_folder(folder):
+    arrays = []
+    for name in MNIST_IDX_FILES:
+        candidates = [os.path.join(folder, name + ext) for ext in ("", ".gz")]
+        found = [path for path in candidates if os.path.exists(path)]
+        if not found:
+            raise UserError(
+                f"no MNIST data in {folder}: expected mnist.npz or the IDX files "
+                f"{', '.join(MNIST_IDX_FILES)} (optionally .gz); {name} is missing"
+            )
+        arrays.append(read_idx(found[0]))
+    x_train, y_train, x_test, y_test = arrays
+    return (x_train, y_train), (x_test, y_test)
+
+
+def read_idx(path):
+    """Reads one IDX file (the original MNIST format), gzipped or not."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as error:
+        raise UserError(
+            f"{path} cannot be read ({error}); replace it with a fresh copy"
+        ) from None
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if magic not in _IDX_MAGIC:
+        raise UserError(
+            f"{path} is not an IDX file (bad magic number); replace it with a "
+            "fresh copy of the original MNIST file"
+        )
+    ndim = _IDX_MAGIC[magic]
+    header = 4 + 4 * ndim
+    shape = tuple(
+        int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
+    if len(raw) != header + int(np.prod(shape)):
+        raise UserError(
+            f"{path} is truncated or corrupt: its header promises shape {shape} "
+            f"but it holds {len(raw) - header} bytes of data; replace it"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _checked(data, image_shape, num_classes):
+    """Checks shapes, dtypes and label range of a loaded dataset."""
+    (x_train, y_train), (x_test, y_test) = data
+    for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.dtype != np.uint8 or x.shape[1:] != image_shape:
+            raise UserError(
+                f"{part} images have shape {x.shape} and dtype {x.dtype}; expected "
+                f"(N, {', '.join(map(str, image_shape))}) uint8: the data file is "
+                "not this dataset"
+            )
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise UserError(
+                f"{part} labels have shape {y.shape} and dtype {y.dtype}; expected "
+                f"one integer label per image ({len(x)})"
+            )
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise UserError(
+                f"{part} labels range from {y.min()} to {y.max()}; expected 0 to "
+                f"{num_classes - 1}: the data file is corrupt"
+            )
+    return (x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))

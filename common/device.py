@@ -1,0 +1,88 @@
+"""Device and precision setup: use whatever accelerator is there, else the CPU.
+
+Nothing here imports a backend at module level, so the scripts run on
+TensorFlow, JAX or PyTorch (`KERAS_BACKEND=jax python mnist_mlp.py`) with only
+that backend installed.
+"""
+
+import contextlib
+import os
+import platform
+
+import keras
+
+
+def setup(seed):
+    """Seeds every generator, picks the precision and prints what runs where.
+
+    On a GPU the global dtype policy becomes mixed precision (bfloat16 where
+    the card has it, as on Ampere and newer; float16 otherwise) and Keras
+    compiles steps with XLA by default. With several GPUs it returns the scope
+    in which the model must be built and compiled to train data-parallel;
+    otherwise that scope does nothing.
+    """
+    keras.utils.set_random_seed(seed)
+    backend = keras.backend.backend()
+    gpus, bfloat16 = _gpus(backend)
+    if gpus:
+        policy = "mixed_bfloat16" if bfloat16 else "mixed_float16"
+    else:
+        policy = "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    scope = _data_parallel_scope(backend, len(gpus))
+    where = f"{len(gpus)} x {gpus[0]}" if gpus else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    print(
+        f"backend   {backend} {_backend_version(backend)} | keras {keras.__version__} | "
+        f"devices {where} | precision {policy}"
+    )
+    return scope
+
+
+def _backend_version(backend):
+    module = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend))
+    return getattr(module, "__version__", "")
+
+
+def _gpus(backend):
+    """Names of the visible GPUs, and whether all of them compute in bfloat16."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        devices = tf.config.list_physical_devices("GPU")
+        details = [tf.config.experimental.get_device_details(d) for d in devices]
+        names = [d.get("device_name", "GPU") for d in details]
+        bf16 = all(d.get("compute_capability", (0, 0)) >= (8, 0) for d in details)
+        return names, bf16
+    if backend == "jax":
+        import jax
+
+        devices = [d for d in jax.devices() if d.platform == "gpu"]
+        names = [d.device_kind for d in devices]
+        bf16 = all(float(getattr(d, "compute_capability", "0")) >= 8 for d in devices)
+        return names, bf16
+    if backend == "torch":
+        import torch
+
+        count = torch.cuda.device_count()
+        names = [torch.cuda.get_device_name(i) for i in range(count)]
+        return names, count > 0 and torch.cuda.is_bf16_supported()
+    return [], False
+
+
+def _data_parallel_scope(backend, num_gpus):
+    """Data-parallel training over several GPUs through the backend's own API."""
+    if num_gpus < 2:
+        return contextlib.nullcontext()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # MirroredStrategy keeps a copy of the model on each GPU and splits
+        # every batch between them; variables must be created in its scope.
+        return tf.distribute.MirroredStrategy().scope()
+    if backend == "jax":
+        # Keras' distribution API shards each batch over the devices and
+        # replicates the weights; it applies to every model built afterwards.
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    print(f"note: the {backend} backend trains on one GPU here; use jax or tensorflow for {num_gpus}")
+    return contextlib.nullcontext()

@@ -1,0 +1,24 @@
+"""Plots written as PNG files, never shown, so they work on a headless server."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # No display needed; must come before pyplot.
+from matplotlib import pyplot as plt  # noqa: E402
+
+
+def curves(history, path, title=""):
+    """Accuracy and loss per epoch, train vs validation, side by side."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = range(1, len(history["loss"]) + 1)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.plot(epochs, history[metric], "o-", label="train")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

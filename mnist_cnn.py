@@ -1,0 +1,106 @@
+"""Trains a small convolutional network on MNIST.
+
+Two conv/pool stages (32 and 64 filters, same padding, batch normalisation)
+feed a dense layer with dropout. Random shifts of the training images, a
+warm-up + cosine learning-rate schedule, the best-epoch checkpoint and early
+stopping are the tricks that matter.
+
+Expected: about 99.5% test accuracy after 20 epochs, in about 6 minutes of
+training on a 2-core CPU (TensorFlow backend); see the results table in README.md.
+
+    python mnist_cnn.py --data_dir=path/to/folder/with/mnist.npz
+"""
+
+import math
+
+import keras
+from keras import layers
+
+import common.config
+from common import data, device, output, schedules
+
+# Settings: edit them here, or override any of them as --key=value.
+data_dir = ""  # folder with mnist.npz or the IDX files; "" = Keras cache, else download
+out_dir = "runs"  # each run writes its files to out_dir/mnist_cnn/<run id>/
+epochs = 20
+batch_size = 128
+learning_rate = 3e-3  # peak of the warm-up + cosine schedule
+dropout = 0.4  # fraction of the dense layer's units dropped while training
+shift = 0.1  # random translation while training, as a fraction of the image size
+patience = 5  # early stopping: epochs without a better val_accuracy before stopping
+validation_split = 0.1  # fraction of the training images held out for validation
+train_samples = 0  # use only the first N training images (0 = all)
+seed = 0
+config = common.config.apply_overrides(globals())
+
+scope = device.setup(seed)
+
+# Data: 28x28x1 images with values in [0, 1], one-hot labels.
+(x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir)
+x_train, y_train, x_val, y_val = data.split_validation(
+    x_train, y_train, validation_split, seed, train_samples
+)
+x_train, x_val, x_test = (x[..., None].astype("float32") / 255 for x in (x_train, x_val, x_test))
+y_train, y_val, y_test = (keras.utils.to_categorical(y, 10) for y in (y_train, y_val, y_test))
+print(f"data      x_train {x_train.shape} | x_val {x_val.shape} | x_test {x_test.shape}")
+
+run = output.Run("mnist_cnn", config)
+
+
+def conv_block(filters):
+    # Same padding keeps the 28x28 grid, so only the pooling halves it. The
+    # convolution has no bias because batch normalisation, which follows it
+    # before the activation, adds its own shift.
+    return [
+        layers.Conv2D(filters, 3, padding="same", use_bias=False),
+        layers.BatchNormalization(),
+        layers.Activation("relu"),
+        layers.MaxPooling2D(),
+    ]
+
+
+with scope:
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            # Augmentation layers change the images only while training.
+            layers.RandomTranslation(shift, shift, fill_mode="constant"),
+            *conv_block(32),
+            *conv_block(64),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(dropout),
+            # Softmax in float32 keeps the probabilities exact under mixed precision.
+            layers.Dense(10, activation="softmax", dtype="float32"),
+        ],
+        name="cnn",
+    )
+    # The learning rate warms up over the first tenth of training, then
+    # decays along a cosine to zero.
+    total_steps = epochs * math.ceil(len(x_train) / batch_size)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, total_steps)),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+callbacks = run.callbacks() + [
+    # Keep the weights of the best epoch on disk and in memory: the last
+    # epoch is not always the best one.
+    keras.callbacks.ModelCheckpoint(
+        run.path("best.keras"), monitor="val_accuracy", save_best_only=True
+    ),
+    keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", patience=patience, restore_best_weights=True
+    ),
+]
+history = model.fit(
+    x_train,
+    y_train,
+    batch_size=batch_size,
+    epochs=epochs,
+    validation_data=(x_val, y_val),
+    callbacks=callbacks,
+    verbose=0,
+)
+run.finish(model, history, x_test, y_test)

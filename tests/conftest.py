@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny synthetic datasets in the real on-disk formats, and a
+helper that runs a training script in a subprocess like a user would."""
+
+import gzip
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Real data for the accuracy checks: ../shared/data beside the checkout, or
+# wherever SHARED_DATA points. Those tests are skipped when it is absent.
+SHARED_DATA = os.environ.get("SHARED_DATA", os.path.join(REPO, "..", "shared", "data"))
+
+
+def synthetic_mnist(num_train=240, num_test=60, seed=0):
+    """MNIST-shaped uint8 images whose label is drawn as a bright bar, so that
+    even a tiny model can learn something from them."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 10, size=n).astype(np.uint8)
+        x = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for image, label in zip(x, y):
+            image[2 + 2 * label : 4 + 2 * label, 4:24] = 255
+        return x, y
+
+    return make(num_train), make(num_test)
+
+
+def write_mnist_npz(folder, data=None):
+    (x_train, y_train), (x_test, y_test) = data or synthetic_mnist()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "mnist.npz")
+    np.savez_compressed(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def idx_bytes(array):
+    """An array in the IDX format of the original MNIST files."""
+    magic = 2051 if array.ndim == 3 else 2049
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_mnist_idx(folder, data=None, gz=False):
+    (x_train, y_train), (x_test, y_test) = data or synthetic_mnist()
+    os.makedirs(folder, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": x_train,
+        "train-labels-idx1-ubyte": y_train,
+        "t10k-images-idx3-ubyte": x_test,
+        "t10k-labels-idx1-ubyte": y_test,
+    }
+    for name, array in arrays.items():
+        opener = gzip.open if gz else open
+        with opener(os.path.join(folder, name + (".gz" if gz else "")), "wb") as f:
+            f.write(idx_bytes(array))
+    return folder
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    return os.path.dirname(write_mnist_npz(str(tmp_path / "mnist")))
+
+
+def run_script(script, *args, env=None, timeout=600):
+    """Runs `python <script> args...` from the repository root."""
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def final_fields(stdout):
+    """The key=value pairs of the `final ...` line, which must be the last line."""
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("final "), f"last line is not the final line: {last!r}"
+    return dict(pair.split("=", 1) for pair in last.split()[1:])

@@ -1,0 +1,97 @@
+import pytest
+
+from common import UserError
+from common.config import apply_overrides
+
+
+def defaults():
+    return {
+        "__doc__": "not a setting",
+        "_private": 1,
+        "keras": object(),  # Imported modules are not settings either.
+        "data_dir": "",
+        "epochs": 12,
+        "learning_rate": 1e-3,
+        "augment": True,
+        "validation_split": 0.1,
+        "train_samples": 0,
+    }
+
+
+def test_no_arguments_gives_the_defaults():
+    namespace = defaults()
+    config = apply_overrides(namespace, [])
+    assert config == {
+        "data_dir": "",
+        "epochs": 12,
+        "learning_rate": 1e-3,
+        "augment": True,
+        "validation_split": 0.1,
+        "train_samples": 0,
+    }
+
+
+def test_overrides_are_parsed_as_literals_of_the_default_type():
+    namespace = defaults()
+    config = apply_overrides(
+        namespace,
+        ["--epochs=3", "--learning_rate=3e-4", "--augment=False", "--data_dir=/data/mnist"],
+    )
+    assert config["epochs"] == 3 and type(config["epochs"]) is int
+    assert config["learning_rate"] == 3e-4
+    assert config["augment"] is False
+    assert config["data_dir"] == "/data/mnist"
+    # The script's globals change too, since that is what the script reads.
+    assert namespace["epochs"] == 3 and namespace["augment"] is False
+
+
+def test_an_int_is_accepted_where_a_float_is_expected():
+    config = apply_overrides(defaults(), ["--learning_rate=1"])
+    assert config["learning_rate"] == 1.0 and type(config["learning_rate"]) is float
+
+
+def test_strings_stay_strings_even_when_they_look_like_numbers():
+    config = apply_overrides(defaults(), ["--data_dir=2024"])
+    assert config["data_dir"] == "2024"
+
+
+def test_values_are_never_executed(tmp_path):
+    marker = tmp_path / "executed"
+    code = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    config = apply_overrides(defaults(), [f"--data_dir={code}"])
+    assert config["data_dir"] == code
+    assert not marker.exists()
+    with pytest.raises(UserError):
+        apply_overrides(defaults(), [f"--epochs={code}"])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("--epoch=3", "unknown setting --epoch; valid keys: data_dir, epochs,"),
+        ("--epochs=3.5", "--epochs=3.5 is not an integer (default epochs=12)"),
+        ("--epochs=True", "is not an integer"),
+        ("--augment=1", "--augment=1 is not True or False"),
+        ("--learning_rate=fast", "is not a number"),
+        ("epochs=3", "write settings as --key=value"),
+        ("--epochs", "write settings as --key=value"),
+        ("--epochs=0", "epochs must be > 0"),
+        ("--learning_rate=-0.1", "learning_rate must be > 0"),
+        ("--validation_split=1.0", "validation_split must be between 0 and 1"),
+        ("--train_samples=-5", "train_samples must be >= 0"),
+    ],
+)
+def test_bad_overrides_are_refused_with_a_helpful_message(argument, message):
+    with pytest.raises(UserError) as error:
+        apply_overrides(defaults(), [argument])
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_help_lists_the_settings_and_exits(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        apply_overrides(defaults(), ["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--epochs=12" in out and "--data_dir=''" in out

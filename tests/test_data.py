@@ -1,0 +1,169 @@
+import gzip
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from common import UserError
+from common import data
+from conftest import idx_bytes, synthetic_mnist, write_mnist_idx, write_mnist_npz
+
+
+def assert_same_as_synthetic(loaded):
+    (x_train, y_train), (x_test, y_test) = synthetic_mnist()
+    (lx_train, ly_train), (lx_test, ly_test) = loaded
+    np.testing.assert_array_equal(lx_train, x_train)
+    np.testing.assert_array_equal(ly_train, y_train)
+    np.testing.assert_array_equal(lx_test, x_test)
+    np.testing.assert_array_equal(ly_test, y_test)
+    assert lx_train.dtype == np.uint8 and lx_train.shape == (240, 28, 28)
+
+
+def test_mnist_from_npz(tmp_path):
+    write_mnist_npz(str(tmp_path))
+    assert_same_as_synthetic(data.load_mnist(str(tmp_path)))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_from_idx_files(tmp_path, gz):
+    write_mnist_idx(str(tmp_path), gz=gz)
+    assert_same_as_synthetic(data.load_mnist(str(tmp_path)))
+
+
+def test_mnist_download_goes_through_keras_get_file_and_its_cache(tmp_path):
+    source = write_mnist_npz(str(tmp_path / "server"))
+    sha256 = hashlib.sha256(open(source, "rb").read()).hexdigest()
+    cache = str(tmp_path / "cache")
+    loaded = data.load_mnist(cache_dir=cache, origin=f"file://{source}", file_hash=sha256)
+    assert_same_as_synthetic(loaded)
+    cached = os.path.join(cache, "datasets", "mnist.npz")
+    assert os.path.exists(cached)
+    # The second call uses the cache: the "server" copy may now be gone.
+    os.remove(source)
+    assert_same_as_synthetic(data.load_mnist(cache_dir=cache, origin=f"file://{source}", file_hash=sha256))
+
+
+def test_mnist_download_with_a_wrong_hash_is_refused_and_removed(tmp_path):
+    source = write_mnist_npz(str(tmp_path / "server"))
+    cache = str(tmp_path / "cache")
+    with pytest.raises(UserError, match="could not download MNIST"):
+        data.load_mnist(cache_dir=cache, origin=f"file://{source}", file_hash="0" * 64)
+    assert not os.path.exists(os.path.join(cache, "datasets", "mnist.npz"))
+
+
+def test_mnist_download_offline_says_how_to_use_a_local_copy(tmp_path):
+    missing = tmp_path / "nowhere" / "mnist.npz"
+    with pytest.raises(UserError, match="--data_dir=") as error:
+        data.load_mnist(cache_dir=str(tmp_path / "cache"), origin=f"file://{missing}")
+    assert "copy mnist.npz into a folder" in str(error.value)
+
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(UserError, match="is not a folder"):
+        data.load_mnist(str(tmp_path / "nope"))
+
+
+def test_folder_without_mnist_files(tmp_path):
+    with pytest.raises(UserError, match="no MNIST data in .*train-images-idx3-ubyte is missing"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_truncated_npz(tmp_path):
+    path = write_mnist_npz(str(tmp_path))
+    content = open(path, "rb").read()
+    open(path, "wb").write(content[: len(content) // 2])
+    with pytest.raises(UserError, match="mnist.npz is not a readable npz file"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_npz_that_is_not_a_zip(tmp_path):
+    (tmp_path / "mnist.npz").write_text("<html>404 not found</html>")
+    with pytest.raises(UserError, match="not a readable npz file"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_npz_with_missing_arrays(tmp_path):
+    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(UserError, match="lacks the array 'y_train'"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_npz_with_wrong_image_shape(tmp_path):
+    (x_train, y_train), test = synthetic_mnist()
+    write_mnist_npz(str(tmp_path), ((x_train[:, :, :27], y_train), test))
+    with pytest.raises(UserError, match=r"train images have shape \(240, 28, 27\)"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_labels_out_of_range(tmp_path):
+    (x_train, y_train), test = synthetic_mnist()
+    y_train = y_train.copy()
+    y_train[5] = 10
+    write_mnist_npz(str(tmp_path), ((x_train, y_train), test))
+    with pytest.raises(UserError, match="train labels range from 0 to 10"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_label_count_must_match_images(tmp_path):
+    (x_train, y_train), test = synthetic_mnist()
+    write_mnist_npz(str(tmp_path), ((x_train, y_train[:-1]), test))
+    with pytest.raises(UserError, match="one integer label per image"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_truncated_idx_file(tmp_path):
+    write_mnist_idx(str(tmp_path))
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte is truncated or corrupt"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_truncated_gzip_idx_file(tmp_path):
+    write_mnist_idx(str(tmp_path), gz=True)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(UserError, match="train-labels-idx1-ubyte.gz cannot be read"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_idx_file_with_bad_magic_number(tmp_path):
+    write_mnist_idx(str(tmp_path))
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x00\x00" + b"\x00" * 100)
+    with pytest.raises(UserError, match="is not an IDX file"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_read_idx_round_trip(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / "a-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(idx_bytes(array))
+    np.testing.assert_array_equal(data.read_idx(str(path)), array)
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    x = np.arange(100)
+    y = np.arange(100) % 10
+    x_train, y_train, x_val, y_val = data.split_validation(x, y, 0.2, seed=1)
+    assert len(x_train) == 80 and len(x_val) == 20
+    assert sorted(np.concatenate([x_train, x_val]).tolist()) == list(range(100))
+    np.testing.assert_array_equal(y_train, x_train % 10)  # Pairs stay together.
+    again = data.split_validation(x, y, 0.2, seed=1)
+    np.testing.assert_array_equal(again[2], x_val)
+    other = data.split_validation(x, y, 0.2, seed=2)
+    assert not np.array_equal(other[2], x_val)
+
+
+def test_split_uses_only_the_first_train_samples():
+    x = np.arange(100)
+    x_train, _, x_val, _ = data.split_validation(x, x, 0.1, seed=0, train_samples=30)
+    assert len(x_train) == 27 and len(x_val) == 3
+    assert set(np.concatenate([x_train, x_val]).tolist()) == set(range(30))
+
+
+def test_split_that_leaves_nothing_is_refused():
+    x = np.arange(5)
+    with pytest.raises(UserError, match="leaves no validation"):
+        data.split_validation(x, x, 0.05, seed=0)

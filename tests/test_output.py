@@ -1,0 +1,94 @@
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from common import UserError, output, schedules
+
+
+def tiny_model():
+    model = keras.Sequential(
+        [keras.Input(shape=(4,)), keras.layers.Dense(3, activation="softmax")], name="tiny"
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedules.warmup_cosine(0.01, total_steps=8)),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def tiny_data(n=32):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = keras.utils.to_categorical(np.argmax(x[:, :3], axis=1), 3)
+    return x, y
+
+
+def test_a_run_writes_its_files_and_ends_with_the_final_line(tmp_path, capsys):
+    config = {"out_dir": str(tmp_path), "epochs": 2, "seed": 0}
+    run = output.Run("tiny_script", config)
+    assert run.dir.startswith(os.path.join(str(tmp_path), "tiny_script"))
+    model = tiny_model()
+    x, y = tiny_data()
+    history = model.fit(
+        x, y, batch_size=8, epochs=2, validation_data=(x, y), callbacks=run.callbacks(), verbose=0
+    )
+    run.finish(model, history, x, y, extra_key="extra_value")
+
+    assert json.load(open(run.path("config.json"))) == config
+    rows = list(csv.DictReader(open(run.path("history.csv"))))
+    assert len(rows) == 2
+    for column in output.TABLE_COLUMNS:
+        assert column in rows[0], column
+    assert float(rows[0]["seconds"]) > 0
+    assert float(rows[0]["learning_rate"]) > 0
+    assert os.path.getsize(run.path("curves.png")) > 1000
+    assert not [name for name in os.listdir(run.dir) if ".tmp" in name]
+
+    lines = capsys.readouterr().out.strip().splitlines()
+    table_rows = [line for line in lines if line.split()[0] in ("1", "2")]
+    assert len(table_rows) == 2 and len(table_rows[0]) == len(table_rows[1])
+    last = lines[-1]
+    assert last.startswith("final test_acc=")
+    fields = dict(pair.split("=", 1) for pair in last.split()[1:])
+    assert list(fields)[:3] == ["test_acc", "test_loss", "train_seconds"]
+    assert fields["extra_key"] == "extra_value"
+    assert float(fields["train_seconds"]) > 0
+
+    # The saved model reloads and gives the same test accuracy.
+    reloaded = keras.saving.load_model(run.path("model.keras"))
+    assert reloaded.evaluate(x, y, verbose=0)[1] == pytest.approx(float(fields["test_acc"]), abs=1e-4)
+
+
+def test_two_runs_in_the_same_second_get_different_folders(tmp_path):
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("s", config)
+    second = output.Run("s", config)
+    assert first.dir != second.dir
+
+
+def test_an_unwritable_out_dir_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(UserError, match="choose a writable --out_dir"):
+        output.Run("s", {"out_dir": str(blocker)})
+
+
+def test_a_crash_while_saving_keeps_the_previous_model(tmp_path):
+    path = str(tmp_path / "model.keras")
+    model = tiny_model()
+    output.save_model(model, path)
+    before = open(path, "rb").read()
+
+    def crash(tmp):
+        open(tmp, "wb").write(b"half a model")
+        raise OSError("disk full")
+
+    model.save = crash
+    with pytest.raises(OSError):
+        output.save_model(model, path)
+    assert open(path, "rb").read() == before
