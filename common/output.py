@@ -48,7 +48,7 @@ class Run:
         curves, and prints the final line. `extra` key=values are appended."""
         test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)[:2]
         save_model(model, self.path("model.keras"))
-        plots.curves(history.history, self.path("curves.png"), title=self.script)
+        plots.curves(history.history, self.path("curves.png"), title=f"{self.script}  {os.path.basename(self.dir)}")
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
         fields = {
             "test_acc": f"{test_acc:.4f}",
