@@ -48,8 +48,8 @@ def load_mnist(data_dir="", cache_dir=None, origin=MNIST_URL, file_hash=MNIST_SH
         else:
             data = _read_idx_folder(data_dir)
     else:
-        data = _read_npz(_download(origin, file_hash, cache_dir, "mnist.npz", "MNIST"))
-    return _checked(data, image_shape=(28, 28), num_classes=10)
+        data = _read_npz(download(origin, file_hash, cache_dir, "mnist.npz", "MNIST"))
+    return checked(data, image_shape=(28, 28), num_classes=10)
 
 
 def split_validation(x, y, validation_split, seed, train_samples=0):
@@ -73,7 +73,7 @@ def split_validation(x, y, validation_split, seed, train_samples=0):
     return x[train], y[train], x[val], y[val]
 
 
-def _download(origin, file_hash, cache_dir, fname, name):
+def download(origin, file_hash, cache_dir, fname, name):
     """`keras.utils.get_file`: reuse the verified cached copy, else download it,
     check its hash and remove a partial or corrupt file."""
     if cache_dir:
@@ -160,7 +160,7 @@ def read_idx(path):
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def _checked(data, image_shape, num_classes):
+def checked(data, image_shape, num_classes):
     """Checks shapes, dtypes and label range of a loaded dataset."""
     (x_train, y_train), (x_test, y_test) = data
     for part, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):

@@ -83,3 +83,57 @@ def final_fields(stdout):
     last = stdout.strip().splitlines()[-1]
     assert last.startswith("final "), f"last line is not the final line: {last!r}"
     return dict(pair.split("=", 1) for pair in last.split()[1:])
+
+
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def synthetic_cifar10(per_class_train=4, per_class_test=2, seed=0):
+    """CIFAR-shaped uint8 images, `per_class_*` of each class, in class order."""
+    rng = np.random.default_rng(seed)
+
+    def make(per_class):
+        y = np.repeat(np.arange(10), per_class)
+        x = rng.integers(0, 256, size=(len(y), 32, 32, 3)).astype(np.uint8)
+        x[:, :4, :4, :] = (y * 25)[:, None, None, None]  # A label-coloured corner.
+        return x, y
+
+    return make(per_class_train), make(per_class_test)
+
+
+def write_cifar_batches(folder, data=None):
+    """The original format: five pickled training batches and a test batch."""
+    import pickle
+
+    (x_train, y_train), (x_test, y_test) = data or synthetic_cifar10(per_class_train=5)
+    os.makedirs(folder, exist_ok=True)
+    parts = np.array_split(np.arange(len(x_train)), 5)
+    batches = {f"data_batch_{i + 1}": (x_train[idx], y_train[idx]) for i, idx in enumerate(parts)}
+    batches["test_batch"] = (x_test, y_test)
+    for name, (x, y) in batches.items():
+        rows = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # 1024 R, 1024 G, 1024 B.
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({b"data": rows, b"labels": [int(v) for v in y]}, f, protocol=2)
+    return folder
+
+
+def write_image_tree(root, data=None, extension=".png", classes=CIFAR_CLASSES):
+    """train/<class>/NNNN<ext> and test/<class>/NNNN<ext>, as in the JPEG copy."""
+    from PIL import Image
+
+    (x_train, y_train), (x_test, y_test) = data or synthetic_cifar10()
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        for label, name in enumerate(classes):
+            folder = os.path.join(root, split, name)
+            os.makedirs(folder, exist_ok=True)
+            for i, image in enumerate(x[y == label]):
+                Image.fromarray(image).save(os.path.join(folder, f"{i:04d}{extension}"))
+    return root
+
+
+def make_tar_gz(path, folder, arcname):
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname=arcname)
+    return path

@@ -1,0 +1,269 @@
+"""CIFAR-10 loading: the Keras download, the original pickled batches, or a
+tree of image files, in a folder or inside a .tar.gz.
+
+Decoding 60,000 image files takes a while, so the decoded arrays are cached in
+an .npz file beside the source (in the Keras cache when that folder is
+read-only) and rebuilt when the source changes.
+"""
+
+import codecs
+import glob
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+
+from common import UserError
+from common.data import checked, download
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+# The hash that keras.datasets.cifar10 checks.
+CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFAR10_SHA256):
+    """Loads CIFAR-10 as `(x_train, y_train), (x_test, y_test)`: uint8 images
+    of shape (N, 32, 32, 3) and integer labels of shape (N,), in CIFAR-10's
+    class order (`CLASSES`).
+
+    `data_dir` may hold, in this order of preference: the extracted
+    `cifar-10-batches-py/` folder (or its batch files), `cifar-10-python.tar.gz`,
+    an image tree `train/<class>/*.jpg` + `test/<class>/*.jpg` (possibly one
+    folder down), or a `.tar.gz` of such a tree. Without `data_dir`, the
+    Keras cache is used, else the archive is downloaded and its sha256 checked.
+    """
+    if not data_dir:
+        archive = download(origin, file_hash, cache_dir, "cifar-10-python.tar.gz", "CIFAR-10")
+        return checked(_read_batches_from_tar(archive), (32, 32, 3), len(CLASSES))
+    if not os.path.isdir(data_dir):
+        raise UserError(
+            f"data_dir {data_dir!r} is not a folder; give the folder that holds "
+            "cifar-10-python.tar.gz, cifar-10-batches-py/ or a train/ and test/ image tree"
+        )
+    return checked(_read_folder(data_dir, cache_dir), (32, 32, 3), len(CLASSES))
+
+
+def _read_folder(data_dir, cache_dir):
+    for folder in (os.path.join(data_dir, "cifar-10-batches-py"), data_dir):
+        if os.path.exists(os.path.join(folder, "data_batch_1")):
+            return _read_batches(lambda name: os.path.join(folder, name), lambda path: open(path, "rb"))
+    archive = os.path.join(data_dir, "cifar-10-python.tar.gz")
+    if os.path.exists(archive):
+        return _read_batches_from_tar(archive)
+    tree = _find_image_tree(data_dir)
+    if tree:
+        return _cached(tree, cache_dir, _read_image_tree)
+    tars = sorted(glob.glob(os.path.join(data_dir, "*.tar.gz")) + glob.glob(os.path.join(data_dir, "*.tgz")))
+    if tars:
+        return _cached(tars[0], cache_dir, _read_image_tar)
+    raise UserError(
+        f"no CIFAR-10 data in {data_dir}: expected cifar-10-batches-py/, "
+        "cifar-10-python.tar.gz, a train/<class>/ + test/<class>/ image tree, "
+        "or a .tar.gz of such a tree"
+    )
+
+
+# The original batches: pickled dicts of NumPy arrays.
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles NumPy arrays and nothing else.
+
+    A pickle can run any code while it loads; the CIFAR batches need only
+    NumPy's array reconstruction, so every other global is refused.
+    """
+
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        # Protocol-2 pickles written by Python 3 store bytes through this.
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if module == "_codecs":
+            return codecs.encode
+        if name == "_reconstruct":
+            # Take NumPy's own reconstructor, whatever module it lives in now.
+            return np.zeros(1).__reduce__()[0]
+        return getattr(np, name)
+
+
+def _read_batches(locate, opener):
+    """Reads the six batches; `locate(name)` gives the path that `opener` opens."""
+    arrays = {}
+    for name in BATCHES:
+        path = locate(name)
+        try:
+            with opener(path) as f:
+                batch = _ArrayUnpickler(f, encoding="bytes").load()
+            images, labels = batch[b"data"], batch[b"labels"]
+        except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
+            where = getattr(path, "name", path)  # A path, or a member of a tar.
+            raise UserError(
+                f"{where} is not a readable CIFAR-10 batch ({error}); it may be "
+                "truncated or corrupt: replace it with a fresh copy"
+            ) from None
+        # Each row holds a 32x32 image as 1024 red, then green, then blue values.
+        arrays[name] = (
+            np.asarray(images, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1),
+            np.asarray(labels),
+        )
+    x_train = np.concatenate([arrays[name][0] for name in BATCHES[:5]])
+    y_train = np.concatenate([arrays[name][1] for name in BATCHES[:5]])
+    return (x_train, y_train), arrays["test_batch"]
+
+
+def _read_batches_from_tar(archive):
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+            missing = [name for name in BATCHES if name not in members]
+            if missing:
+                raise UserError(f"{archive} lacks the batch {missing[0]}; replace it with a fresh copy")
+            return _read_batches(lambda name: members[name], tar.extractfile)
+    except (OSError, EOFError, tarfile.TarError) as error:
+        raise UserError(
+            f"{archive} is not a readable .tar.gz ({error}); it may be truncated "
+            "or corrupt: replace it with a fresh copy"
+        ) from None
+
+
+# Image trees: train/<class>/*.jpg and test/<class>/*.jpg.
+
+
+def _find_image_tree(data_dir):
+    """The folder that holds train/ and test/: data_dir or one level down."""
+    candidates = [data_dir] + sorted(glob.glob(os.path.join(data_dir, "*", "")))
+    for folder in candidates:
+        if os.path.isdir(os.path.join(folder, "train")) and os.path.isdir(os.path.join(folder, "test")):
+            return folder
+    return None
+
+
+def _read_image_tree(root):
+    files = {}
+    for split in ("train", "test"):
+        for path in glob.glob(os.path.join(root, split, "*", "*")):
+            files[os.path.relpath(path, root)] = path
+    return _decode_images(root, files, lambda path: open(path, "rb").read())
+
+
+def _read_image_tar(archive):
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+            # Find train/<class>/<file> at any depth, such as cifar-10-jpeg/train/cat/0001.jpg.
+            files = {}
+            for name in members:
+                parts = name.split("/")
+                if len(parts) >= 3 and parts[-3] in ("train", "test"):
+                    files["/".join(parts[-3:])] = name
+            if not files:
+                raise UserError(
+                    f"{archive} holds no train/<class>/ and test/<class>/ images; "
+                    "see README.md for the layouts CIFAR-10 can come in"
+                )
+            return _decode_images(archive, files, lambda name: tar.extractfile(members[name]).read())
+    except (OSError, EOFError, tarfile.TarError) as error:
+        raise UserError(
+            f"{archive} is not a readable .tar.gz ({error}); it may be truncated "
+            "or corrupt: replace it with a fresh copy"
+        ) from None
+
+
+def _decode_images(source, files, read):
+    """Decodes `files` ({"train/cat/0001.jpg": where, ...}) into arrays, sorted
+    by split, class and file name so that the order never depends on the
+    file system or the archive."""
+    from PIL import Image  # Pillow; only needed for image trees.
+
+    found = {path.split("/")[1] for path in files if path.split("/")[0] in ("train", "test")}
+    unknown = sorted(found - set(CLASSES))
+    if unknown:
+        raise UserError(
+            f"{source} has class folders that are not CIFAR-10 classes: "
+            f"{', '.join(unknown)}; expected {', '.join(CLASSES)}"
+        )
+    splits = {}
+    for split in ("train", "test"):
+        images, labels = [], []
+        for label, name in enumerate(CLASSES):
+            prefix = f"{split}/{name}/"
+            paths = sorted(p for p in files if p.startswith(prefix) and p.lower().endswith(IMAGE_EXTENSIONS))
+            if not paths:
+                raise UserError(f"{source} has no images in {prefix}; every CIFAR-10 class needs its folder")
+            for path in paths:
+                try:
+                    with Image.open(io.BytesIO(read(files[path]))) as image:
+                        images.append(np.asarray(image.convert("RGB")))
+                except Exception as error:  # Pillow raises many kinds of errors.
+                    raise UserError(
+                        f"{source}: {path} is not a readable image ({error}); "
+                        "replace or remove it"
+                    ) from None
+                labels.append(label)
+        shapes = {image.shape for image in images}
+        if shapes != {(32, 32, 3)}:
+            raise UserError(f"{source}: {split} images must all be 32x32 RGB; found sizes {sorted(shapes)}")
+        splits[split] = (np.stack(images), np.array(labels, dtype=np.int64))
+    return splits["train"], splits["test"]
+
+
+# The cache of decoded images.
+
+
+def _fingerprint(source):
+    """Changes whenever the source changes: names, sizes and times of its files."""
+    paths = [source] if os.path.isfile(source) else sorted(
+        glob.glob(os.path.join(source, "train", "*", "*")) + glob.glob(os.path.join(source, "test", "*", "*"))
+    )
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{os.path.relpath(path, source)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_path(source, cache_dir=None):
+    """Beside the source when that folder is writable, else in the Keras cache."""
+    source = os.path.abspath(source.rstrip(os.sep))
+    parent = os.path.dirname(source)
+    name = os.path.basename(source).split(".")[0] + ".decoded.npz"
+    # The mode bits are checked too: root may write into a folder that is
+    # marked read-only, such as a shared data folder, but should not.
+    if os.access(parent, os.W_OK) and os.stat(parent).st_mode & 0o222:
+        return os.path.join(parent, name)
+    home = cache_dir or os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
+    tag = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return os.path.join(home, "datasets", f"{tag}-{name}")
+
+
+def _cached(source, cache_dir, decode):
+    path = cache_path(source, cache_dir)
+    fingerprint = _fingerprint(source)
+    if os.path.exists(path):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["fingerprint"]) == fingerprint:
+                    print(f"data      decoded images reused from {path}")
+                    return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+        except Exception:  # A damaged cache is rebuilt, never trusted.
+            pass
+    print(f"data      decoding {source} once; the arrays are cached in {path}")
+    (x_train, y_train), (x_test, y_test) = decode(source)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, fingerprint=fingerprint)
+    os.replace(tmp, path)
+    return (x_train, y_train), (x_test, y_test)

@@ -1,0 +1,184 @@
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from common import UserError
+from common.cifar10 import CLASSES, cache_path, load_cifar10
+from conftest import make_tar_gz, synthetic_cifar10, write_cifar_batches, write_image_tree
+
+
+def assert_same(loaded, expected):
+    (x_train, y_train), (x_test, y_test) = loaded
+    (ex_train, ey_train), (ex_test, ey_test) = expected
+    assert x_train.dtype == np.uint8 and x_train.shape[1:] == (32, 32, 3)
+    np.testing.assert_array_equal(x_train, ex_train)
+    np.testing.assert_array_equal(y_train, ey_train)
+    np.testing.assert_array_equal(x_test, ex_test)
+    np.testing.assert_array_equal(y_test, ey_test)
+
+
+def test_class_order_is_cifar10s():
+    assert CLASSES[:3] == ("airplane", "automobile", "bird") and CLASSES[-1] == "truck"
+
+
+def test_extracted_batches_folder(tmp_path):
+    data = synthetic_cifar10(per_class_train=5)
+    write_cifar_batches(str(tmp_path / "cifar-10-batches-py"), data)
+    assert_same(load_cifar10(str(tmp_path)), data)
+
+
+def test_batches_tar_gz(tmp_path):
+    data = synthetic_cifar10(per_class_train=5)
+    batches = write_cifar_batches(str(tmp_path / "build" / "cifar-10-batches-py"), data)
+    (tmp_path / "data").mkdir()
+    make_tar_gz(str(tmp_path / "data" / "cifar-10-python.tar.gz"), batches, "cifar-10-batches-py")
+    assert_same(load_cifar10(str(tmp_path / "data")), data)
+
+
+def test_download_is_hash_checked_and_cached(tmp_path):
+    import hashlib
+
+    data = synthetic_cifar10(per_class_train=5)
+    batches = write_cifar_batches(str(tmp_path / "build" / "cifar-10-batches-py"), data)
+    archive = make_tar_gz(str(tmp_path / "server.tar.gz"), batches, "cifar-10-batches-py")
+    sha256 = hashlib.sha256(open(archive, "rb").read()).hexdigest()
+    cache = str(tmp_path / "cache")
+    assert_same(load_cifar10(cache_dir=cache, origin=f"file://{archive}", file_hash=sha256), data)
+    assert os.path.exists(os.path.join(cache, "datasets", "cifar-10-python.tar.gz"))
+    with pytest.raises(UserError, match="could not download CIFAR-10"):
+        load_cifar10(cache_dir=str(tmp_path / "other"), origin=f"file://{archive}", file_hash="1" * 64)
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    folder = write_cifar_batches(str(tmp_path / "cifar-10-batches-py"))
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    with open(os.path.join(folder, "data_batch_3"), "wb") as f:
+        pickle.dump({b"data": Exploit(), b"labels": []}, f)
+    with pytest.raises(UserError, match="data_batch_3 is not a readable CIFAR-10 batch.*refusing"):
+        load_cifar10(str(tmp_path))
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg"])
+def test_image_tree(tmp_path, extension):
+    data = synthetic_cifar10()
+    write_image_tree(str(tmp_path / "cifar"), data, extension)
+    (x_train, y_train), (x_test, y_test) = load_cifar10(str(tmp_path / "cifar"))
+    np.testing.assert_array_equal(y_train, data[0][1])
+    np.testing.assert_array_equal(y_test, data[1][1])
+    if extension == ".png":  # Lossless: the pixels come back exactly.
+        assert_same(((x_train, y_train), (x_test, y_test)), data)
+    else:
+        # JPEG is lossy, but each image's flat label-coloured corner survives.
+        corner = x_train[:, :4, :4, :].mean(axis=(1, 2, 3))
+        np.testing.assert_allclose(corner, y_train * 25, atol=12)
+
+
+def test_image_tree_one_folder_down(tmp_path):
+    data = synthetic_cifar10()
+    write_image_tree(str(tmp_path / "cifar-10-jpeg"), data)
+    assert_same(load_cifar10(str(tmp_path)), data)
+
+
+def test_image_tree_in_a_tar_gz_like_the_shared_jpeg_copy(tmp_path):
+    data = synthetic_cifar10()
+    tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), data)
+    (tmp_path / "data").mkdir()
+    make_tar_gz(str(tmp_path / "data" / "cifar-10-jpeg.tar.gz"), tree, "cifar-10-jpeg")
+    assert_same(load_cifar10(str(tmp_path / "data")), data)
+    assert os.path.exists(tmp_path / "data" / "cifar-10-jpeg.decoded.npz")
+
+
+def test_decoded_images_are_cached_and_rebuilt_when_the_source_changes(tmp_path, capsys):
+    data = synthetic_cifar10()
+    tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), data)
+    (tmp_path / "data").mkdir()
+    archive = make_tar_gz(str(tmp_path / "data" / "c.tar.gz"), tree, "cifar-10-jpeg")
+    load_cifar10(str(tmp_path / "data"))
+    assert "decoding" in capsys.readouterr().out
+    load_cifar10(str(tmp_path / "data"))
+    assert "reused" in capsys.readouterr().out
+
+    # A new archive with other images: the cache must not be used.
+    other = synthetic_cifar10(seed=1)
+    shutil.rmtree(tmp_path / "build")
+    tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), other)
+    make_tar_gz(archive, tree, "cifar-10-jpeg")
+    assert_same(load_cifar10(str(tmp_path / "data")), other)
+    assert "decoding" in capsys.readouterr().out
+
+
+def test_cache_goes_to_the_keras_cache_when_the_source_folder_is_read_only(tmp_path):
+    (tmp_path / "readonly").mkdir()
+    source = str(tmp_path / "readonly" / "cifar.tar.gz")
+    assert cache_path(source) == str(tmp_path / "readonly" / "cifar.decoded.npz")
+    os.chmod(tmp_path / "readonly", 0o555)
+    try:
+        path = cache_path(source, cache_dir=str(tmp_path / "cache"))
+    finally:
+        os.chmod(tmp_path / "readonly", 0o755)
+    assert path.startswith(str(tmp_path / "cache" / "datasets"))
+    assert path.endswith("-cifar.decoded.npz")
+
+
+def test_truncated_archive(tmp_path):
+    tree = write_image_tree(str(tmp_path / "build" / "t"))
+    (tmp_path / "data").mkdir()
+    archive = make_tar_gz(str(tmp_path / "data" / "c.tar.gz"), tree, "t")
+    content = open(archive, "rb").read()
+    open(archive, "wb").write(content[: len(content) // 2])
+    with pytest.raises(UserError, match="c.tar.gz is not a readable .tar.gz"):
+        load_cifar10(str(tmp_path / "data"))
+
+
+def test_truncated_batches_archive(tmp_path):
+    batches = write_cifar_batches(str(tmp_path / "build" / "cifar-10-batches-py"))
+    (tmp_path / "data").mkdir()
+    archive = make_tar_gz(str(tmp_path / "data" / "cifar-10-python.tar.gz"), batches, "cifar-10-batches-py")
+    open(archive, "r+b").truncate(os.path.getsize(archive) // 2)
+    with pytest.raises(UserError, match="is not a readable"):
+        load_cifar10(str(tmp_path / "data"))
+
+
+def test_wrong_class_folders(tmp_path):
+    classes = ("cats", "dogs")
+    write_image_tree(str(tmp_path / "c"), classes=classes)
+    with pytest.raises(UserError, match="not CIFAR-10 classes: cats, dogs"):
+        load_cifar10(str(tmp_path / "c"))
+
+
+def test_missing_class_folder(tmp_path):
+    write_image_tree(str(tmp_path / "c"))
+    shutil.rmtree(tmp_path / "c" / "test" / "frog")
+    with pytest.raises(UserError, match="no images in test/frog/"):
+        load_cifar10(str(tmp_path / "c"))
+
+
+def test_corrupt_image(tmp_path):
+    write_image_tree(str(tmp_path / "c"))
+    (tmp_path / "c" / "train" / "cat" / "0001.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="train/cat/0001.png is not a readable image"):
+        load_cifar10(str(tmp_path / "c"))
+
+
+def test_wrong_image_size(tmp_path):
+    from PIL import Image
+
+    write_image_tree(str(tmp_path / "c"))
+    Image.new("RGB", (64, 64)).save(tmp_path / "c" / "train" / "cat" / "0001.png")
+    with pytest.raises(UserError, match="must all be 32x32 RGB"):
+        load_cifar10(str(tmp_path / "c"))
+
+
+def test_folder_without_cifar(tmp_path):
+    with pytest.raises(UserError, match="no CIFAR-10 data in"):
+        load_cifar10(str(tmp_path))
+    with pytest.raises(UserError, match="is not a folder"):
+        load_cifar10(str(tmp_path / "missing"))
