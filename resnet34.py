@@ -1,0 +1,161 @@
+"""Trains a ResNet-34 on CIFAR-10.
+
+ResNet-34 (He et al., 2015) stacks 16 residual units, 3-4-6-3 of them at 64,
+128, 256 and 512 filters. Each unit adds its input, through a skip path, to the
+output of two 3x3 convolutions, so that every unit only has to learn a
+correction; that is what lets such a deep stack train at all. For 32x32
+images the stem is one 3x3 convolution and no pooling (`stem="cifar"`); the
+original ImageNet stem (7x7 stride-2 convolution and 3x3 max-pooling) is
+`stem="imagenet"`, meant for large images.
+
+Parameters (10 classes): 21,289,802 with the CIFAR stem, 21,302,474 with the
+ImageNet stem, as `model.summary()` shows.
+
+Expected on one H100 (JAX backend, bfloat16): not measured yet, see README.md.
+
+    python resnet34.py --data_dir=path/to/cifar10
+"""
+
+import math
+
+import keras
+from keras import layers
+
+import common.config
+from common import cifar10, data, device, output, schedules
+
+# Settings: edit them here, or override any of them as --key=value.
+data_dir = ""  # folder with CIFAR-10 in any layout README.md lists; "" = Keras cache, else download
+out_dir = "runs"  # each run writes its files to out_dir/resnet34/<run id>/
+stem = "cifar"  # "cifar": 3x3 conv for 32x32 images; "imagenet": 7x7/2 conv + max-pool
+epochs = 30
+batch_size = 256
+learning_rate = 0.2  # peak of the warm-up + cosine schedule (SGD with Nesterov momentum)
+weight_decay = 5e-4  # decoupled weight decay of the SGD optimizer
+label_smoothing = 0.1  # targets of 0.9 + 0.01 instead of 1 and 0: less overconfidence
+shift = 0.125  # random translation while training, as a fraction of the image size (4 pixels)
+validation_split = 0.1  # fraction of the training images held out for validation
+train_samples = 0  # use only the first N training images (0 = all)
+seed = 0
+config = common.config.apply_overrides(globals())
+if stem not in ("cifar", "imagenet"):
+    raise common.UserError(f"--stem={stem!r} is not a stem; use 'cifar' or 'imagenet'")
+
+scope = device.setup(seed)
+
+# Data: 32x32 RGB images with values in [0, 1], one-hot labels.
+(x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(data_dir)
+x_train, y_train, x_val, y_val = data.split_validation(
+    x_train, y_train, validation_split, seed, train_samples
+)
+x_train, x_val, x_test = (x.astype("float32") / 255 for x in (x_train, x_val, x_test))
+y_train, y_val, y_test = (keras.utils.to_categorical(y, 10) for y in (y_train, y_val, y_test))
+print(f"data      x_train {x_train.shape} | x_val {x_val.shape} | x_test {x_test.shape}")
+
+run = output.Run("resnet34", config)
+
+
+@keras.saving.register_keras_serializable(package="resnet34")
+class ResidualUnit(layers.Layer):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the input through the skip path; then ReLU.
+
+    When `strides` > 1 the main path halves the grid, so the skip path must
+    too: a 1x1 convolution with the same stride (and batch normalisation)
+    brings the input to the new size and number of filters.
+    """
+
+    def __init__(self, filters, strides=1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.main_layers = [
+            layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.Conv2D(filters, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+        ]
+        self.skip_layers = []
+        if strides > 1:
+            self.skip_layers = [
+                layers.Conv2D(filters, 1, strides=strides, use_bias=False),
+                layers.BatchNormalization(),
+            ]
+
+    def call(self, inputs, training=None):
+        main = inputs
+        for layer in self.main_layers:
+            main = layer(main, training=training)
+        skip = inputs
+        for layer in self.skip_layers:
+            skip = layer(skip, training=training)
+        return keras.ops.relu(main + skip)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+
+
+def resnet34(stem):
+    if stem == "cifar":
+        # One 3x3 convolution keeps the whole 32x32 grid for the residual units.
+        stem_layers = [
+            layers.Conv2D(64, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+        ]
+    else:
+        # The ImageNet stem shrinks a 224x224 image to 56x56 before the first unit.
+        stem_layers = [
+            layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("relu"),
+            layers.MaxPooling2D(3, strides=2, padding="same"),
+        ]
+    units = []
+    previous_filters = 64
+    for filters, count in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for _ in range(count):
+            # The first unit of a new stage halves the grid and widens the filters.
+            strides = 1 if filters == previous_filters else 2
+            units.append(ResidualUnit(filters, strides=strides))
+            previous_filters = filters
+    return keras.Sequential(
+        [
+            keras.Input(shape=(32, 32, 3)),
+            # Augmentation layers change the images only while training.
+            layers.RandomFlip("horizontal"),
+            layers.RandomTranslation(shift, shift, fill_mode="reflect"),
+            *stem_layers,
+            *units,
+            layers.GlobalAveragePooling2D(),
+            # Softmax in float32 keeps the probabilities exact under mixed precision.
+            layers.Dense(10, activation="softmax", dtype="float32"),
+        ],
+        name=f"resnet34_{stem}_stem",
+    )
+
+
+with scope:
+    model = resnet34(stem)
+    total_steps = epochs * math.ceil(len(x_train) / batch_size)
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            schedules.warmup_cosine(learning_rate, total_steps),
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=weight_decay,
+        ),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+    )
+
+history = model.fit(
+    x_train,
+    y_train,
+    batch_size=batch_size,
+    epochs=epochs,
+    validation_data=(x_val, y_val),
+    callbacks=run.callbacks(),
+    verbose=0,
+)
+run.finish(model, history, x_test, y_test)
