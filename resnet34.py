@@ -8,7 +8,7 @@ images the stem is one 3x3 convolution and no pooling (`stem="cifar"`); the
 original ImageNet stem (7x7 stride-2 convolution and 3x3 max-pooling) is
 `stem="imagenet"`, meant for large images.
 
-Parameters (10 classes): 21,289,802 with the CIFAR stem, 21,302,474 with the
+Parameters (10 classes): 21,299,146 with the CIFAR stem, 21,306,826 with the
 ImageNet stem, as `model.summary()` shows.
 
 Expected on one H100 (JAX backend, bfloat16): not measured yet, see README.md.

@@ -92,7 +92,7 @@ def test_resnet34_parameter_count_matches_its_docstring(stem, dataset, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = re.search(rf"model +resnet34_{stem}_stem: ([\d,]+) parameters", result.stdout)
     docstring = open(os.path.join(REPO, "resnet34.py")).read().split('"""')[1]
-    stated = re.search(rf"([\d,]+) with the {'CIFAR' if stem == 'cifar' else 'ImageNet'} stem", docstring)
+    stated = re.search(rf"([\d,]+) with the\s+{'CIFAR' if stem == 'cifar' else 'ImageNet'} stem", docstring)
     assert printed and stated and printed.group(1) == stated.group(1)
 
 
