@@ -25,6 +25,8 @@ CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Part of every cache fingerprint: change it when the decoded arrays change.
+_CACHE_FORMAT = "classes interleaved, v2"
 
 
 def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFAR10_SHA256):
@@ -183,9 +185,9 @@ def _read_image_tar(archive):
 
 
 def _decode_images(source, files, read):
-    """Decodes `files` ({"train/cat/0001.jpg": where, ...}) into arrays, sorted
-    by split, class and file name so that the order never depends on the
-    file system or the archive."""
+    """Decodes `files` ({"train/cat/0001.jpg": where, ...}) into arrays in an
+    order set by the class and file names alone, never by the file system or
+    the archive."""
     from PIL import Image  # Pillow; only needed for image trees.
 
     found = {path.split("/")[1] for path in files if path.split("/")[0] in ("train", "test")}
@@ -197,13 +199,13 @@ def _decode_images(source, files, read):
         )
     splits = {}
     for split in ("train", "test"):
-        images, labels = [], []
+        images, labels, positions = [], [], []
         for label, name in enumerate(CLASSES):
             prefix = f"{split}/{name}/"
             paths = sorted(p for p in files if p.startswith(prefix) and p.lower().endswith(IMAGE_EXTENSIONS))
             if not paths:
                 raise UserError(f"{source} has no images in {prefix}; every CIFAR-10 class needs its folder")
-            for path in paths:
+            for position, path in enumerate(paths):
                 try:
                     with Image.open(io.BytesIO(read(files[path]))) as image:
                         images.append(np.asarray(image.convert("RGB")))
@@ -213,10 +215,15 @@ def _decode_images(source, files, read):
                         "replace or remove it"
                     ) from None
                 labels.append(label)
+                positions.append(position)
         shapes = {image.shape for image in images}
         if shapes != {(32, 32, 3)}:
             raise UserError(f"{source}: {split} images must all be 32x32 RGB; found sizes {sorted(shapes)}")
-        splits[split] = (np.stack(images), np.array(labels, dtype=np.int64))
+        # Interleave the classes (the first image of each class, then the
+        # second, ...), so that the first N images, as train_samples takes
+        # them, hold every class in equal measure instead of only airplanes.
+        order = np.lexsort((labels, positions))
+        splits[split] = (np.stack(images)[order], np.array(labels, dtype=np.int64)[order])
     return splits["train"], splits["test"]
 
 
@@ -228,7 +235,7 @@ def _fingerprint(source):
     paths = [source] if os.path.isfile(source) else sorted(
         glob.glob(os.path.join(source, "train", "*", "*")) + glob.glob(os.path.join(source, "test", "*", "*"))
     )
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(_CACHE_FORMAT.encode())
     for path in paths:
         stat = os.stat(path)
         digest.update(f"{os.path.relpath(path, source)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())

@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # No display needed; must come before pyplot.
 from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 
 def curves(history, path, title=""):
@@ -15,6 +16,7 @@ def curves(history, path, title=""):
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()

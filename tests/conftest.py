@@ -89,11 +89,12 @@ CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 def synthetic_cifar10(per_class_train=4, per_class_test=2, seed=0):
-    """CIFAR-shaped uint8 images, `per_class_*` of each class, in class order."""
+    """CIFAR-shaped uint8 images, `per_class_*` of each class, with the classes
+    interleaved (0, 1, ..., 9, 0, 1, ...) as the loader orders image trees."""
     rng = np.random.default_rng(seed)
 
     def make(per_class):
-        y = np.repeat(np.arange(10), per_class)
+        y = np.tile(np.arange(10), per_class)
         x = rng.integers(0, 256, size=(len(y), 32, 32, 3)).astype(np.uint8)
         x[:, :4, :4, :] = (y * 25)[:, None, None, None]  # A label-coloured corner.
         return x, y

@@ -81,6 +81,13 @@ def test_image_tree(tmp_path, extension):
         np.testing.assert_allclose(corner, y_train * 25, atol=12)
 
 
+def test_image_tree_classes_are_interleaved_so_the_first_images_hold_every_class(tmp_path):
+    write_image_tree(str(tmp_path / "c"))
+    (_, y_train), (_, y_test) = load_cifar10(str(tmp_path / "c"))
+    assert sorted(y_train[:10]) == list(range(10))
+    assert sorted(y_test[:10]) == list(range(10))
+
+
 def test_image_tree_one_folder_down(tmp_path):
     data = synthetic_cifar10()
     write_image_tree(str(tmp_path / "cifar-10-jpeg"), data)
