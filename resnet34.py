@@ -55,6 +55,12 @@ print(f"data      x_train {x_train.shape} | x_val {x_val.shape} | x_test {x_test
 run = output.Run("resnet34", config)
 
 
+# Batch normalisation's running averages, used for validation and testing,
+# follow the last ~10 batches instead of Keras' default ~100: a short run is
+# then evaluated with statistics of the trained network, not of its start.
+BN_MOMENTUM = 0.9
+
+
 @keras.saving.register_keras_serializable(package="resnet34")
 class ResidualUnit(layers.Layer):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the input through the skip path; then ReLU.
@@ -70,16 +76,18 @@ class ResidualUnit(layers.Layer):
         self.strides = strides
         self.main_layers = [
             layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
-            layers.BatchNormalization(),
+            layers.BatchNormalization(momentum=BN_MOMENTUM),
             layers.Activation("relu"),
             layers.Conv2D(filters, 3, padding="same", use_bias=False),
-            layers.BatchNormalization(),
+            # A zero scale makes the unit start as the identity (its skip path
+            # alone), which keeps the first steps of a deep stack stable.
+            layers.BatchNormalization(momentum=BN_MOMENTUM, gamma_initializer="zeros"),
         ]
         self.skip_layers = []
         if strides > 1:
             self.skip_layers = [
                 layers.Conv2D(filters, 1, strides=strides, use_bias=False),
-                layers.BatchNormalization(),
+                layers.BatchNormalization(momentum=BN_MOMENTUM),
             ]
 
     def call(self, inputs, training=None):
@@ -100,14 +108,14 @@ def resnet34(stem):
         # One 3x3 convolution keeps the whole 32x32 grid for the residual units.
         stem_layers = [
             layers.Conv2D(64, 3, padding="same", use_bias=False),
-            layers.BatchNormalization(),
+            layers.BatchNormalization(momentum=BN_MOMENTUM),
             layers.Activation("relu"),
         ]
     else:
         # The ImageNet stem shrinks a 224x224 image to 56x56 before the first unit.
         stem_layers = [
             layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False),
-            layers.BatchNormalization(),
+            layers.BatchNormalization(momentum=BN_MOMENTUM),
             layers.Activation("relu"),
             layers.MaxPooling2D(3, strides=2, padding="same"),
         ]
