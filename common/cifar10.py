@@ -7,6 +7,7 @@ read-only) and rebuilt when the source changes.
 """
 
 import codecs
+import contextlib
 import glob
 import hashlib
 import io
@@ -17,7 +18,7 @@ import tarfile
 import numpy as np
 
 from common import UserError
-from common.data import checked, download
+from common.data import checked, download, keras_datasets_dir
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The hash that keras.datasets.cifar10 checks.
@@ -126,19 +127,27 @@ def _read_batches(locate, opener):
     return (x_train, y_train), arrays["test_batch"]
 
 
-def _read_batches_from_tar(archive):
+@contextlib.contextmanager
+def _open_tar(archive):
+    """Opens a .tar.gz; a damaged one, found at any point of reading it,
+    becomes one line that says what to do."""
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
-            missing = [name for name in BATCHES if name not in members]
-            if missing:
-                raise UserError(f"{archive} lacks the batch {missing[0]}; replace it with a fresh copy")
-            return _read_batches(lambda name: members[name], tar.extractfile)
+            yield tar
     except (OSError, EOFError, tarfile.TarError) as error:
         raise UserError(
             f"{archive} is not a readable .tar.gz ({error}); it may be truncated "
             "or corrupt: replace it with a fresh copy"
         ) from None
+
+
+def _read_batches_from_tar(archive):
+    with _open_tar(archive) as tar:
+        members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+        missing = [name for name in BATCHES if name not in members]
+        if missing:
+            raise UserError(f"{archive} lacks the batch {missing[0]}; replace it with a fresh copy")
+        return _read_batches(lambda name: members[name], tar.extractfile)
 
 
 # Image trees: train/<class>/*.jpg and test/<class>/*.jpg.
@@ -162,26 +171,20 @@ def _read_image_tree(root):
 
 
 def _read_image_tar(archive):
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
-            # Find train/<class>/<file> at any depth, such as cifar-10-jpeg/train/cat/0001.jpg.
-            files = {}
-            for name in members:
-                parts = name.split("/")
-                if len(parts) >= 3 and parts[-3] in ("train", "test"):
-                    files["/".join(parts[-3:])] = name
-            if not files:
-                raise UserError(
-                    f"{archive} holds no train/<class>/ and test/<class>/ images; "
-                    "see README.md for the layouts CIFAR-10 can come in"
-                )
-            return _decode_images(archive, files, lambda name: tar.extractfile(members[name]).read())
-    except (OSError, EOFError, tarfile.TarError) as error:
-        raise UserError(
-            f"{archive} is not a readable .tar.gz ({error}); it may be truncated "
-            "or corrupt: replace it with a fresh copy"
-        ) from None
+    with _open_tar(archive) as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        # Find train/<class>/<file> at any depth, such as cifar-10-jpeg/train/cat/0001.jpg.
+        files = {}
+        for name in members:
+            parts = name.split("/")
+            if len(parts) >= 3 and parts[-3] in ("train", "test"):
+                files["/".join(parts[-3:])] = name
+        if not files:
+            raise UserError(
+                f"{archive} holds no train/<class>/ and test/<class>/ images; "
+                "see README.md for the layouts CIFAR-10 can come in"
+            )
+        return _decode_images(archive, files, lambda name: tar.extractfile(members[name]).read())
 
 
 def _decode_images(source, files, read):
@@ -251,9 +254,8 @@ def cache_path(source, cache_dir=None):
     # marked read-only, such as a shared data folder, but should not.
     if os.access(parent, os.W_OK) and os.stat(parent).st_mode & 0o222:
         return os.path.join(parent, name)
-    home = cache_dir or os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
     tag = hashlib.sha256(source.encode()).hexdigest()[:12]
-    return os.path.join(home, "datasets", f"{tag}-{name}")
+    return os.path.join(keras_datasets_dir(cache_dir), f"{tag}-{name}")
 
 
 def _cached(source, cache_dir, decode):

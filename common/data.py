@@ -73,6 +73,13 @@ def split_validation(x, y, validation_split, seed, train_samples=0):
     return x[train], y[train], x[val], y[val]
 
 
+def keras_datasets_dir(cache_dir=None):
+    """Where `keras.utils.get_file` keeps datasets: `cache_dir`, else
+    `$KERAS_HOME`, else `~/.keras`, then `datasets/`."""
+    home = cache_dir or os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
+    return os.path.join(home, "datasets")
+
+
 def download(origin, file_hash, cache_dir, fname, name):
     """`keras.utils.get_file`: reuse the verified cached copy, else download it,
     check its hash and remove a partial or corrupt file."""
@@ -86,8 +93,7 @@ def download(origin, file_hash, cache_dir, fname, name):
     except Exception as error:  # get_file raises plain Exception when offline.
         # get_file removes a partial download but keeps one whose hash is
         # wrong; remove it too, so that nothing unverified stays in the cache.
-        home = cache_dir or os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
-        target = os.path.join(home, "datasets", fname)
+        target = os.path.join(keras_datasets_dir(cache_dir), fname)
         if "hash" in str(error) and os.path.exists(target):
             os.remove(target)
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
