@@ -138,3 +138,31 @@ def make_tar_gz(path, folder, arcname):
     with tarfile.open(path, "w:gz") as tar:
         tar.add(folder, arcname=arcname)
     return path
+
+
+PHOTO_CLASSES = ("cats", "dogs", "owls")
+
+
+def write_photo_tree(root, classes=PHOTO_CLASSES, per_class=10, seed=0):
+    """root/<class>/NNN.jpg photos of varied sizes, each class tinted its own
+    colour so that a tiny model can tell them apart, plus the stray files a
+    real collection has: a LICENSE.txt beside the classes, a notes.txt and a
+    truncated JPEG inside a class folder (neither is an image)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(classes):
+        folder = os.path.join(root, name)
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_class):
+            height, width = rng.integers(40, 90, size=2)
+            image = rng.integers(0, 120, size=(height, width, 3)).astype(np.uint8)
+            image[..., label % 3] += 120
+            Image.fromarray(image).save(os.path.join(folder, f"{i:03d}.jpg"), quality=95)
+    with open(os.path.join(root, "LICENSE.txt"), "w") as f:
+        f.write("Photos under CC-BY.\n")
+    with open(os.path.join(root, classes[0], "notes.txt"), "w") as f:
+        f.write("not a photo\n")
+    with open(os.path.join(root, classes[-1], "broken.jpg"), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 half a JPEG")
+    return root

@@ -1,0 +1,251 @@
+"""Photo folders for transfer learning: one subfolder per class.
+
+    flower_photos/daisy/*.jpg, flower_photos/roses/*.jpg, ...
+
+The photos may sit in a folder or in a .tgz / .tar.gz of one (read in place),
+possibly a few folders down, as in the TensorFlow flowers archive. A folder
+that holds train/ and test/ (and optionally validation/) folders of classes
+keeps the user's own split. Every photo is decoded once, resized to a square
+of `image_size` pixels and kept in memory as uint8.
+
+Files that are not images, or do not decode, are skipped and counted: a photo
+collection often holds a stray LICENSE.txt or a half-copied JPEG, and one bad
+file should not cost a run. An empty class or a single class stops the run.
+"""
+
+import collections
+import glob
+import io
+import os
+import tarfile
+
+import numpy as np
+
+from common import UserError
+from common.data import download
+
+FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
+SPLIT_FOLDERS = ("train", "validation", "test")
+
+# The photos of a run: uint8 images (N, size, size, 3), integer labels, the
+# class names in label order, and how many files were skipped as non-images.
+Photos = collections.namedtuple("Photos", "x y classes skipped")
+
+
+def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL):
+    """Loads a photo collection as `{split: Photos}`.
+
+    The split is "all" for a plain folder of classes (split it with
+    `split_photos`), else the train / validation / test folders found.
+    `data_dir` is a folder, an archive, a TensorFlow Datasets name such as
+    `tf_flowers`, or "" for the TensorFlow flowers, downloaded once with
+    `keras.utils.get_file`.
+    """
+    if not data_dir:
+        # The flowers archive has no published hash to check against.
+        data_dir = download(origin, None, cache_dir, "flower_photos.tgz", "the TensorFlow flowers")
+    if not os.path.exists(data_dir):
+        if os.sep in data_dir or data_dir.endswith(ARCHIVE_EXTENSIONS):
+            raise UserError(f"data_dir {data_dir!r} does not exist; give a folder of class folders or a .tgz of one")
+        return _load_tfds(data_dir, image_size)
+    if os.path.isdir(data_dir):
+        archives = sorted(p for p in glob.glob(os.path.join(data_dir, "*")) if p.endswith(ARCHIVE_EXTENSIONS))
+        if len(archives) == 1 and not any(os.path.isdir(p) for p in glob.glob(os.path.join(data_dir, "*"))):
+            data_dir = archives[0]  # A folder that holds just the archive.
+    if os.path.isdir(data_dir):
+        entries = _folder_entries(data_dir)
+        return _decode_tree(data_dir, entries, lambda path: _read_file(os.path.join(data_dir, path)), image_size)
+    if not data_dir.endswith(ARCHIVE_EXTENSIONS):
+        raise UserError(f"data_dir {data_dir!r} is a file but not a .tgz or .tar.gz; give a folder of class folders or an archive of one")
+    try:
+        with tarfile.open(data_dir, "r:gz") as tar:
+            members = {m.name.strip("/"): m for m in tar.getmembers() if m.isfile() or m.isdir()}
+            entries = {name: members[name].isdir() for name in members}
+            return _decode_tree(data_dir, entries, lambda path: tar.extractfile(members[path]).read(), image_size)
+    except (OSError, EOFError, tarfile.TarError) as error:
+        raise UserError(
+            f"{data_dir} is not a readable .tar.gz ({error}); it may be truncated "
+            "or corrupt: replace it with a fresh copy"
+        ) from None
+
+
+def split_photos(photos, validation_split, test_split, seed):
+    """Splits one collection into train, validation and test, class by class,
+    so that each split holds every class in its share. Seeded; disjoint."""
+    if not (0 < validation_split < 1 and 0 < test_split < 1 and validation_split + test_split < 1):
+        raise UserError(
+            f"validation_split={validation_split} and test_split={test_split} must each be "
+            "between 0 and 1 and leave photos for training"
+        )
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "validation": [], "test": []}
+    for label, name in enumerate(photos.classes):
+        indices = rng.permutation(np.flatnonzero(photos.y == label))
+        num_test = int(round(len(indices) * test_split))
+        num_val = int(round(len(indices) * validation_split))
+        if num_test < 1 or num_val < 1 or num_test + num_val >= len(indices):
+            raise UserError(
+                f"class {name!r} has {len(indices)} photos: too few to split into train, "
+                f"validation ({validation_split}) and test ({test_split}); add photos"
+            )
+        parts["test"].append(indices[:num_test])
+        parts["validation"].append(indices[num_test : num_test + num_val])
+        parts["train"].append(indices[num_test + num_val :])
+    splits = {}
+    for split, chunks in parts.items():
+        # Shuffle the classes together so a split is never ordered by class.
+        indices = rng.permutation(np.concatenate(chunks))
+        splits[split] = Photos(photos.x[indices], photos.y[indices], photos.classes, 0)
+    return splits
+
+
+def load_image(data, image_size):
+    """Decodes image bytes into a (size, size, 3) uint8 array; raises
+    ValueError (or an OSError) when they are not an image."""
+    from PIL import Image  # Pillow: only needed for photos.
+
+    with Image.open(io.BytesIO(data)) as image:
+        # JPEG can decode straight to a smaller size (at least the target
+        # size), which is much faster than decoding every pixel and shrinking.
+        image.draft("RGB", (image_size, image_size))
+        # Squash the whole photo into a square, as the Keras image loaders
+        # do, rather than crop away a part that may hold the subject.
+        return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
+
+
+def read_image(path, image_size):
+    """One photo file as `load_image` returns it, with a clear error."""
+    try:
+        return load_image(_read_file(path), image_size)
+    except UserError:
+        raise
+    except Exception as error:  # Pillow raises many kinds of errors.
+        raise UserError(f"{path} is not a readable image ({error}); give a JPEG or PNG photo") from None
+
+
+def _read_file(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror})") from None
+
+
+def _folder_entries(root):
+    """{relative path: is a folder} for everything under `root`."""
+    entries = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
+            entries[path] = name in dirs
+    return entries
+
+
+def _children(entries, prefix):
+    """The names directly inside `prefix` ("" = the root): (folders, files)."""
+    folders, files = set(), set()
+    for path, is_dir in entries.items():
+        if prefix and not path.startswith(prefix + "/"):
+            continue
+        rest = path[len(prefix) + 1 :] if prefix else path
+        first, _, deeper = rest.partition("/")
+        (folders if is_dir or deeper else files).add(first)
+    return sorted(folders), sorted(files)
+
+
+def _join(prefix, name):
+    return f"{prefix}/{name}" if prefix else name
+
+
+def _find_classes(entries):
+    """Where the class folders are: `{split: folder}` with split "all" for a
+    plain collection, or the user's own train / validation / test folders."""
+    prefix = ""
+    for _ in range(4):
+        folders, _files = _children(entries, prefix)
+        if {"train", "test"} <= set(folders):
+            splits = {"train": _join(prefix, "train"), "test": _join(prefix, "test")}
+            for name in ("validation", "val"):
+                if name in folders:
+                    splits["validation"] = _join(prefix, name)
+                    break
+            return splits
+        # Go down through a single wrapping folder, such as flower_photos/.
+        if len(folders) == 1 and _children(entries, _join(prefix, folders[0]))[0]:
+            prefix = _join(prefix, folders[0])
+            continue
+        break
+    return {"all": prefix}
+
+
+def _decode_tree(source, entries, read, image_size):
+    splits = {}
+    for split, prefix in _find_classes(entries).items():
+        where = f"{source}/{prefix}".rstrip("/") if prefix else source
+        classes = _children(entries, prefix)[0]
+        if len(classes) < 2:
+            raise UserError(
+                f"{where} holds {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
+                "transfer learning needs a folder of at least two class folders, one per class"
+            )
+        if split != "train" and "train" in splits and classes != splits["train"].classes:
+            raise UserError(
+                f"{where} has the classes {', '.join(classes)} but train/ has "
+                f"{', '.join(splits['train'].classes)}; every split needs the same class folders"
+            )
+        splits[split] = _decode_classes(where, entries, prefix, classes, read, image_size)
+    return splits
+
+
+def _decode_classes(where, entries, prefix, classes, read, image_size):
+    images, labels, skipped = [], [], []
+    for label, name in enumerate(classes):
+        folder = _join(prefix, name)
+        # Photos may sit in subfolders of a class folder too.
+        paths = sorted(p for p, is_dir in entries.items() if not is_dir and p.startswith(folder + "/"))
+        count = 0
+        for path in paths:
+            try:
+                images.append(load_image(read(path), image_size))
+            except Exception:  # Not an image, or a damaged one: skip and count it.
+                skipped.append(path)
+                continue
+            labels.append(label)
+            count += 1
+        if count == 0:
+            raise UserError(
+                f"the class folder {where}/{name} holds no readable images; "
+                "add photos to it or remove it"
+            )
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        print(f"data      skipped {len(skipped)} files in {where} that are not readable images: {shown}")
+    x = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
+    return Photos(x, np.array(labels, dtype=np.int64), classes, len(skipped))
+
+
+def _load_tfds(name, image_size):
+    """A TensorFlow Datasets collection by name, such as tf_flowers (needs
+    tensorflow_datasets and, the first time, the internet)."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise UserError(
+            f"data_dir {name!r} is not a folder or an archive, and loading it by name from "
+            "TensorFlow Datasets needs `pip install tensorflow-datasets`; or give a photo folder"
+        ) from None
+    try:
+        dataset, info = tfds.load(name, split="train", as_supervised=True, with_info=True)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"TensorFlow Datasets could not load {name!r} ({reason}); give a photo folder instead") from None
+    from PIL import Image
+
+    images, labels = [], []
+    for image, label in tfds.as_numpy(dataset):
+        resized = Image.fromarray(image).convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+        images.append(np.asarray(resized))
+        labels.append(int(label))
+    classes = list(info.features["label"].names)
+    return {"all": Photos(np.stack(images), np.array(labels, dtype=np.int64), classes, 0)}

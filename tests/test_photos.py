@@ -1,0 +1,131 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from common import UserError, photos
+from conftest import PHOTO_CLASSES, make_tar_gz, write_photo_tree
+
+SIZE = 24
+
+
+def as_set(x):
+    """Each image as bytes, to compare collections without caring for order."""
+    return {image.tobytes() for image in x}
+
+
+def test_a_folder_of_class_folders_loads_and_skips_what_is_not_an_image(tmp_path, capsys):
+    root = write_photo_tree(str(tmp_path / "photos"))
+    found = photos.load_photos(root, SIZE)
+    assert list(found) == ["all"]
+    x, y, classes, skipped = found["all"]
+    assert classes == list(PHOTO_CLASSES)
+    assert x.shape == (30, SIZE, SIZE, 3) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [10, 10, 10]
+    # notes.txt and the truncated JPEG are skipped; LICENSE.txt is no class's.
+    assert skipped == 2
+    assert "skipped 2 files" in capsys.readouterr().out
+    # Each class keeps its tint, so the photos are where their labels say.
+    for label in range(3):
+        assert np.argmax(x[y == label].mean(axis=(0, 1, 2))) == label
+
+
+def test_an_archive_a_folder_holding_it_and_the_folder_give_the_same_photos(tmp_path):
+    root = write_photo_tree(str(tmp_path / "tree" / "flower_photos"))
+    (tmp_path / "archive").mkdir()
+    archive = make_tar_gz(str(tmp_path / "archive" / "photos.tgz"), root, "flower_photos")
+    from_folder = photos.load_photos(str(tmp_path / "tree"), SIZE)["all"]  # One folder down.
+    from_archive = photos.load_photos(archive, SIZE)["all"]
+    from_archive_folder = photos.load_photos(str(tmp_path / "archive"), SIZE)["all"]
+    for other in (from_archive, from_archive_folder):
+        assert other.classes == from_folder.classes
+        np.testing.assert_array_equal(other.x, from_folder.x)
+        np.testing.assert_array_equal(other.y, from_folder.y)
+        assert other.skipped == from_folder.skipped == 2
+
+
+def test_train_and_test_folders_keep_the_users_split(tmp_path):
+    write_photo_tree(str(tmp_path / "train"), per_class=6)
+    write_photo_tree(str(tmp_path / "test"), per_class=3, seed=1)
+    found = photos.load_photos(str(tmp_path), SIZE)
+    assert sorted(found) == ["test", "train"]
+    assert len(found["train"].x) == 18 and len(found["test"].x) == 9
+
+
+def test_the_split_is_seeded_disjoint_and_holds_every_class(tmp_path):
+    collection = photos.load_photos(write_photo_tree(str(tmp_path), per_class=20), SIZE)["all"]
+    splits = photos.split_photos(collection, validation_split=0.15, test_split=0.2, seed=0)
+    sets = {name: as_set(part.x) for name, part in splits.items()}
+    assert sum(len(s) for s in sets.values()) == len(as_set(collection.x)) == 60
+    assert not (sets["train"] & sets["validation"] or sets["train"] & sets["test"] or sets["validation"] & sets["test"])
+    assert [np.bincount(splits[name].y).tolist() for name in ("train", "validation", "test")] == [
+        [13, 13, 13], [3, 3, 3], [4, 4, 4]
+    ]
+    again = photos.split_photos(collection, 0.15, 0.2, seed=0)
+    other = photos.split_photos(collection, 0.15, 0.2, seed=1)
+    np.testing.assert_array_equal(again["test"].x, splits["test"].x)
+    assert as_set(other["test"].x) != sets["test"]
+
+
+def test_too_few_photos_to_split_is_a_user_error(tmp_path):
+    collection = photos.load_photos(write_photo_tree(str(tmp_path), per_class=3), SIZE)["all"]
+    with pytest.raises(UserError, match="too few to split"):
+        photos.split_photos(collection, 0.15, 0.2, seed=0)
+
+
+def test_bad_folders_stop_with_one_clear_line(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        photos.load_photos(str(tmp_path / "no" / "such" / "folder"), SIZE)
+
+    one = tmp_path / "one"
+    write_photo_tree(str(one / "only"), classes=("cats",))  # A single class, one folder down.
+    with pytest.raises(UserError, match="at least two class folders"):
+        photos.load_photos(str(one), SIZE)
+
+    empty = tmp_path / "empty"
+    write_photo_tree(str(empty))
+    (empty / "zebras").mkdir()
+    with pytest.raises(UserError, match="zebras holds no readable images"):
+        photos.load_photos(str(empty), SIZE)
+
+    not_photos = tmp_path / "text"
+    write_photo_tree(str(not_photos))
+    for name in os.listdir(not_photos / "owls"):
+        (not_photos / "owls" / name).write_text("not a photo")
+    with pytest.raises(UserError, match="owls holds no readable images"):
+        photos.load_photos(str(not_photos), SIZE)
+
+    other_file = tmp_path / "photos.zip"
+    other_file.write_bytes(b"PK")
+    with pytest.raises(UserError, match="not a .tgz"):
+        photos.load_photos(str(other_file), SIZE)
+
+    broken = tmp_path / "broken.tgz"
+    broken.write_bytes(b"\x1f\x8b\x08 truncated")
+    with pytest.raises(UserError, match="not a readable .tar.gz"):
+        photos.load_photos(str(broken), SIZE)
+
+
+def test_a_split_folder_with_other_classes_is_a_user_error(tmp_path):
+    write_photo_tree(str(tmp_path / "train"))
+    write_photo_tree(str(tmp_path / "test"), classes=("cats", "dogs", "emus"))
+    with pytest.raises(UserError, match="every split needs the same class folders"):
+        photos.load_photos(str(tmp_path), SIZE)
+
+
+@pytest.mark.skipif("tensorflow_datasets" in sys.modules, reason="only without tensorflow_datasets")
+def test_a_dataset_name_without_tensorflow_datasets_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # Makes the import fail.
+    with pytest.raises(UserError, match="pip install tensorflow-datasets"):
+        photos.load_photos("tf_flowers", SIZE)
+
+
+def test_read_image_resizes_a_photo_and_refuses_anything_else(tmp_path):
+    root = write_photo_tree(str(tmp_path))
+    image = photos.read_image(os.path.join(root, "owls", "000.jpg"), 32)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    with pytest.raises(UserError, match="is not a readable image"):
+        photos.read_image(os.path.join(root, "cats", "notes.txt"), 32)
+    with pytest.raises(UserError, match="cannot read"):
+        photos.read_image(os.path.join(root, "missing.jpg"), 32)
