@@ -1,0 +1,57 @@
+"""ImageNet-pretrained bases from `keras.applications`, with clear errors.
+
+Keras downloads the weights on first use, which fails offline; a local copy of
+the same `.h5` file then stands in for it. Either way, a missing or damaged
+weight file stops the run with one line that says what to pass instead.
+"""
+
+import os
+
+from common import UserError
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def pretrained_base(application, weights, input_shape, **kwargs):
+    """`application(include_top=False, ...)`, such as `keras.applications.Xception`,
+    with `weights` "imagenet" (the Keras download), a path to a local `.h5`
+    weight file without the top, or "none" (random weights)."""
+    name = application.__name__
+    if weights.lower() == "none":
+        print(
+            f"warning   weights=none: {name} starts from random weights, so this trains "
+            "from scratch and is not transfer learning; expect far lower accuracy"
+        )
+        return application(include_top=False, weights=None, input_shape=input_shape, **kwargs)
+    if weights != "imagenet":
+        _check_weight_file(weights, name)
+    try:
+        base = application(include_top=False, weights=weights, input_shape=input_shape, **kwargs)
+    except Exception as error:  # Keras raises many kinds: offline, bad shapes, bad files.
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if weights == "imagenet":
+            raise UserError(
+                f"could not build {name} with its ImageNet weights ({reason}); when offline, "
+                f"pass --weights=path/to/the {name} ImageNet weights file without top (.h5)"
+            ) from None
+        raise UserError(
+            f"could not load {name} weights from {weights} ({reason}); give {name}'s "
+            "ImageNet weights without top (.h5)"
+        ) from None
+    where = weights if weights == "imagenet" else f"{weights} ({os.path.getsize(weights) / 1e6:.1f} MB)"
+    print(f"weights   {name} pretrained on ImageNet: {where}")
+    return base
+
+
+def _check_weight_file(path, name):
+    if not os.path.isfile(path):
+        raise UserError(
+            f"weights file {path!r} does not exist; give the path to {name}'s ImageNet "
+            "weights without top (.h5), 'imagenet' to download them, or 'none'"
+        )
+    with open(path, "rb") as f:
+        if f.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+            raise UserError(
+                f"{path} is not an HDF5 (.h5) weight file; it may be truncated or "
+                f"corrupt: replace it with a fresh copy of {name}'s weights"
+            )

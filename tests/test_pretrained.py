@@ -1,0 +1,67 @@
+"""Loading pretrained bases. The tiny real MobileNet weights in the shared data
+stand in for Xception's 84 MB, so the weight-file path runs in seconds."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from common import UserError, pretrained
+from conftest import SHARED_DATA
+
+MOBILENET = os.path.join(SHARED_DATA, "keras_weights", "mobilenet_2_5_224_tf_no_top.h5")
+needs_mobilenet = pytest.mark.skipif(not os.path.exists(MOBILENET), reason="shared MobileNet weights not found")
+
+
+def mobilenet(weights):
+    return pretrained.pretrained_base(keras.applications.MobileNet, weights, input_shape=(64, 64, 3), alpha=0.25)
+
+
+@needs_mobilenet
+def test_a_local_weight_file_is_loaded(capsys):
+    import h5py
+
+    base = mobilenet(MOBILENET)
+    assert "pretrained on ImageNet" in capsys.readouterr().out
+    # The first convolution holds exactly the kernel stored in the file.
+    with h5py.File(MOBILENET, "r") as f:
+        stored = f["conv1"]["conv1"]["kernel:0"][()]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(base.get_layer("conv1").kernel), stored)
+    random = mobilenet("none")
+    assert not np.allclose(random.get_layer("conv1").kernel, stored)
+
+
+def test_random_weights_come_with_a_warning(capsys):
+    base = mobilenet("none")
+    assert base.output_shape == (None, 2, 2, 256)  # No top: a feature map.
+    assert "warning   weights=none" in capsys.readouterr().out
+
+
+def test_a_missing_or_broken_weight_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        mobilenet(str(tmp_path / "missing.h5"))
+    not_hdf5 = tmp_path / "weights.h5"
+    not_hdf5.write_bytes(b"<html>404 Not Found</html>")
+    with pytest.raises(UserError, match="is not an HDF5"):
+        mobilenet(str(not_hdf5))
+
+
+@needs_mobilenet
+def test_weights_of_another_model_are_a_user_error():
+    # The weights of MobileNet with alpha=0.25 do not fit one with alpha=0.5.
+    with pytest.raises(UserError, match="could not load MobileNet weights from"):
+        pretrained.pretrained_base(keras.applications.MobileNet, MOBILENET, input_shape=(64, 64, 3), alpha=0.5)
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined")  # MobileNet's note on 64x64.
+def test_imagenet_offline_says_to_pass_a_local_file(monkeypatch, tmp_path):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no internet")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="when offline, pass --weights=path/to/the MobileNet"):
+        mobilenet("imagenet")
