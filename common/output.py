@@ -14,6 +14,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from common import UserError, plots
 
@@ -40,21 +41,33 @@ class Run:
 
     def callbacks(self):
         """The callbacks every script passes to `model.fit`: the epoch table,
-        then CSVLogger, which sees the table's seconds and learning rate."""
-        return [EpochTable(self), keras.callbacks.CSVLogger(self.path("history.csv"))]
+        then CSVLogger, which sees the table's seconds and learning rate.
+
+        A script that trains in phases (several `fit` calls) passes fresh
+        ones to each: the rows of later phases are appended to history.csv.
+        """
+        return [EpochTable(self), keras.callbacks.CSVLogger(self.path("history.csv"), append=True)]
 
     def finish(self, model, history, x_test, y_test, **extra):
         """Evaluates on the test set (once, here), saves the model and the
-        curves, and prints the final line. `extra` key=values are appended."""
+        curves, and prints the final line. `extra` key=values are appended.
+
+        `history` is what `model.fit` returned, or a list of them for a run
+        that trained in phases; the plot marks where each phase began.
+        """
+        histories = history if isinstance(history, list) else [history]
+        merged = {key: sum((h.history[key] for h in histories), []) for key in histories[0].history}
+        phase_starts = np.cumsum([len(h.epoch) for h in histories])[:-1] + 1
         test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)[:2]
         save_model(model, self.path("model.keras"))
-        plots.curves(history.history, self.path("curves.png"), title=f"{self.script}  {os.path.basename(self.dir)}")
+        title = f"{self.script}  {os.path.basename(self.dir)}"
+        plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
         fields = {
             "test_acc": f"{test_acc:.4f}",
             "test_loss": f"{test_loss:.4f}",
             "train_seconds": f"{self.train_seconds:.1f}",
-            "epochs": len(history.epoch),
+            "epochs": len(merged["loss"]),
             **extra,
             "run_dir": self.dir,
         }
@@ -63,7 +76,7 @@ class Run:
 
 
 class EpochTable(keras.callbacks.Callback):
-    """Prints the parameter count, then one fixed-width row per epoch.
+    """Prints the parameter counts, then one fixed-width row per epoch.
 
     It adds `seconds` (the epoch's wall time) and `learning_rate` to the epoch
     logs, so the callbacks after it (CSVLogger, History) record them too.
@@ -74,7 +87,8 @@ class EpochTable(keras.callbacks.Callback):
         self.run = run
 
     def on_train_begin(self, logs=None):
-        print(f"model     {self.model.name}: {self.model.count_params():,} parameters")
+        trainable = sum(int(np.prod(weight.shape)) for weight in self.model.trainable_weights)
+        print(f"model     {self.model.name}: {self.model.count_params():,} parameters, {trainable:,} trainable")
         print(_HEADER)
         self.train_start = time.perf_counter()
 
@@ -88,7 +102,8 @@ class EpochTable(keras.callbacks.Callback):
         print(_ROW.format(epoch + 1, *values), flush=True)
 
     def on_train_end(self, logs=None):
-        self.run.train_seconds = time.perf_counter() - self.train_start
+        # Phases add up: train_seconds is the time spent in all `fit` calls.
+        self.run.train_seconds = (self.run.train_seconds or 0) + time.perf_counter() - self.train_start
 
 
 def write_json(path, data):

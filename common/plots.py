@@ -7,14 +7,18 @@ from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 
-def curves(history, path, title=""):
-    """Accuracy and loss per epoch, train vs validation, side by side."""
+def curves(history, path, title="", phase_starts=()):
+    """Accuracy and loss per epoch, train vs validation, side by side; a
+    dashed line marks the first epoch of each later training phase."""
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(history["loss"]) + 1)
     for ax, metric in zip(axes, ("accuracy", "loss")):
         ax.plot(epochs, history[metric], "o-", label="train")
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
+        for epoch in phase_starts:
+            ax.axvline(epoch - 0.5, color="gray", linestyle="--", linewidth=1)
+            ax.annotate(" next phase", (epoch - 0.5, 1), xycoords=("data", "axes fraction"), va="top", color="gray")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.set_ylabel(metric)
