@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import (
+    PHOTO_CLASSES,
     REPO,
     SHARED_DATA,
     final_fields,
@@ -17,6 +18,7 @@ from conftest import (
     synthetic_mnist,
     write_image_tree,
     write_mnist_npz,
+    write_photo_tree,
 )
 
 # Each script, and the dataset it trains on.
@@ -156,3 +158,92 @@ def test_mlp_learns_real_mnist_in_one_epoch(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(final_fields(result.stdout)["test_acc"]) >= 0.96
+
+
+# transfer_xception.py: tiny photo folders, Xception at its smallest input size.
+
+XCEPTION = os.path.join(SHARED_DATA, "keras_weights", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5")
+TINY_TRANSFER = ["--image_size=71", "--epochs=2", "--fine_tune_epochs=1", "--batch_size=8", "--fine_tune_from=13"]
+
+
+def transfer(photo_dir, out_dir, *args):
+    return run_script("transfer_xception.py", f"--data_dir={photo_dir}", f"--out_dir={out_dir}", *TINY_TRANSFER, *args)
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        "none",
+        pytest.param(
+            XCEPTION,
+            marks=pytest.mark.skipif(not os.path.exists(XCEPTION), reason="shared Xception weights not found"),
+        ),
+    ],
+)
+def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    out_dir = str(tmp_path / "runs")
+    result = transfer(photo_dir, out_dir, f"--weights={weights}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped 2 non-image files" in result.stdout
+    assert ("warning   weights=none" in result.stdout) == (weights == "none")
+    assert re.search(r"phase 1   test_acc=[\d.]+", result.stdout)
+    fields = final_fields(result.stdout)
+    assert fields["epochs"] == "3" and 0 <= float(fields["head_test_acc"]) <= 1
+    run_dir = fields["run_dir"]
+    for name in ("best.keras", "classes.json", "config.json", "curves.png", "history.csv", "model.keras"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    assert json.load(open(os.path.join(run_dir, "classes.json"))) == list(PHOTO_CLASSES)
+    # Both phases in one history: epochs 0 and 1 (head), then 2 (fine-tuning).
+    rows = open(os.path.join(run_dir, "history.csv")).read().strip().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2"]
+    # Phase 2 trains more of the model than phase 1.
+    counts = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) trainable", result.stdout)]
+    assert len(counts) == 2 and counts[0] < counts[1]
+
+    # --predict finds the newest model by itself and names a class per photo.
+    photos = [os.path.join(photo_dir, "owls", "000.jpg"), os.path.join(photo_dir, "cats", "001.jpg")]
+    predicted = run_script("transfer_xception.py", f"--out_dir={out_dir}", f"--predict={','.join(photos)}")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    lines = predicted.stdout.strip().splitlines()
+    assert lines[0] == f"model     {os.path.join(run_dir, 'model.keras')}"
+    for path, line in zip(photos, lines[1:]):
+        name, probabilities = line.split(": ")
+        assert name == path
+        top = [part.split() for part in probabilities.split(", ")]
+        assert len(top) == 3 and {c for c, _ in top} <= set(PHOTO_CLASSES)
+        assert 1 >= float(top[0][1]) >= float(top[1][1]) >= float(top[2][1]) >= 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data_dir=/no/such/folder"], "does not exist"),
+        (["--fine_tune_from=15"], "is not a block of Xception"),
+        (["--image_size=32"], "Xception needs at least 71 pixels"),
+        (["--test_split=0.9"], "leave photos for training"),
+        (["--weights=/no/such/weights.h5"], "does not exist"),
+        (["--predict=photo.jpg"], "no trained model in"),
+        (["--predict=photo.jpg", "--model=/no/model.keras"], "must both exist"),
+    ],
+)
+def test_transfer_bad_input_gives_one_clean_line(args, message, tmp_path):
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    out_dir = tmp_path / "runs"
+    result = run_script("transfer_xception.py", f"--data_dir={photo_dir}", f"--out_dir={out_dir}", *args)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, result.stderr[-2000:]
+    assert not run_folders(str(out_dir)), "a failed run must not leave a run folder"
+
+
+def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    result = transfer(photo_dir, tmp_path / "runs", "--weights=none", "--epochs=1", "--fine_tune_epochs=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = os.path.join(final_fields(result.stdout)["run_dir"], "model.keras")
+    bad = os.path.join(photo_dir, "cats", "notes.txt")
+    predicted = run_script("transfer_xception.py", f"--predict={bad}", f"--model={model}")
+    assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
+    assert predicted.stderr.strip().splitlines()[-1].startswith(f"error: {bad} is not a readable image")
