@@ -7,6 +7,8 @@ has to be learned. Training runs in two phases:
 
 1. The pretrained base is frozen and only the new head trains, so that its
    random start cannot wreck the pretrained features with large gradients.
+   A frozen base gives each photo the same features every epoch, so they are
+   computed once, and the head trains on them in seconds.
 2. The base (from the block `fine_tune_from` on) is unfrozen and everything
    trains together with a much smaller learning rate, adapting the features a
    little to these photos.
@@ -23,28 +25,31 @@ names saved beside it.
 
 import glob
 import json
+import math
 import os
+import time
 
 import keras
 import numpy as np
 from keras import layers
 
 import common.config
-from common import UserError, device, output, photos, pretrained
+from common import UserError, device, output, photos, pretrained, schedules
 
 # Settings: edit them here, or override any of them as --key=value.
 data_dir = ""  # folder of class folders, or a .tgz of one; "" = download the TensorFlow flowers
 weights = "imagenet"  # "imagenet" (Keras download), a local .h5 weight file, or "none" (random)
 out_dir = "runs"  # each run writes its files to out_dir/transfer_xception/<run id>/
 image_size = 299  # photos are resized to image_size x image_size, Xception's own (71 at least)
-epochs = 10  # phase 1: only the new head trains
-learning_rate = 1e-3
+epochs = 30  # phase 1: only the new head trains, on features computed once
+learning_rate = 3e-3  # phase 1: peak of the warm-up + cosine schedule
 fine_tune_epochs = 5  # phase 2: the base trains too (0 = skip phase 2)
-fine_tune_learning_rate = 1e-4  # 10x smaller, so the pretrained features change gently
+fine_tune_learning_rate = 1e-4  # 30x smaller, so the pretrained features change gently
 fine_tune_from = 13  # unfreeze Xception's blocks from this one on: 13 = the exit flow, 1 = all 14
 batch_size = 32
 dropout = 0.2  # fraction of the 2048 features dropped while training the head
-patience = 3  # early stopping: epochs without a better val_accuracy before a phase stops
+label_smoothing = 0.1  # targets of 0.9 + 0.1/classes instead of 1 and 0: less overconfidence
+patience = 3  # phase 2 stops after this many epochs without a better val_accuracy
 validation_split = 0.15  # fraction of each class held out for validation
 test_split = 0.2  # fraction of each class held out for the test, touched once per phase
 seed = 0
@@ -96,21 +101,16 @@ found = photos.load_photos(data_dir, image_size)
 if "all" in found:
     splits = photos.split_photos(found["all"], validation_split, test_split, seed)
 else:
+    # The user's own train/ and test/ folders; validation comes out of train/
+    # unless there is a validation/ folder too.
     splits = dict(found)
-    if "validation" not in splits:
-        # The user's own train/ and test/ folders: validation comes out of train.
-        more = photos.split_photos(found["train"], validation_split, validation_split, seed)
-        splits["validation"] = more["validation"]
-        splits["train"] = photos.Photos(
-            np.concatenate([more["train"].x, more["test"].x]),
-            np.concatenate([more["train"].y, more["test"].y]),
-            found["train"].classes,
-            0,
-        )
+    if "validation" not in found:
+        splits.update(photos.split_photos(found["train"], validation_split, 0, seed))
 classes = splits["train"].classes
 x_train, y_train = splits["train"].x, splits["train"].y
 x_val, y_val = splits["validation"].x, splits["validation"].y
 x_test, y_test = splits["test"].x, splits["test"].y
+y_train, y_val, y_test = (keras.utils.to_categorical(y, len(classes)) for y in (y_train, y_val, y_test))
 skipped = sum(part.skipped for part in found.values())
 print(
     f"data      {len(classes)} classes ({', '.join(classes)}) | x_train {x_train.shape} | "
@@ -133,59 +133,85 @@ with scope:
     # both phases: its statistics come from ImageNet, and updating them from
     # small batches of a few hundred photos would undo much of the pretraining.
     x = base(x, training=False)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(len(classes), activation="softmax", dtype="float32")(x)
-    model = keras.Model(inputs, outputs, name="xception_transfer")
+    features = layers.GlobalAveragePooling2D()(x)
+    # The new head: the only layers that phase 1 trains.
+    head = keras.Sequential(
+        [
+            keras.Input(shape=(features.shape[-1],)),
+            layers.Dropout(dropout),
+            layers.Dense(len(classes), activation="softmax", dtype="float32"),
+        ],
+        name="head",
+    )
+    model = keras.Model(inputs, head(features), name="xception_transfer")
+    extractor = keras.Model(inputs, features, name="xception_features")
 
 # The run folder is made only now, when the data and the weights have loaded.
 run = output.Run("transfer_xception", config)
 output.write_json(run.path("classes.json"), classes)
+loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
-
-def train(epochs_done, more_epochs, learning_rate, best_val_accuracy=None):
-    """One phase: compile (which fixes what is trainable) and fit. The
-    checkpoint only replaces best.keras when it beats `best_val_accuracy`."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    callbacks = run.callbacks() + [
-        keras.callbacks.ModelCheckpoint(
-            run.path("best.keras"),
-            monitor="val_accuracy",
-            save_best_only=True,
-            initial_value_threshold=best_val_accuracy,
-        ),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
-    ]
-    return model.fit(
-        x_train,
-        y_train,
-        batch_size=batch_size,
-        initial_epoch=epochs_done,
-        epochs=epochs_done + more_epochs,
-        validation_data=(x_val, y_val),
-        callbacks=callbacks,
-        verbose=0,
-    )
-
-
-print("phase 1   the base is frozen; the new head trains")
-histories = [train(0, epochs, learning_rate)]
-head_test_loss, head_test_acc = model.evaluate(x_test, y_test, verbose=0)
+# Phase 1. With the base frozen, a photo's 2048 features never change, so the
+# base runs once over the photos and their mirror images (the one augmentation
+# that is free here), and the head trains on those features: seconds per
+# epoch instead of minutes, with the same result as running the base every
+# epoch without rotations and zooms.
+print("phase 1   the base is frozen; the new head trains on its features")
+start = time.perf_counter()
+features_train = extractor.predict(np.concatenate([x_train, x_train[:, :, ::-1]]), batch_size=batch_size, verbose=0)
+features_val = extractor.predict(x_val, batch_size=batch_size, verbose=0)
+feature_seconds = time.perf_counter() - start
+print(f"phase 1   features of {len(features_train) + len(features_val)} photos in {feature_seconds:.1f} s")
+steps = epochs * math.ceil(len(features_train) / batch_size)
+head.compile(
+    optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, steps)),
+    loss=loss,
+    metrics=["accuracy"],
+)
+head_history = head.fit(
+    features_train,
+    np.concatenate([y_train, y_train]),
+    batch_size=batch_size,
+    epochs=epochs,
+    validation_data=(features_val, y_val),
+    callbacks=run.callbacks(),
+    verbose=0,
+)
+run.train_seconds += feature_seconds  # Computing the features is part of training.
+# The test photos go through the same path: Xception's features, then the head.
+features_test = extractor.predict(x_test, batch_size=batch_size, verbose=0)
+head_test_loss, head_test_acc = head.evaluate(features_test, y_test, verbose=0)[:2]
 print(f"phase 1   test_acc={head_test_acc:.4f} test_loss={head_test_loss:.4f}")
+histories = [head_history]
 
+# Phase 2: unfreeze the top of the base and train the whole model on the
+# augmented photos, with a learning rate small enough to adjust the pretrained
+# features rather than overwrite them.
 if fine_tune_epochs:
     print(f"phase 2   Xception's blocks {fine_tune_from} to 14 train too, at learning rate {fine_tune_learning_rate:g}")
     base.trainable = True
     first = next(i for i, layer in enumerate(base.layers) if layer.name.startswith(f"block{fine_tune_from}_"))
     for layer in base.layers[:first]:
         layer.trainable = False
-    head = histories[0]
+    model.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate), loss=loss, metrics=["accuracy"])
+    callbacks = run.callbacks() + [
+        # best.keras is the whole model at its best validation epoch of phase 2.
+        keras.callbacks.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
+    ]
     histories.append(
-        train(len(head.epoch), fine_tune_epochs, fine_tune_learning_rate, max(head.history["val_accuracy"]))
+        model.fit(
+            x_train,
+            y_train,
+            batch_size=batch_size,
+            initial_epoch=epochs,
+            epochs=epochs + fine_tune_epochs,
+            validation_data=(x_val, y_val),
+            callbacks=callbacks,
+            verbose=0,
+        )
     )
+else:
+    model.compile(loss=loss, metrics=["accuracy"])  # Only so that it can be evaluated.
 
 run.finish(model, histories, x_test, y_test, head_test_acc=f"{head_test_acc:.4f}")

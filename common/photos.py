@@ -71,9 +71,10 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL):
 
 
 def split_photos(photos, validation_split, test_split, seed):
-    """Splits one collection into train, validation and test, class by class,
-    so that each split holds every class in its share. Seeded; disjoint."""
-    if not (0 < validation_split < 1 and 0 < test_split < 1 and validation_split + test_split < 1):
+    """Splits one collection into train, validation and (when `test_split` is
+    above 0) test, class by class, so that each split holds every class in its
+    share. Seeded; the splits are disjoint."""
+    if not (0 < validation_split < 1 and 0 <= test_split < 1 and validation_split + test_split < 1):
         raise UserError(
             f"validation_split={validation_split} and test_split={test_split} must each be "
             "between 0 and 1 and leave photos for training"
@@ -84,7 +85,7 @@ def split_photos(photos, validation_split, test_split, seed):
         indices = rng.permutation(np.flatnonzero(photos.y == label))
         num_test = int(round(len(indices) * test_split))
         num_val = int(round(len(indices) * validation_split))
-        if num_test < 1 or num_val < 1 or num_test + num_val >= len(indices):
+        if (test_split and num_test < 1) or num_val < 1 or num_test + num_val >= len(indices):
             raise UserError(
                 f"class {name!r} has {len(indices)} photos: too few to split into train, "
                 f"validation ({validation_split}) and test ({test_split}); add photos"
@@ -94,9 +95,10 @@ def split_photos(photos, validation_split, test_split, seed):
         parts["train"].append(indices[num_test + num_val :])
     splits = {}
     for split, chunks in parts.items():
-        # Shuffle the classes together so a split is never ordered by class.
+        # Shuffle the classes together so that a split is never ordered by class.
         indices = rng.permutation(np.concatenate(chunks))
-        splits[split] = Photos(photos.x[indices], photos.y[indices], photos.classes, 0)
+        if len(indices):
+            splits[split] = Photos(photos.x[indices], photos.y[indices], photos.classes, 0)
     return splits
 
 

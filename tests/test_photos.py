@@ -129,3 +129,10 @@ def test_read_image_resizes_a_photo_and_refuses_anything_else(tmp_path):
         photos.read_image(os.path.join(root, "cats", "notes.txt"), 32)
     with pytest.raises(UserError, match="cannot read"):
         photos.read_image(os.path.join(root, "missing.jpg"), 32)
+
+
+def test_without_a_test_split_only_train_and_validation_come_back(tmp_path):
+    collection = photos.load_photos(write_photo_tree(str(tmp_path), per_class=10), SIZE)["all"]
+    splits = photos.split_photos(collection, validation_split=0.2, test_split=0, seed=0)
+    assert sorted(splits) == ["train", "validation"]
+    assert len(splits["train"].x) == 24 and len(splits["validation"].x) == 6
