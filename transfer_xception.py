@@ -76,7 +76,11 @@ def predict_photos(paths, model_path):
         )
     with open(classes_path) as f:
         classes = json.load(f)
-    trained = keras.models.load_model(model_path)
+    try:
+        # Keras' safe mode (the default) refuses models that would run code when loaded.
+        trained = keras.models.load_model(model_path)
+    except Exception as error:  # Keras raises many kinds for a damaged file.
+        raise UserError(f"{model_path} is not a loadable Keras model ({error}); train again or give another --model") from None
     size = trained.input_shape[1]
     x = np.stack([photos.read_image(path, size) for path in paths])
     probabilities = trained.predict(x, verbose=0)

@@ -225,6 +225,7 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--weights=/no/such/weights.h5"], "does not exist"),
         (["--predict=photo.jpg"], "no trained model in"),
         (["--predict=photo.jpg", "--model=/no/model.keras"], "must both exist"),
+        (["--predict=photo.jpg", "--model=tests/conftest.py"], "must both exist"),
     ],
 )
 def test_transfer_bad_input_gives_one_clean_line(args, message, tmp_path):
@@ -247,3 +248,13 @@ def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
     predicted = run_script("transfer_xception.py", f"--predict={bad}", f"--model={model}")
     assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
     assert predicted.stderr.strip().splitlines()[-1].startswith(f"error: {bad} is not a readable image")
+
+    # A damaged model file is refused in one line too.
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "model.keras").write_bytes(b"PK\x03\x04 half a model")
+    (damaged / "classes.json").write_text('["cats", "dogs", "owls"]')
+    photo = os.path.join(photo_dir, "cats", "000.jpg")
+    predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model={damaged / 'model.keras'}")
+    assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
+    assert "is not a loadable Keras model" in predicted.stderr.strip().splitlines()[-1]
