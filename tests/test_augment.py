@@ -1,0 +1,38 @@
+import keras
+import numpy as np
+import pytest
+
+from common.augment import RandomShift
+
+
+def images(n=16, size=8):
+    return np.arange(n * size * size * 3, dtype="float32").reshape(n, size, size, 3)
+
+
+@pytest.mark.parametrize("fill_mode", ["reflect", "constant"])
+def test_each_image_is_its_padded_self_cropped_at_some_offset(fill_mode):
+    x = images()
+    shifted = keras.ops.convert_to_numpy(RandomShift(2, fill_mode=fill_mode, seed=0)(x, training=True))
+    padded = np.pad(x, [(0, 0), (2, 2), (2, 2), (0, 0)], mode=fill_mode)
+    offsets = set()
+    for image, out in zip(padded, shifted):
+        matches = [
+            (dy, dx) for dy in range(5) for dx in range(5) if np.array_equal(image[dy : dy + 8, dx : dx + 8], out)
+        ]
+        assert matches, "an output is not a crop of its padded input"
+        offsets.add(matches[0])
+    assert len(offsets) > 3, "the offsets should vary from image to image"
+
+
+def test_inference_leaves_images_alone_and_the_layer_saves(tmp_path):
+    x = images()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(RandomShift(4)(x, training=False)), x)
+    model = keras.Sequential([keras.Input((8, 8, 3)), RandomShift(2, fill_mode="constant")])
+    model.save(tmp_path / "m.keras")
+    layer = keras.saving.load_model(tmp_path / "m.keras").layers[0]
+    assert isinstance(layer, RandomShift) and (layer.pixels, layer.fill_mode) == (2, "constant")
+
+
+def test_an_unknown_fill_mode_is_refused():
+    with pytest.raises(ValueError, match="fill_mode"):
+        RandomShift(2, fill_mode="wrap")
