@@ -1,0 +1,299 @@
+"""Runs the collection's scripts and the seed tutorials' code side by side.
+
+    python -m benchmarks --data_dir=../shared/data                  # the CPU suite, 3 seeds
+    python -m benchmarks --suite=gpu --seeds=5 --data_dir=.data     # on a lent GPU
+    python -m benchmarks --tasks=mnist_mlp --seeds=1                # one task, quickly
+
+Every method runs as a user would run it, in a subprocess, once per seed. The
+results go to `benchmarks/results/<suite>-<date>.md` (the table), `.png`
+(validation accuracy against training seconds, one line per method) and
+`.jsonl` (every run's figures, to check the table against).
+
+What the table says, per method (mean ± standard deviation over the seeds):
+test accuracy at the end; training seconds (time in `model.fit`); seconds to
+the target, read from the per-epoch validation accuracy and epoch times;
+training images per second; the first epoch's seconds apart from the median
+of the others (the difference is mostly compilation); the rest of the wall
+time (imports, data loading, model building, the final evaluation and saving);
+and peak memory.
+"""
+
+import collections
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import common.config
+from common import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A method is a script (or a seed module under benchmarks/) with overrides.
+Method = collections.namedtuple("Method", "name command overrides")
+# A task compares methods on one dataset. The target is the seed's mean final
+# test accuracy unless a number is given; `third` asks whether each method
+# reaches it in a third of the seed's training time.
+Task = collections.namedtuple("Task", "dataset seed methods target")
+
+# Overrides that make a script fast on the CPU; README.md lists them.
+CPU_FAST = {
+    "mnist_mlp": ["--epochs=3", "--batch_size=256", "--learning_rate=3e-3"],
+    "mnist_cnn": ["--epochs=2", "--batch_size=256"],
+    "cifar10_cnn": ["--epochs=2", "--batch_size=256"],
+}
+
+SUITES = {
+    "cpu": {
+        "mnist_mlp": Task(
+            "mnist",
+            Method("seed MLP: RMSprop, batch 32, 5 epochs", "benchmarks.seed_mnist_mlp", []),
+            [
+                Method("mnist_mlp.py, fast overrides", "mnist_mlp.py", CPU_FAST["mnist_mlp"]),
+                Method("mnist_mlp.py, defaults", "mnist_mlp.py", []),
+            ],
+            None,
+        ),
+        "mnist_cnn": Task(
+            "mnist",
+            Method("seed CNN: Adam, batch 32, 1 epoch", "benchmarks.seed_mnist_cnn", []),
+            [Method("mnist_cnn.py, fast overrides", "mnist_cnn.py", CPU_FAST["mnist_cnn"])],
+            None,
+        ),
+        "cifar10_cnn": Task(
+            "cifar10",
+            Method("seed CIFAR-10 CNN: RMSprop, batch 128, 2 epochs", "benchmarks.seed_cifar10_cnn", []),
+            [Method("cifar10_cnn.py, fast overrides", "cifar10_cnn.py", CPU_FAST["cifar10_cnn"])],
+            None,
+        ),
+    },
+    "gpu": {
+        "mnist_mlp": Task(
+            "mnist",
+            Method("seed MLP: RMSprop, batch 32, 5 epochs", "benchmarks.seed_mnist_mlp", []),
+            [Method("mnist_mlp.py, defaults", "mnist_mlp.py", [])],
+            0.984,
+        ),
+        "mnist_cnn": Task(
+            "mnist",
+            Method("seed CNN: Adam, batch 32, 3 epochs", "benchmarks.seed_mnist_cnn", ["--epochs=3"]),
+            [Method("mnist_cnn.py, defaults", "mnist_cnn.py", [])],
+            0.994,
+        ),
+        "cifar10_cnn": Task(
+            "cifar10",
+            Method("seed CIFAR-10 CNN: RMSprop, batch 128, 10 epochs", "benchmarks.seed_cifar10_cnn", ["--epochs=10"]),
+            [Method("cifar10_cnn.py, defaults", "cifar10_cnn.py", [])],
+            0.907,
+        ),
+    },
+}
+
+# Settings of the benchmark itself, overridable as --key=value like a script's.
+suite = "cpu"  # "cpu" or "gpu": which methods and targets
+tasks = ""  # comma-separated tasks of the suite to run ("" = all)
+seeds = 3  # runs per method, with seeds 0, 1, ...
+data_dir = ""  # folder holding mnist/ and cifar10/ (such as ../shared/data); "" = Keras cache, else download
+out_dir = "benchmarks/results"  # where the table, plot and raw figures go
+runs_dir = "/tmp/benchmark-runs"  # where the scripts write their run folders
+
+
+def run_method(method, dataset, seed):
+    """One run in a subprocess; returns its figures."""
+    if method.command.endswith(".py"):
+        program = [os.path.join(REPO, method.command)]
+    else:
+        program = ["-m", method.command]
+    args = [
+        f"--data_dir={os.path.join(data_dir, dataset) if data_dir else ''}",
+        f"--out_dir={runs_dir}",
+        f"--seed={seed}",
+        *method.overrides,
+    ]
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(
+            [sys.executable, *program, *args], cwd=REPO, stdout=out, stderr=err,
+            env={**os.environ, "PYTHONPATH": REPO},
+        )
+        # os.wait4 gives this one child's resource use, its peak memory included.
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        last = (stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise UserError(f"{method.name} (seed {seed}) failed: {last}")
+    final = dict(pair.split("=", 1) for pair in stdout.strip().splitlines()[-1].split()[1:])
+    num_train = int(re.search(r"x_train \((\d+),", stdout).group(1))
+    history = _read_history(os.path.join(final["run_dir"], "history.csv"))
+    epoch_seconds = [float(row["seconds"]) for row in history]
+    train_seconds = float(final["train_seconds"])
+    return {
+        "method": method.name,
+        "command": " ".join(["python", *(["-m"] if program[0] == "-m" else []), method.command, *args]),
+        "seed": seed,
+        "test_acc": float(final["test_acc"]),
+        "train_seconds": train_seconds,
+        "epochs": len(history),
+        "val_accuracy": [float(row["val_accuracy"]) for row in history],
+        "epoch_seconds": epoch_seconds,
+        "images_per_second": num_train * len(history) / train_seconds,
+        "first_epoch_seconds": epoch_seconds[0],
+        "median_epoch_seconds": statistics.median(epoch_seconds[1:] or epoch_seconds),
+        "other_seconds": wall - train_seconds,
+        "peak_mb": usage.ru_maxrss / 1024,  # Kilobytes on Linux.
+    }
+
+
+def _read_history(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def seconds_to(target, run):
+    """Training seconds until the validation accuracy first reaches `target`."""
+    elapsed = 0.0
+    for accuracy, seconds in zip(run["val_accuracy"], run["epoch_seconds"]):
+        elapsed += seconds
+        if accuracy >= target:
+            return elapsed
+    return None
+
+
+def mean_std(values, digits=1, scale=1):
+    values = [v * scale for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(task_name, task, runs):
+    """The markdown table of one task, and a line on the one-third rule."""
+    by_method = collections.defaultdict(list)
+    for run in runs:
+        by_method[run["method"]].append(run)
+    seed_runs = by_method[task.seed.name]
+    target = task.target or statistics.mean(run["test_acc"] for run in seed_runs)
+    seed_seconds = statistics.mean(run["train_seconds"] for run in seed_runs)
+    lines = [
+        f"### {task_name}: target {target:.2%} "
+        + ("(given)" if task.target else "(the seed's mean final test accuracy)"),
+        "",
+        "| method | runs | test accuracy % | training s | s to target (val) | images/s | first epoch s | later epochs s | other s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, method_runs in by_method.items():
+        reached = [t for t in (seconds_to(target, run) for run in method_runs) if t is not None]
+        to_target = f"{mean_std(reached)} ({len(reached)}/{len(method_runs)} runs)" if reached else "not reached"
+        lines.append(
+            f"| {name} | {len(method_runs)} | {mean_std([r['test_acc'] for r in method_runs], 2, 100)} "
+            f"| {mean_std([r['train_seconds'] for r in method_runs])} | {to_target} "
+            f"| {mean_std([r['images_per_second'] for r in method_runs], 0)} "
+            f"| {mean_std([r['first_epoch_seconds'] for r in method_runs])} "
+            f"| {mean_std([r['median_epoch_seconds'] for r in method_runs])} "
+            f"| {mean_std([r['other_seconds'] for r in method_runs])} "
+            f"| {max(r['peak_mb'] for r in method_runs):.0f} |"
+        )
+    lines.append("")
+    for name, method_runs in by_method.items():
+        if name == task.seed.name:
+            continue
+        accuracy = statistics.mean(r["test_acc"] for r in method_runs)
+        seconds = statistics.mean(r["train_seconds"] for r in method_runs)
+        verdict = "yes" if accuracy >= target and seconds <= seed_seconds / 3 else "no"
+        lines.append(
+            f"- {name}: mean test accuracy {accuracy:.2%} vs the seed's {target:.2%}, in "
+            f"{seconds:.1f} s = {seconds / seed_seconds:.2f} of the seed's {seed_seconds:.1f} s: "
+            f"at least the seed's accuracy in at most a third of its time: **{verdict}**"
+        )
+    for name, method_runs in by_method.items():
+        lines.append(f"- `{method_runs[0]['command']}`")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    """Validation accuracy against cumulative training seconds, per method."""
+    from common.plots import plt
+
+    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for ax, (task_name, runs) in zip(axes[0], results.items()):
+        by_method = collections.defaultdict(list)
+        for run in runs:
+            by_method[run["method"]].append(run)
+        for name, method_runs in by_method.items():
+            epochs = min(len(r["val_accuracy"]) for r in method_runs)
+            seconds = [statistics.mean(sum(r["epoch_seconds"][: i + 1]) for r in method_runs) for i in range(epochs)]
+            accuracy = [statistics.mean(r["val_accuracy"][i] for r in method_runs) for i in range(epochs)]
+            ax.plot(seconds, accuracy, "o-", label=name)
+        ax.set_title(task_name)
+        ax.set_xlabel("training seconds (mean over seeds)")
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def header():
+    import keras
+
+    backend = keras.backend.backend()
+    module = __import__(backend)
+    devices = "CPU"
+    if backend == "jax":
+        devices = ", ".join(sorted({d.device_kind for d in module.devices()}))
+    return (
+        f"Measured {datetime.date.today().isoformat()} with `python -m benchmarks {' '.join(sys.argv[1:])}` "
+        f"on {platform.machine()}, {os.cpu_count()} CPU cores, {devices}; Python {platform.python_version()}, "
+        f"Keras {keras.__version__}, {backend} {module.__version__}. Training seconds are the time in "
+        "`model.fit`; \"other s\" is the rest of each run's wall time.\n"
+    )
+
+
+def main():
+    config = common.config.apply_overrides(globals())
+    if suite not in SUITES:
+        raise UserError(f"--suite={suite!r} is not a suite; use one of {', '.join(SUITES)}")
+    chosen = tasks.split(",") if tasks else list(SUITES[suite])
+    unknown = [name for name in chosen if name not in SUITES[suite]]
+    if unknown:
+        raise UserError(f"--tasks: {', '.join(unknown)} not in the {suite} suite; use {', '.join(SUITES[suite])}")
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"{suite}-{datetime.date.today().isoformat()}")
+    print(f"benchmark {config}")
+    results = {}
+    with open(stem + ".jsonl", "w") as raw:
+        for task_name in chosen:
+            task = SUITES[suite][task_name]
+            results[task_name] = []
+            for method in [task.seed, *task.methods]:
+                for seed in range(seeds):
+                    run = run_method(method, task.dataset, seed)
+                    results[task_name].append(run)
+                    raw.write(json.dumps({"task": task_name, **run}) + "\n")
+                    raw.flush()
+                    print(
+                        f"{task_name:12s} {method.name:50s} seed {seed}: test_acc={run['test_acc']:.4f} "
+                        f"train_seconds={run['train_seconds']:.1f}",
+                        flush=True,
+                    )
+    report = header() + "\n" + "\n".join(table(name, SUITES[suite][name], runs) for name, runs in results.items())
+    with open(stem + ".md", "w") as f:
+        f.write(report)
+    plot(results, stem + ".png")
+    print(report)
+    print(f"wrote     {stem}.md, {stem}.png, {stem}.jsonl")
+
+
+main()

@@ -1,0 +1,54 @@
+"""The seed tutorial's CIFAR-10 convnet, transcribed as it was: conv32 - max-pool
+- conv64 - conv128 - max-pool - conv256 (all 3x3, valid padding, ReLU) -
+flatten - dense 128 - dropout 0.25 - softmax, 684,746 parameters; RMSprop with
+its defaults, batch 128, no augmentation. Not part of the collection: it is the
+baseline that `cifar10_cnn.py` must beat.
+
+It holds out the same validation split as the collection's scripts, so that
+the benchmark can draw its accuracy curve; otherwise it is the seed's code.
+"""
+
+import keras
+from keras import layers
+
+import common.config
+from common import cifar10, data, device, output
+
+data_dir = ""
+out_dir = "runs"
+epochs = 2
+batch_size = 128
+validation_split = 0.1
+seed = 0
+config = common.config.apply_overrides(globals())
+
+device.setup(seed)
+(x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(data_dir)
+x_train, y_train, x_val, y_val = data.split_validation(x_train, y_train, validation_split, seed)
+x_train, x_val, x_test = (x.astype("float32") / 255 for x in (x_train, x_val, x_test))
+y_train, y_val, y_test = (keras.utils.to_categorical(y, 10) for y in (y_train, y_val, y_test))
+print(f"data      x_train {x_train.shape} | x_val {x_val.shape} | x_test {x_test.shape}")
+run = output.Run("seed_cifar10_cnn", config)
+
+model = keras.Sequential(
+    [
+        keras.Input(shape=(32, 32, 3)),
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.Conv2D(128, 3, activation="relu"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(256, 3, activation="relu"),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.25),
+        layers.Dense(10, activation="softmax"),
+    ],
+    name="seed_cifar10_cnn",
+)
+model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+history = model.fit(
+    x_train, y_train, batch_size=batch_size, epochs=epochs,
+    validation_data=(x_val, y_val), callbacks=run.callbacks(), verbose=0,
+)
+run.finish(model, history, x_test, y_test)

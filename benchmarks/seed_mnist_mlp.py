@@ -1,0 +1,45 @@
+"""The seed tutorial's MLP, transcribed as it was: 784-512-512-10, RMSprop with
+its defaults, batch 32, 5 epochs, no dropout, no schedule. Not part of the
+collection: it is the baseline that `mnist_mlp.py` must beat.
+
+It holds out the same validation split as the collection's scripts, so that
+the benchmark can draw its accuracy curve; otherwise it is the seed's code.
+"""
+
+import keras
+from keras import layers
+
+import common.config
+from common import data, device, output
+
+data_dir = ""
+out_dir = "runs"
+epochs = 5
+batch_size = 32
+validation_split = 0.1
+seed = 0
+config = common.config.apply_overrides(globals())
+
+device.setup(seed)
+(x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir)
+x_train, y_train, x_val, y_val = data.split_validation(x_train, y_train, validation_split, seed)
+x_train, x_val, x_test = (x.reshape(-1, 784).astype("float32") / 255 for x in (x_train, x_val, x_test))
+y_train, y_val, y_test = (keras.utils.to_categorical(y, 10) for y in (y_train, y_val, y_test))
+print(f"data      x_train {x_train.shape} | x_val {x_val.shape} | x_test {x_test.shape}")
+run = output.Run("seed_mnist_mlp", config)
+
+model = keras.Sequential(
+    [
+        keras.Input(shape=(784,)),
+        layers.Dense(512, activation="relu"),
+        layers.Dense(512, activation="relu"),
+        layers.Dense(10, activation="softmax"),
+    ],
+    name="seed_mlp",
+)
+model.compile(optimizer="rmsprop", loss="categorical_crossentropy", metrics=["accuracy"])
+history = model.fit(
+    x_train, y_train, batch_size=batch_size, epochs=epochs,
+    validation_data=(x_val, y_val), callbacks=run.callbacks(), verbose=0,
+)
+run.finish(model, history, x_test, y_test)

@@ -1,0 +1,36 @@
+"""The benchmark command end to end, on tiny synthetic MNIST."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO, write_mnist_npz
+
+
+def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
+    write_mnist_npz(str(tmp_path / "data" / "mnist"))
+    out_dir = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--seeds=2",
+         f"--data_dir={tmp_path / 'data'}", f"--out_dir={out_dir}", f"--runs_dir={tmp_path / 'runs'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stems = {name.rsplit(".", 1)[0] for name in os.listdir(out_dir)}
+    assert len(stems) == 1
+    stem = os.path.join(out_dir, stems.pop())
+    runs = [json.loads(line) for line in open(stem + ".jsonl")]
+    # The seed and two configurations of the script, two seeds each.
+    assert len(runs) == 6 and sorted({run["seed"] for run in runs}) == [0, 1]
+    methods = sorted({run["method"] for run in runs})
+    assert len(methods) == 3 and any(name.startswith("seed MLP") for name in methods)
+    for run in runs:
+        assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0 and run["peak_mb"] > 50
+        assert len(run["val_accuracy"]) == len(run["epoch_seconds"]) == run["epochs"]
+    report = open(stem + ".md").read()
+    assert report.startswith("Measured ")
+    for name in methods:
+        assert f"| {name} | 2 |" in report
+    assert "at most a third of its time: **" in report
+    assert os.path.getsize(stem + ".png") > 1000
