@@ -92,3 +92,23 @@ def test_a_crash_while_saving_keeps_the_previous_model(tmp_path):
     with pytest.raises(OSError):
         output.save_model(model, path)
     assert open(path, "rb").read() == before
+
+
+def test_a_run_in_two_phases_keeps_one_history(tmp_path, capsys):
+    run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
+    model = tiny_model()
+    x, y = tiny_data()
+    first = model.fit(x, y, epochs=2, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    first_seconds = run.train_seconds
+    second = model.fit(
+        x, y, initial_epoch=2, epochs=3, validation_data=(x, y), callbacks=run.callbacks(), verbose=0
+    )
+    assert run.train_seconds > first_seconds  # The phases' times add up.
+    run.finish(model, [first, second], x, y)
+
+    lines = open(run.path("history.csv")).read().strip().splitlines()
+    assert lines[0].startswith("epoch,") and [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2"]
+    out = capsys.readouterr().out
+    assert out.count("parameters, ") == 2  # Each phase prints its parameter counts.
+    assert out.strip().splitlines()[-1].split()[4] == "epochs=3"
+    assert os.path.getsize(run.path("curves.png")) > 1000
