@@ -13,7 +13,10 @@ has to be learned. Training runs in two phases:
    trains together with a much smaller learning rate, adapting the features a
    little to these photos.
 
-Expected: NOT MEASURED YET.
+Expected on the 1250-photo flowers subset in ../shared/data (810 photos to
+train, 190 to validate, 250 to test): 90.0% test accuracy after phase 1 and
+90.4% after phase 2, in 15 minutes of training (17 minutes in all) on a 2-core
+CPU (TensorFlow backend, measured 2026-11-22); see README.md.
 
     python transfer_xception.py --data_dir=path/to/flower_photos.tgz --weights=path/to/xception_notop.h5
     python transfer_xception.py --predict=photo.jpg,other.jpg

@@ -33,7 +33,7 @@ import time
 import common.config
 from common import UserError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A method is a script (or a seed module under benchmarks/) with overrides.
 Method = collections.namedtuple("Method", "name command overrides")
@@ -107,7 +107,7 @@ runs_dir = "/tmp/benchmark-runs"  # where the scripts write their run folders
 def run_method(method, dataset, seed):
     """One run in a subprocess; returns its figures."""
     if method.command.endswith(".py"):
-        program = [os.path.join(REPO, method.command)]
+        program = [os.path.join(_REPO, method.command)]
     else:
         program = ["-m", method.command]
     args = [
@@ -119,8 +119,8 @@ def run_method(method, dataset, seed):
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen(
-            [sys.executable, *program, *args], cwd=REPO, stdout=out, stderr=err,
-            env={**os.environ, "PYTHONPATH": REPO},
+            [sys.executable, *program, *args], cwd=_REPO, stdout=out, stderr=err,
+            env={**os.environ, "PYTHONPATH": _REPO},
         )
         # os.wait4 gives this one child's resource use, its peak memory included.
         _, status, usage = os.wait4(process.pid, 0)
