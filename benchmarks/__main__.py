@@ -38,8 +38,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A method is a script (or a seed module under benchmarks/) with overrides.
 Method = collections.namedtuple("Method", "name command overrides")
 # A task compares methods on one dataset. The target is the seed's mean final
-# test accuracy unless a number is given; `third` asks whether each method
-# reaches it in a third of the seed's training time.
+# test accuracy unless a number is given; the table also says whether each
+# method reaches it in at most a third of the seed's training time.
 Task = collections.namedtuple("Task", "dataset seed methods target")
 
 # Overrides that make a script fast on the CPU; README.md lists them.

@@ -14,6 +14,12 @@ class UserError(ValueError):
     """A problem with the user's input, explained in one line that says what to do."""
 
 
+def reason(error):
+    """The first line of an exception's message, or its type when it has none:
+    what goes in brackets in a one-line error."""
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)

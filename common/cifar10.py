@@ -7,18 +7,16 @@ read-only) and rebuilt when the source changes.
 """
 
 import codecs
-import contextlib
 import glob
 import hashlib
 import io
 import os
 import pickle
-import tarfile
 
 import numpy as np
 
 from common import UserError
-from common.data import checked, download, keras_datasets_dir
+from common.data import checked, download, keras_datasets_dir, open_tar
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The hash that keras.datasets.cifar10 checks.
@@ -127,22 +125,8 @@ def _read_batches(locate, opener):
     return (x_train, y_train), arrays["test_batch"]
 
 
-@contextlib.contextmanager
-def _open_tar(archive):
-    """Opens a .tar.gz; a damaged one, found at any point of reading it,
-    becomes one line that says what to do."""
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            yield tar
-    except (OSError, EOFError, tarfile.TarError) as error:
-        raise UserError(
-            f"{archive} is not a readable .tar.gz ({error}); it may be truncated "
-            "or corrupt: replace it with a fresh copy"
-        ) from None
-
-
 def _read_batches_from_tar(archive):
-    with _open_tar(archive) as tar:
+    with open_tar(archive) as tar:
         members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
         missing = [name for name in BATCHES if name not in members]
         if missing:
@@ -171,7 +155,7 @@ def _read_image_tree(root):
 
 
 def _read_image_tar(archive):
-    with _open_tar(archive) as tar:
+    with open_tar(archive) as tar:
         members = {m.name: m for m in tar.getmembers() if m.isfile()}
         # Find train/<class>/<file> at any depth, such as cifar-10-jpeg/train/cat/0001.jpg.
         files = {}

@@ -6,14 +6,16 @@ the label range, so a broken file fails here with a clear message instead of
 somewhere inside training.
 """
 
+import contextlib
 import gzip
 import os
+import tarfile
 import zipfile
 
 import keras
 import numpy as np
 
-from common import UserError
+from common import UserError, reason
 
 MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 # The hash that keras.datasets.mnist checks.
@@ -80,6 +82,20 @@ def keras_datasets_dir(cache_dir=None):
     return os.path.join(home, "datasets")
 
 
+@contextlib.contextmanager
+def open_tar(archive):
+    """Opens a .tar.gz; a damaged one, found at any point of reading it,
+    becomes one line that says what to do."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            yield tar
+    except (OSError, EOFError, tarfile.TarError) as error:
+        raise UserError(
+            f"{archive} is not a readable .tar.gz ({error}); it may be truncated "
+            "or corrupt: replace it with a fresh copy"
+        ) from None
+
+
 def download(origin, file_hash, cache_dir, fname, name):
     """`keras.utils.get_file`: reuse the verified cached copy, else download it,
     check its hash and remove a partial or corrupt file."""
@@ -96,9 +112,8 @@ def download(origin, file_hash, cache_dir, fname, name):
         target = os.path.join(keras_datasets_dir(cache_dir), fname)
         if "hash" in str(error) and os.path.exists(target):
             os.remove(target)
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
-            f"could not download {name} from {origin} ({reason}); when offline, "
+            f"could not download {name} from {origin} ({reason(error)}); when offline, "
             f"copy {fname} into a folder and pass --data_dir=that/folder"
         ) from None
 

@@ -17,16 +17,14 @@ import collections
 import glob
 import io
 import os
-import tarfile
 
 import numpy as np
 
-from common import UserError
-from common.data import download
+from common import UserError, reason
+from common.data import download, open_tar
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
-SPLIT_FOLDERS = ("train", "validation", "test")
 
 # The photos of a run: uint8 images (N, size, size, 3), integer labels, the
 # class names in label order, and how many files were skipped as non-images.
@@ -50,24 +48,19 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL):
             raise UserError(f"data_dir {data_dir!r} does not exist; give a folder of class folders or a .tgz of one")
         return _load_tfds(data_dir, image_size)
     if os.path.isdir(data_dir):
-        archives = sorted(p for p in glob.glob(os.path.join(data_dir, "*")) if p.endswith(ARCHIVE_EXTENSIONS))
-        if len(archives) == 1 and not any(os.path.isdir(p) for p in glob.glob(os.path.join(data_dir, "*"))):
+        inside = glob.glob(os.path.join(data_dir, "*"))
+        archives = [path for path in inside if path.endswith(ARCHIVE_EXTENSIONS)]
+        if len(archives) == 1 and not any(os.path.isdir(path) for path in inside):
             data_dir = archives[0]  # A folder that holds just the archive.
     if os.path.isdir(data_dir):
         entries = _folder_entries(data_dir)
         return _decode_tree(data_dir, entries, lambda path: _read_file(os.path.join(data_dir, path)), image_size)
     if not data_dir.endswith(ARCHIVE_EXTENSIONS):
         raise UserError(f"data_dir {data_dir!r} is a file but not a .tgz or .tar.gz; give a folder of class folders or an archive of one")
-    try:
-        with tarfile.open(data_dir, "r:gz") as tar:
-            members = {m.name.strip("/"): m for m in tar.getmembers() if m.isfile() or m.isdir()}
-            entries = {name: members[name].isdir() for name in members}
-            return _decode_tree(data_dir, entries, lambda path: tar.extractfile(members[path]).read(), image_size)
-    except (OSError, EOFError, tarfile.TarError) as error:
-        raise UserError(
-            f"{data_dir} is not a readable .tar.gz ({error}); it may be truncated "
-            "or corrupt: replace it with a fresh copy"
-        ) from None
+    with open_tar(data_dir) as tar:
+        members = {m.name.strip("/"): m for m in tar.getmembers() if m.isfile() or m.isdir()}
+        entries = {name: members[name].isdir() for name in members}
+        return _decode_tree(data_dir, entries, lambda path: tar.extractfile(members[path]).read(), image_size)
 
 
 def split_photos(photos, validation_split, test_split, seed):
@@ -111,9 +104,16 @@ def load_image(data, image_size):
         # JPEG can decode straight to a smaller size (at least the target
         # size), which is much faster than decoding every pixel and shrinking.
         image.draft("RGB", (image_size, image_size))
-        # Squash the whole photo into a square, as the Keras image loaders
-        # do, rather than crop away a part that may hold the subject.
-        return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
+        return _square(image, image_size)
+
+
+def _square(image, image_size):
+    """A PIL image as a (size, size, 3) uint8 array. The whole photo is
+    squashed into the square, as the Keras image loaders do, rather than
+    cropped to a part that may miss the subject."""
+    from PIL import Image
+
+    return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
 
 
 def read_image(path, image_size):
@@ -240,14 +240,14 @@ def _load_tfds(name, image_size):
     try:
         dataset, info = tfds.load(name, split="train", as_supervised=True, with_info=True)
     except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"TensorFlow Datasets could not load {name!r} ({reason}); give a photo folder instead") from None
+        raise UserError(
+            f"TensorFlow Datasets could not load {name!r} ({reason(error)}); give a photo folder instead"
+        ) from None
     from PIL import Image
 
     images, labels = [], []
     for image, label in tfds.as_numpy(dataset):
-        resized = Image.fromarray(image).convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-        images.append(np.asarray(resized))
+        images.append(_square(Image.fromarray(image), image_size))
         labels.append(int(label))
     classes = list(info.features["label"].names)
     return {"all": Photos(np.stack(images), np.array(labels, dtype=np.int64), classes, 0)}

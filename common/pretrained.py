@@ -7,7 +7,7 @@ weight file stops the run with one line that says what to pass instead.
 
 import os
 
-from common import UserError
+from common import UserError, reason
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -28,14 +28,13 @@ def pretrained_base(application, weights, input_shape, **kwargs):
     try:
         base = application(include_top=False, weights=weights, input_shape=input_shape, **kwargs)
     except Exception as error:  # Keras raises many kinds: offline, bad shapes, bad files.
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         if weights == "imagenet":
             raise UserError(
-                f"could not build {name} with its ImageNet weights ({reason}); when offline, "
+                f"could not build {name} with its ImageNet weights ({reason(error)}); when offline, "
                 f"pass --weights=path/to/the {name} ImageNet weights file without top (.h5)"
             ) from None
         raise UserError(
-            f"could not load {name} weights from {weights} ({reason}); give {name}'s "
+            f"could not load {name} weights from {weights} ({reason(error)}); give {name}'s "
             "ImageNet weights without top (.h5)"
         ) from None
     where = weights if weights == "imagenet" else f"{weights} ({os.path.getsize(weights) / 1e6:.1f} MB)"
