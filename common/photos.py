@@ -131,7 +131,7 @@ def _read_file(path):
         with open(path, "rb") as f:
             return f.read()
     except OSError as error:
-        raise UserError(f"cannot read {path} ({error.strerror})") from None
+        raise UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable") from None
 
 
 def _folder_entries(root):
