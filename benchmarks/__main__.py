@@ -31,6 +31,7 @@ import tempfile
 import time
 
 import common.config
+from benchmarks import CPU_FAST
 from common import UserError
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,13 +42,6 @@ Method = collections.namedtuple("Method", "name command overrides")
 # test accuracy unless a number is given; the table also says whether each
 # method reaches it in at most a third of the seed's training time.
 Task = collections.namedtuple("Task", "dataset seed methods target")
-
-# Overrides that make a script fast on the CPU; README.md lists them.
-CPU_FAST = {
-    "mnist_mlp": ["--epochs=3", "--batch_size=256", "--learning_rate=3e-3"],
-    "mnist_cnn": ["--epochs=2", "--batch_size=256"],
-    "cifar10_cnn": ["--epochs=2", "--batch_size=256"],
-}
 
 SUITES = {
     "cpu": {
