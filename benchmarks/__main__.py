@@ -5,7 +5,7 @@
     python -m benchmarks --tasks=mnist_mlp --seeds=1                # one task, quickly
 
 Every method runs as a user would run it, in a subprocess, once per seed. The
-results go to `benchmarks/results/<suite>-<date>.md` (the table), `.png`
+results go to `benchmarks/results/<suite>-<start time>[-<tasks>].md` (the table), `.png`
 (validation accuracy against training seconds, one line per method) and
 `.jsonl` (every run's figures, to check the table against).
 
@@ -264,7 +264,9 @@ def main():
     if unknown:
         raise UserError(f"--tasks: {', '.join(unknown)} not in the {suite} suite; use {', '.join(SUITES[suite])}")
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"{suite}-{datetime.date.today().isoformat()}")
+    # The start time and the tasks name the files, so no earlier results are overwritten.
+    started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem = os.path.join(out_dir, "-".join([suite, started, *(chosen if tasks else [])]))
     print(f"benchmark {config}")
     results = {}
     with open(stem + ".jsonl", "w") as raw:

@@ -175,7 +175,7 @@ def test_cnn_fast_overrides_learn_real_mnist_in_one_epoch(tmp_path):
         *CPU_FAST["mnist_cnn"],
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert float(final_fields(result.stdout)["test_acc"]) >= 0.98
+    assert float(final_fields(result.stdout)["test_acc"]) >= 0.97
 
 
 # transfer_xception.py: tiny photo folders, Xception at its smallest input size.
