@@ -106,17 +106,22 @@ with scope:
         metrics=["accuracy"],
     )
 
-callbacks = run.callbacks() + [
-    keras.callbacks.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
+# The checkpoint keeps the weights of the best epoch on disk, and early
+# stopping puts them back in the model at the end: the last epoch is not
+# always the best one.
+callbacks = run.callbacks(
+    output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
-]
-history = model.fit(
+)
+# initial_epoch is above 0 when this continues a run that was interrupted.
+model.fit(
     x_train,
     y_train,
     batch_size=batch_size,
+    initial_epoch=run.initial_epoch,
     epochs=epochs,
     validation_data=(x_val, y_val),
     callbacks=callbacks,
     verbose=0,
 )
-run.finish(model, history, x_test, y_test)
+run.finish(model, x_test, y_test)

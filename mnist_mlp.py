@@ -63,13 +63,15 @@ with scope:
         metrics=["accuracy"],
     )
 
-history = model.fit(
+# initial_epoch is above 0 when this continues a run that was interrupted.
+model.fit(
     x_train,
     y_train,
     batch_size=batch_size,
+    initial_epoch=run.initial_epoch,
     epochs=epochs,
     validation_data=(x_val, y_val),
     callbacks=run.callbacks(),
     verbose=0,
 )
-run.finish(model, history, x_test, y_test)
+run.finish(model, x_test, y_test)

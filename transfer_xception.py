@@ -162,34 +162,39 @@ loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 # base runs once over the photos and their mirror images (the one augmentation
 # that is free here), and the head trains on those features: seconds per
 # epoch instead of minutes, with the same result as running the base every
-# epoch without rotations and zooms.
-print("phase 1   the base is frozen; the new head trains on its features")
-start = time.perf_counter()
-features_train = extractor.predict(np.concatenate([x_train, x_train[:, :, ::-1]]), batch_size=batch_size, verbose=0)
-features_val = extractor.predict(x_val, batch_size=batch_size, verbose=0)
-feature_seconds = time.perf_counter() - start
-print(f"phase 1   features of {len(features_train) + len(features_val)} photos in {feature_seconds:.1f} s")
-steps = epochs * math.ceil(len(features_train) / batch_size)
-head.compile(
-    optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, steps)),
-    loss=loss,
-    metrics=["accuracy"],
-)
-head_history = head.fit(
-    features_train,
-    np.concatenate([y_train, y_train]),
-    batch_size=batch_size,
-    epochs=epochs,
-    validation_data=(features_val, y_val),
-    callbacks=run.callbacks(),
-    verbose=0,
-)
-run.train_seconds += feature_seconds  # Computing the features is part of training.
-# The test photos go through the same path: Xception's features, then the head.
-features_test = extractor.predict(x_test, batch_size=batch_size, verbose=0)
-head_test_loss, head_test_acc = head.evaluate(features_test, y_test, verbose=0)[:2]
-print(f"phase 1   test_acc={head_test_acc:.4f} test_loss={head_test_loss:.4f}")
-histories = [head_history]
+# epoch without rotations and zooms. A run interrupted in phase 2 skips it.
+if run.initial_epoch < epochs or not fine_tune_epochs:
+    print("phase 1   the base is frozen; the new head trains on its features")
+    start = time.perf_counter()
+    features_train = extractor.predict(np.concatenate([x_train, x_train[:, :, ::-1]]), batch_size=batch_size, verbose=0)
+    features_val = extractor.predict(x_val, batch_size=batch_size, verbose=0)
+    feature_seconds = time.perf_counter() - start
+    print(f"phase 1   features of {len(features_train) + len(features_val)} photos in {feature_seconds:.1f} s")
+    steps = epochs * math.ceil(len(features_train) / batch_size)
+    head.compile(
+        optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, steps)),
+        loss=loss,
+        metrics=["accuracy"],
+    )
+    head.fit(
+        features_train,
+        np.concatenate([y_train, y_train]),
+        batch_size=batch_size,
+        initial_epoch=run.initial_epoch,
+        epochs=epochs,
+        validation_data=(features_val, y_val),
+        callbacks=run.callbacks(phase="head"),
+        verbose=0,
+    )
+    run.train_seconds += feature_seconds  # Computing the features is part of training.
+    # The test photos go through the same path: Xception's features, then the head.
+    features_test = extractor.predict(x_test, batch_size=batch_size, verbose=0)
+    head_test_acc = head.evaluate(features_test, y_test, verbose=0)[1]
+    output.write_json(run.path("head_test.json"), {"test_acc": head_test_acc})
+else:
+    with open(run.path("head_test.json")) as f:
+        head_test_acc = json.load(f)["test_acc"]
+print(f"phase 1   test_acc={head_test_acc:.4f}")
 
 # Phase 2: unfreeze the top of the base and train the whole model on the
 # augmented photos, with a learning rate small enough to adjust the pretrained
@@ -201,24 +206,25 @@ if fine_tune_epochs:
     for layer in base.layers[:first]:
         layer.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate), loss=loss, metrics=["accuracy"])
-    callbacks = run.callbacks() + [
+    callbacks = run.callbacks(
         # best.keras is the whole model at its best validation epoch of phase 2.
-        keras.callbacks.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
+        output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
-    ]
-    histories.append(
-        model.fit(
-            x_train,
-            y_train,
-            batch_size=batch_size,
-            initial_epoch=epochs,
-            epochs=epochs + fine_tune_epochs,
-            validation_data=(x_val, y_val),
-            callbacks=callbacks,
-            verbose=0,
-        )
+        phase="fine-tune",
+        earlier={"head": head},  # A run interrupted between the phases gets its head back.
+    )
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        initial_epoch=max(epochs, run.initial_epoch),
+        epochs=epochs + fine_tune_epochs,
+        validation_data=(x_val, y_val),
+        callbacks=callbacks,
+        verbose=0,
     )
 else:
     model.compile(loss=loss, metrics=["accuracy"])  # Only so that it can be evaluated.
 
-run.finish(model, histories, x_test, y_test, head_test_acc=f"{head_test_acc:.4f}")
+phase_starts = [epochs + 1] if fine_tune_epochs else []
+run.finish(model, x_test, y_test, phase_starts=phase_starts, head_test_acc=f"{head_test_acc:.4f}")

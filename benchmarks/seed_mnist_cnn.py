@@ -41,8 +41,8 @@ model = keras.Sequential(
     name="seed_cnn",
 )
 model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-history = model.fit(
-    x_train, y_train, batch_size=batch_size, epochs=epochs,
+model.fit(
+    x_train, y_train, batch_size=batch_size, initial_epoch=run.initial_epoch, epochs=epochs,
     validation_data=(x_val, y_val), callbacks=run.callbacks(), verbose=0,
 )
-run.finish(model, history, x_test, y_test)
+run.finish(model, x_test, y_test)

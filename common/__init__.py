@@ -3,8 +3,8 @@
 Importing this package installs one behaviour worth knowing about: a `UserError`
 that nobody catches (a missing data file, an unknown override, ...) is printed
 as a single `error: ...` line, and the run exits with status 1, instead of a
-traceback: it is a mistake in the input, not in the program. Every other
-exception still prints its full traceback.
+traceback: it is a mistake in the input, not in the program. Ctrl-C prints
+how to continue the run. Every other exception still prints its full traceback.
 """
 
 import sys
@@ -23,6 +23,14 @@ def reason(error):
 def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)
+    elif issubclass(exc_type, KeyboardInterrupt):
+        # Ctrl-C: every complete epoch is saved (common/output.py), and Python
+        # still exits with the status of a process stopped by SIGINT.
+        print(
+            "\ninterrupted: the epochs completed so far are saved; run the same command "
+            "again to continue from there",
+            file=sys.stderr,
+        )
     else:
         _default(exc_type, exc, tb)
 

@@ -7,16 +7,26 @@
 
 The last line of stdout is always `final test_acc=... test_loss=... train_seconds=...`
 so that runs can be compared with grep.
+
+A run that stops before it finishes (killed, Ctrl-C, power loss) continues
+where it stopped when the same command is run again: after each epoch the
+model's weights, the optimizer's state, the epoch and the callbacks' bests go
+to `resume.npz`, and a new `Run` with the same settings and `out_dir` picks up
+the newest unfinished run folder instead of starting a new one. Every file is
+written under a temporary name and then renamed, so a crash never leaves a
+half-written file that a later run would load.
 """
 
+import csv
 import json
 import os
 import time
+import zipfile
 
 import keras
 import numpy as np
 
-from common import UserError, plots
+from common import UserError, plots, reason
 
 TABLE_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 # The table prints short names for the Keras log keys in TABLE_COLUMNS.
@@ -24,42 +34,82 @@ _HEADER = "epoch  train_loss  train_acc  val_loss  val_acc        lr  seconds"
 _ROW = "{:>5d}  {:>10.4f}  {:>9.4f}  {:>8.4f}  {:>7.4f}  {:>8.2e}  {:>7.1f}"
 
 
+RESUME_STATE = "resume.npz"  # the state after the last complete epoch; gone once the run finishes
+_LOCK = "running.pid"  # the process that is writing to the run folder
+
+
 class Run:
-    """A run folder under `out_dir/<script>/`, named by the start time."""
+    """A run folder under `out_dir/<script>/`, named by the start time.
+
+    If an earlier run with the same settings stopped before it finished, this
+    is that run's folder, and `initial_epoch` is the number of epochs it
+    completed: pass it to `model.fit`, with the callbacks from `callbacks()`.
+    """
 
     def __init__(self, script, config):
         self.script = script
         self.config = config
-        self.dir = _new_run_dir(os.path.join(config["out_dir"], script))
+        parent = os.path.join(config["out_dir"], script)
+        self.dir = _unfinished_run(parent, config)
+        self.initial_epoch = 0
         self.train_seconds = None
-        write_json(os.path.join(self.dir, "config.json"), config)
-        print(f"run       {self.dir}")
+        self._state = None
+        if self.dir:
+            self._state = _read_state(self.path(RESUME_STATE))
+            done = 0
+            if self._state is not None:
+                done = int(self._state["epochs_done"])
+                # Where training continues: past the last epoch if early
+                # stopping had already ended it.
+                self.initial_epoch = int(self._state["initial_epoch"])
+                self.train_seconds = float(self._state["train_seconds"])
+            _keep_history_rows(self.path("history.csv"), done)
+            print(f"resume    {self.dir} after epoch {done}")
+        else:
+            self.dir = _new_run_dir(parent)
+            write_json(os.path.join(self.dir, "config.json"), config)
+            print(f"run       {self.dir}")
+        _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
         print("config    " + " ".join(f"{key}={value!r}" for key, value in config.items()))
 
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    def callbacks(self):
+    def callbacks(self, *extra, phase="", earlier=None):
         """The callbacks every script passes to `model.fit`: the epoch table,
-        then CSVLogger, which sees the table's seconds and learning rate.
+        then CSVLogger, which sees the table's seconds and learning rate, then
+        the script's own (`extra`: a checkpoint, early stopping), then the one
+        that saves, and on resuming restores, the state of all of them.
 
         A script that trains in phases (several `fit` calls) passes fresh
-        ones to each: the rows of later phases are appended to history.csv.
+        ones to each, named by `phase`: the rows of later phases are appended
+        to history.csv. A run interrupted between two phases resumes at the
+        start of the later one, with the state saved at the end of the earlier
+        one: `earlier` maps that phase's name to the model it trained, which
+        gets back its variables.
         """
-        return [EpochTable(self), keras.callbacks.CSVLogger(self.path("history.csv"), append=True)]
+        return [
+            EpochTable(self),
+            keras.callbacks.CSVLogger(self.path("history.csv"), append=True),
+            *extra,
+            ResumeState(self, extra, phase, earlier or {}),
+        ]
 
-    def finish(self, model, history, x_test, y_test, **extra):
+    def finish(self, model, x_test, y_test, phase_starts=(), **extra):
         """Evaluates on the test set (once, here), saves the model and the
         curves, and prints the final line. `extra` key=values are appended.
 
-        `history` is what `model.fit` returned, or a list of them for a run
-        that trained in phases; the plot marks where each phase began.
+        The curves come from history.csv, which holds every epoch of every
+        phase, those before a resume included; `phase_starts` are the epochs
+        (counting from 1) where later phases began, marked on the plot.
         """
-        histories = history if isinstance(history, list) else [history]
-        merged = {key: sum((h.history[key] for h in histories), []) for key in histories[0].history}
-        phase_starts = np.cumsum([len(h.epoch) for h in histories])[:-1] + 1
+        merged = read_history(self.path("history.csv"))
         test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)[:2]
         save_model(model, self.path("model.keras"))
+        # The run is complete: it is no longer one to resume.
+        for name in (RESUME_STATE, _LOCK):
+            if os.path.exists(self.path(name)):
+                os.remove(self.path(name))
         title = f"{self.script}  {os.path.basename(self.dir)}"
         plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
@@ -106,6 +156,178 @@ class EpochTable(keras.callbacks.Callback):
         self.run.train_seconds = (self.run.train_seconds or 0) + time.perf_counter() - self.train_start
 
 
+class ResumeState(keras.callbacks.Callback):
+    """Saves what a resumed run needs after every epoch, and restores it.
+
+    The model's variables (weights, batch-norm statistics, the augmentation
+    layers' random-generator states), the optimizer's variables (its step
+    count drives the learning-rate schedule), the epoch, the training seconds
+    so far, and the bests of the checkpoint and early-stopping callbacks. It
+    comes last in the list so that it sees their state after each epoch, and
+    restores it after their own `on_train_begin` has reset it.
+    """
+
+    def __init__(self, run, callbacks, phase="", earlier=None):
+        super().__init__()
+        self.run = run
+        self.callbacks = callbacks
+        self.phase = phase
+        self.earlier = earlier or {}
+
+    def on_train_begin(self, logs=None):
+        self.fit_start = time.perf_counter()
+        state, self.run._state = self.run._state, None  # Restored once, into the first fit.
+        if state is None:
+            return
+        saved_phase = str(state["phase"])
+        if saved_phase != self.phase:
+            # The end of an earlier phase: only its model's variables carry over.
+            _assign(self.earlier[saved_phase].variables, _arrays(state, "model"))
+            return
+        _assign(self.model.variables, _arrays(state, "model"))
+        self.model.optimizer.build(self.model.trainable_variables)
+        _assign(self.model.optimizer.variables, _arrays(state, "optimizer"))
+        saved = json.loads(str(state["callbacks"]))
+        for callback, values in zip(self.callbacks, saved):
+            for key, value in values.items():
+                setattr(callback, key, value)
+            if isinstance(callback, keras.callbacks.EarlyStopping) and "best_weights_0" in state:
+                callback.best_weights = _arrays(state, "best_weights")
+
+    def on_epoch_end(self, epoch, logs=None):
+        stopped = self.model.stop_training  # Early stopping has just ended training.
+        arrays = {
+            "epochs_done": np.array(epoch + 1),
+            "initial_epoch": np.array(self.params["epochs"] if stopped else epoch + 1),
+            "train_seconds": np.array((self.run.train_seconds or 0) + time.perf_counter() - self.fit_start),
+            "phase": np.array(self.phase),
+            "callbacks": np.array(json.dumps([_monitor_state(c) for c in self.callbacks])),
+        }
+        arrays.update(_named("model", self.model.variables))
+        arrays.update(_named("optimizer", self.model.optimizer.variables))
+        for callback in self.callbacks:
+            if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights is not None:
+                arrays.update(_named("best_weights", callback.best_weights))
+        _write_atomically(self.run.path(RESUME_STATE), lambda tmp: _save_npz(tmp, arrays))
+
+
+class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' ModelCheckpoint for a `.keras` file, written under a temporary
+    name and then renamed: a crash while saving keeps the previous file."""
+
+    def __init__(self, filepath, **kwargs):
+        self.final_path = filepath
+        super().__init__(filepath.removesuffix(".keras") + ".tmp.keras", **kwargs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if os.path.exists(self.filepath):
+            _sync(self.filepath)
+            os.replace(self.filepath, self.final_path)
+
+
+def _monitor_state(callback):
+    """What a checkpoint or early-stopping callback has learnt so far."""
+    keys = {"best"}
+    if isinstance(callback, keras.callbacks.EarlyStopping):
+        keys |= {"wait", "best_epoch", "stopped_epoch"}
+    return {key: _plain(getattr(callback, key)) for key in keys if hasattr(callback, key)}
+
+
+def _plain(value):
+    return value if value is None or isinstance(value, (int, str)) else float(value)
+
+
+def _named(prefix, values):
+    return {f"{prefix}_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(values)}
+
+
+def _arrays(state, prefix):
+    count = sum(1 for key in state if key.startswith(prefix + "_"))
+    return [state[f"{prefix}_{i}"] for i in range(count)]
+
+
+def _assign(variables, values):
+    if len(variables) != len(values):
+        raise UserError(
+            f"the saved state holds {len(values)} values for {len(variables)} variables: it "
+            "belongs to another model; start a new run with another --out_dir"
+        )
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def _save_npz(path, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _read_state(path):
+    """The saved state of an unfinished run, or None if it has none yet."""
+    if not os.path.exists(path):
+        return None
+    try:
+        # No pickles: a state file holds plain arrays only.
+        with np.load(path, allow_pickle=False) as state:
+            return {key: state[key] for key in state.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise UserError(
+            f"{path} cannot be read ({reason(error)}); delete it to restart that run "
+            "from its first epoch, or use another --out_dir"
+        ) from None
+
+
+def _unfinished_run(parent, config):
+    """The newest run folder under `parent` with these settings that has not
+    finished and that no live process is writing to; None if there is none."""
+    if not os.path.isdir(parent):
+        return None
+    for name in sorted(os.listdir(parent), reverse=True):
+        folder = os.path.join(parent, name)
+        if os.path.exists(os.path.join(folder, "model.keras")) or _running(folder):
+            continue
+        try:
+            with open(os.path.join(folder, "config.json")) as f:
+                if json.load(f) == config:
+                    return folder
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _running(folder):
+    try:
+        with open(os.path.join(folder, _LOCK)) as f:
+            pid = int(f.read())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)  # Signal 0 checks that the process exists.
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_history(path):
+    """history.csv as {column: [values per epoch]}, without the epoch column."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [key for key in (rows[0] if rows else {}) if key != "epoch"]
+    return {key: [float(row[key]) for row in rows] for key in columns}
+
+
+def _keep_history_rows(path, epochs):
+    """Keeps the header and the first `epochs` rows of history.csv: a row
+    written after the last saved state belongs to an epoch that will run again."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines(keepends=True)
+    _write_atomically(path, lambda tmp: _write_text(tmp, "".join(lines[: 1 + epochs] if epochs else [])))
+
+
 def write_json(path, data):
     _write_atomically(path, lambda tmp: _dump_json(tmp, data))
 
@@ -114,6 +336,11 @@ def save_model(model, path):
     # Keras decides the format from the extension, so the temporary name
     # keeps it: a crash mid-save then never leaves a half-written model.keras.
     _write_atomically(path, model.save, suffix=".tmp.keras")
+
+
+def _write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _dump_json(path, data):
@@ -125,7 +352,14 @@ def _dump_json(path, data):
 def _write_atomically(path, write, suffix=".tmp"):
     tmp = path + suffix
     write(tmp)
+    _sync(tmp)
     os.replace(tmp, path)
+
+
+def _sync(path):
+    # The data reaches the disk before the rename does, even on power loss.
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 def _new_run_dir(parent):

@@ -3,6 +3,9 @@
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -276,3 +279,30 @@ def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
     predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model={damaged / 'model.keras'}")
     assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
     assert "is not a loadable Keras model" in predicted.stderr.strip().splitlines()[-1]
+
+
+def test_transfer_killed_in_phase_2_resumes_there(tmp_path):
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    out_dir = str(tmp_path / "runs")
+    args = [f"--data_dir={photo_dir}", f"--out_dir={out_dir}", *TINY_TRANSFER, "--weights=none", "--fine_tune_epochs=3"]
+    command = [sys.executable, os.path.join(REPO, "transfer_xception.py"), *args]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    printed = []
+    for line in process.stdout:
+        printed.append(line)
+        if line.split()[:1] == ["3"]:  # The first epoch of phase 2 (epochs=2 in phase 1).
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "".join(printed)
+    head_line = next(line for line in printed if line.startswith("phase 1   test_acc="))
+
+    result = run_script("transfer_xception.py", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resume    " in result.stdout
+    assert "the new head trains" not in result.stdout  # Phase 1 is not trained again.
+    assert head_line in result.stdout  # Its test accuracy comes from the first run.
+    fields = final_fields(result.stdout)
+    assert fields["epochs"] == "5"
+    rows = open(os.path.join(fields["run_dir"], "history.csv")).read().strip().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2", "3", "4"]

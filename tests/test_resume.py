@@ -1,0 +1,181 @@
+"""Resuming an interrupted run, atomic checkpoints, and determinism."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from common import UserError, output, schedules
+from conftest import REPO, final_fields, run_script, synthetic_mnist, write_mnist_npz
+from test_output import tiny_data, tiny_model
+
+# Columns of history.csv that depend only on the computation, not on the clock.
+RESULT_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+
+def history_rows(run_dir):
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        return np.array([[float(row[key]) for key in RESULT_COLUMNS] for row in csv.DictReader(f)])
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Interrupts training like Ctrl-C once `epochs` epochs are complete."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+def train(run, epochs=6, patience=3, stop_after=None):
+    """A tiny run with a schedule, a checkpoint and early stopping, as the
+    scripts train; `stop_after` interrupts it after that many epochs."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dropout(0.2), keras.layers.Dense(3, activation="softmax")])
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedules.warmup_cosine(0.05, total_steps=4 * epochs)),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    x, y = tiny_data()
+    callbacks = run.callbacks(
+        output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
+    )
+    if stop_after:
+        callbacks.append(StopAfter(stop_after))
+    model.fit(
+        x, y, batch_size=8, initial_epoch=run.initial_epoch, epochs=epochs,
+        validation_data=(x, y), callbacks=callbacks, verbose=0,
+    )
+    return model
+
+
+def interrupted_then_resumed(tmp_path, stop_after, **settings):
+    """Runs straight through, then interrupted and resumed; returns both runs and models."""
+    x, y = tiny_data()
+    straight = output.Run("tiny", {"out_dir": str(tmp_path / "a")})
+    expected = train(straight, **settings)
+    straight.finish(expected, x, y)
+
+    config = {"out_dir": str(tmp_path / "b")}
+    first = output.Run("tiny", config)
+    with pytest.raises(KeyboardInterrupt):
+        train(first, stop_after=stop_after, **settings)
+    assert not os.path.exists(first.path("model.keras"))
+    os.remove(first.path("running.pid"))  # As if the process had died.
+
+    again = output.Run("tiny", config)
+    assert again.dir == first.dir
+    resumed = train(again, **settings)
+    again.finish(resumed, x, y)
+    np.testing.assert_allclose(history_rows(again.dir), history_rows(straight.dir), atol=1e-6)
+    for a, b in zip(resumed.get_weights(), expected.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert open(again.path("best.keras"), "rb").read()  # The checkpoint survived.
+    return straight, again
+
+
+def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+    straight, again = interrupted_then_resumed(tmp_path, stop_after=2)
+    assert again.initial_epoch == 2 and len(history_rows(again.dir)) == 6
+    # A finished run is not resumed: the same settings start a new folder.
+    assert not os.path.exists(again.path(output.RESUME_STATE))
+    assert output.Run("tiny", {"out_dir": str(tmp_path / "b")}).dir != again.dir
+
+
+def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path):
+    # With patience 1 this run stops early; interrupt it right at that epoch.
+    probe = output.Run("tiny", {"out_dir": str(tmp_path / "probe")})
+    train(probe, epochs=12, patience=1)
+    stopped_at = len(history_rows(probe.dir))
+    assert stopped_at < 12
+    straight, again = interrupted_then_resumed(tmp_path, stop_after=stopped_at, epochs=12, patience=1)
+    assert again.initial_epoch == 12  # Nothing left to train.
+
+
+def test_a_folder_that_a_live_process_writes_to_is_not_taken(tmp_path):
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("tiny", config)  # Its running.pid names this (live) process.
+    assert output.Run("tiny", config).dir != first.dir
+
+
+def test_other_settings_start_a_new_run(tmp_path):
+    first = output.Run("tiny", {"out_dir": str(tmp_path), "epochs": 3})
+    os.remove(first.path("running.pid"))
+    assert output.Run("tiny", {"out_dir": str(tmp_path), "epochs": 4}).dir != first.dir
+
+
+def test_a_damaged_state_file_is_one_clear_line(tmp_path):
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("tiny", config)
+    os.remove(first.path("running.pid"))
+    with open(first.path(output.RESUME_STATE), "wb") as f:
+        f.write(b"PK\x03\x04 half a file")
+    with pytest.raises(UserError, match="cannot be read .*delete it to restart"):
+        output.Run("tiny", config)
+
+
+def test_a_crash_while_checkpointing_keeps_the_previous_best(tmp_path):
+    run = output.Run("tiny", {"out_dir": str(tmp_path)})
+    train(run, epochs=2)
+    before = open(run.path("best.keras"), "rb").read()
+    checkpoint = output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", mode="max")
+    model = tiny_model()
+
+    def crash(path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a model")
+        raise OSError("disk full")
+
+    model.save = crash
+    checkpoint.set_model(model)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.on_epoch_end(0, {"val_accuracy": 1.0})
+    assert open(run.path("best.keras"), "rb").read() == before
+
+
+def test_the_same_seed_gives_the_same_history(tmp_path, mnist_dir):
+    runs = []
+    for name in ("a", "b"):
+        result = run_script(
+            "mnist_cnn.py", f"--data_dir={mnist_dir}", f"--out_dir={tmp_path / name}",
+            "--train_samples=200", "--epochs=2", "--batch_size=32", "--filters=4",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(final_fields(result.stdout))
+    np.testing.assert_allclose(history_rows(runs[0]["run_dir"]), history_rows(runs[1]["run_dir"]), atol=1e-6)
+    assert runs[0]["test_acc"] == runs[1]["test_acc"]
+
+
+def test_a_killed_training_process_resumes_where_it_stopped(tmp_path):
+    # Enough synthetic images that an epoch takes a noticeable time.
+    data_dir = os.path.dirname(write_mnist_npz(str(tmp_path / "mnist"), synthetic_mnist(num_train=6000)))
+    args = [f"--data_dir={data_dir}", "--epochs=6", "--batch_size=32"]
+    straight = run_script("mnist_mlp.py", *args, f"--out_dir={tmp_path / 'a'}")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    command = [sys.executable, os.path.join(REPO, "mnist_mlp.py"), *args, f"--out_dir={tmp_path / 'b'}"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:
+        if line.split()[:1] == ["2"]:  # The table's row for epoch 2.
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    resumed = run_script("mnist_mlp.py", *args, f"--out_dir={tmp_path / 'b'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    epoch = int(resumed.stdout.split("resume    ")[1].split("after epoch ")[1].split()[0])
+    assert 1 <= epoch < 6  # The kill may come before epoch 2's state is saved.
+    a, b = final_fields(straight.stdout), final_fields(resumed.stdout)
+    np.testing.assert_allclose(history_rows(b["run_dir"]), history_rows(a["run_dir"]), atol=1e-5)
+    assert b["test_acc"] == a["test_acc"] and b["epochs"] == "6"
