@@ -27,6 +27,7 @@ from common import cifar10, data, device, output, schedules
 # Settings: edit them here, or override any of them as --key=value.
 data_dir = ""  # folder with CIFAR-10 in any layout README.md lists; "" = Keras cache, else download
 out_dir = "runs"  # each run writes its files to out_dir/cifar10_cnn/<run id>/
+allow_pickle = False  # read pickled batches other than Keras' verified archive (a pickle can run code)
 epochs = 20
 batch_size = 128
 learning_rate = 2e-3  # peak of the warm-up + cosine schedule
@@ -46,7 +47,7 @@ config = common.config.apply_overrides(globals())
 scope = device.setup(seed)
 
 # Data: 32x32 RGB images with values in [0, 1], one-hot labels.
-(x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(data_dir)
+(x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(data_dir, allow_pickle=allow_pickle)
 x_train, y_train, x_val, y_val = data.split_validation(
     x_train, y_train, validation_split, seed, train_samples
 )

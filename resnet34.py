@@ -27,6 +27,7 @@ from common import cifar10, data, device, output, schedules
 # Settings: edit them here, or override any of them as --key=value.
 data_dir = ""  # folder with CIFAR-10 in any layout README.md lists; "" = Keras cache, else download
 out_dir = "runs"  # each run writes its files to out_dir/resnet34/<run id>/
+allow_pickle = False  # read pickled batches other than Keras' verified archive (a pickle can run code)
 stem = "cifar"  # "cifar": 3x3 conv for 32x32 images; "imagenet": 7x7/2 conv + max-pool
 epochs = 30
 batch_size = 256
@@ -44,7 +45,7 @@ if stem not in ("cifar", "imagenet"):
 scope = device.setup(seed)
 
 # Data: 32x32 RGB images with values in [0, 1], one-hot labels.
-(x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(data_dir)
+(x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(data_dir, allow_pickle=allow_pickle)
 x_train, y_train, x_val, y_val = data.split_validation(
     x_train, y_train, validation_split, seed, train_samples
 )

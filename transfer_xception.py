@@ -81,7 +81,7 @@ def predict_photos(paths, model_path):
         classes = json.load(f)
     try:
         # Keras' safe mode (the default) refuses models that would run code when loaded.
-        trained = keras.models.load_model(model_path)
+        trained = keras.models.load_model(model_path, safe_mode=True)
     except Exception as error:  # Keras raises many kinds for a damaged file.
         raise UserError(f"{model_path} is not a loadable Keras model ({error}); train again or give another --model") from None
     size = trained.input_shape[1]

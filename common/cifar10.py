@@ -28,7 +28,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _CACHE_FORMAT = "classes interleaved, v2"
 
 
-def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFAR10_SHA256):
+def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFAR10_SHA256, allow_pickle=False):
     """Loads CIFAR-10 as `(x_train, y_train), (x_test, y_test)`: uint8 images
     of shape (N, 32, 32, 3) and integer labels of shape (N,), in CIFAR-10's
     class order (`CLASSES`).
@@ -38,6 +38,11 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
     an image tree `train/<class>/*.jpg` + `test/<class>/*.jpg` (possibly one
     folder down), or a `.tar.gz` of such a tree. Without `data_dir`, the
     Keras cache is used, else the archive is downloaded and its sha256 checked.
+
+    The batches are pickles, and a pickle can run code as it loads. They are
+    read from an archive whose sha256 is `file_hash` (Keras' download), and
+    from any other archive or folder only with `allow_pickle=True`; even then
+    an unpickler that builds NumPy arrays and nothing else reads them.
     """
     if not data_dir:
         archive = download(origin, file_hash, cache_dir, "cifar-10-python.tar.gz", "CIFAR-10")
@@ -47,15 +52,27 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
             f"data_dir {data_dir!r} is not a folder; give the folder that holds "
             "cifar-10-python.tar.gz, cifar-10-batches-py/ or a train/ and test/ image tree"
         )
-    return checked(_read_folder(data_dir, cache_dir), (32, 32, 3), len(CLASSES))
+    return checked(_read_folder(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
 
 
-def _read_folder(data_dir, cache_dir):
+def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
     for folder in (os.path.join(data_dir, "cifar-10-batches-py"), data_dir):
         if os.path.exists(os.path.join(folder, "data_batch_1")):
+            if not allow_pickle:
+                raise UserError(
+                    f"{folder} holds pickled CIFAR-10 batches, which could run code as they load "
+                    "and cannot be verified: give cifar-10-python.tar.gz instead (checked against "
+                    "Keras' sha256), or pass --allow_pickle=True if you trust them"
+                )
             return _read_batches(lambda name: os.path.join(folder, name), lambda path: open(path, "rb"))
     archive = os.path.join(data_dir, "cifar-10-python.tar.gz")
     if os.path.exists(archive):
+        if not allow_pickle and _sha256(archive) != file_hash:
+            raise UserError(
+                f"{archive} is not a readable copy of the CIFAR-10 archive that Keras verifies "
+                "(its sha256 differs): replace it with a fresh copy, or pass --allow_pickle=True "
+                "to read its pickled batches if you trust it"
+            )
         return _read_batches_from_tar(archive)
     tree = _find_image_tree(data_dir)
     if tree:
@@ -68,6 +85,14 @@ def _read_folder(data_dir, cache_dir):
         "cifar-10-python.tar.gz, a train/<class>/ + test/<class>/ image tree, "
         "or a .tar.gz of such a tree"
     )
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # The original batches: pickled dicts of NumPy arrays.

@@ -1,3 +1,4 @@
+import hashlib
 import os
 import pickle
 import shutil
@@ -27,20 +28,25 @@ def test_class_order_is_cifar10s():
 def test_extracted_batches_folder(tmp_path):
     data = synthetic_cifar10(per_class_train=5)
     write_cifar_batches(str(tmp_path / "cifar-10-batches-py"), data)
-    assert_same(load_cifar10(str(tmp_path)), data)
+    with pytest.raises(UserError, match="holds pickled CIFAR-10 batches.*--allow_pickle=True"):
+        load_cifar10(str(tmp_path))
+    assert_same(load_cifar10(str(tmp_path), allow_pickle=True), data)
 
 
 def test_batches_tar_gz(tmp_path):
     data = synthetic_cifar10(per_class_train=5)
     batches = write_cifar_batches(str(tmp_path / "build" / "cifar-10-batches-py"), data)
     (tmp_path / "data").mkdir()
-    make_tar_gz(str(tmp_path / "data" / "cifar-10-python.tar.gz"), batches, "cifar-10-batches-py")
-    assert_same(load_cifar10(str(tmp_path / "data")), data)
+    archive = make_tar_gz(str(tmp_path / "data" / "cifar-10-python.tar.gz"), batches, "cifar-10-batches-py")
+    # Not Keras' archive: read only when the user opts in, or when its hash is the one given.
+    with pytest.raises(UserError, match="its sha256 differs.*--allow_pickle=True"):
+        load_cifar10(str(tmp_path / "data"))
+    assert_same(load_cifar10(str(tmp_path / "data"), allow_pickle=True), data)
+    sha256 = hashlib.sha256(open(archive, "rb").read()).hexdigest()
+    assert_same(load_cifar10(str(tmp_path / "data"), file_hash=sha256), data)
 
 
 def test_download_is_hash_checked_and_cached(tmp_path):
-    import hashlib
-
     data = synthetic_cifar10(per_class_train=5)
     batches = write_cifar_batches(str(tmp_path / "build" / "cifar-10-batches-py"), data)
     archive = make_tar_gz(str(tmp_path / "server.tar.gz"), batches, "cifar-10-batches-py")
@@ -62,7 +68,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     with open(os.path.join(folder, "data_batch_3"), "wb") as f:
         pickle.dump({b"data": Exploit(), b"labels": []}, f)
     with pytest.raises(UserError, match="data_batch_3 is not a readable CIFAR-10 batch.*refusing"):
-        load_cifar10(str(tmp_path))
+        load_cifar10(str(tmp_path), allow_pickle=True)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -152,6 +158,8 @@ def test_truncated_batches_archive(tmp_path):
     open(archive, "r+b").truncate(os.path.getsize(archive) // 2)
     with pytest.raises(UserError, match="is not a readable"):
         load_cifar10(str(tmp_path / "data"))
+    with pytest.raises(UserError, match="is not a readable"):
+        load_cifar10(str(tmp_path / "data"), allow_pickle=True)
 
 
 def test_wrong_class_folders(tmp_path):
