@@ -112,16 +112,17 @@ class Run:
                 os.remove(self.path(name))
         title = f"{self.script}  {os.path.basename(self.dir)}"
         plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
-        print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
         fields = {
             "test_acc": f"{test_acc:.4f}",
             "test_loss": f"{test_loss:.4f}",
             "train_seconds": f"{self.train_seconds:.1f}",
             "epochs": len(merged["loss"]),
             **extra,
-            "run_dir": self.dir,
         }
-        print("final " + " ".join(f"{key}={value}" for key, value in fields.items()))
+        # The final figures, for `python -m common.compare` and other tools.
+        write_json(self.path("result.json"), {"script": self.script, **fields})
+        print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
+        print("final " + " ".join(f"{key}={value}" for key, value in {**fields, "run_dir": self.dir}.items()))
         return test_acc, test_loss
 
 

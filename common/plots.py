@@ -28,3 +28,21 @@ def curves(history, path, title="", phase_starts=()):
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def compare(runs, path):
+    """Validation accuracy and loss per epoch of several runs, one line each;
+    `runs` is a list of (label, history) pairs."""
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, metric in zip(axes, ("val_accuracy", "val_loss")):
+        for name, history in runs:
+            values = history.get(metric, [])
+            ax.plot(range(1, len(values) + 1), values, "o-", markersize=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        ax.set_ylabel(metric.replace("_", " ").replace("val", "validation"))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,94 @@
+"""Compares finished or interrupted runs, of one script or several.
+
+    python -m common.compare runs/mnist_cnn/*
+    python -m common.compare runs/mnist_cnn/20261122-* runs/cifar10_cnn/20261123-101500 --out=cmp.png
+
+Prints a table (run, the settings that differ between the runs, best and last
+validation accuracy, test accuracy, training seconds) and writes one PNG with
+every run's validation accuracy and loss per epoch (`compare.png` unless
+`--out` says otherwise). A run that has not finished shows its epochs so far.
+"""
+
+import json
+import os
+import sys
+
+from common import UserError, plots
+from common.output import read_history
+
+
+def load_run(folder):
+    """A run folder's settings, history and (when it finished) final figures."""
+    try:
+        with open(os.path.join(folder, "config.json")) as f:
+            config = json.load(f)
+        history = read_history(os.path.join(folder, "history.csv"))
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(
+            f"{folder} is not a run folder ({error.__class__.__name__}: {error}); give folders "
+            "such as runs/mnist_cnn/<run id> that hold config.json and history.csv"
+        ) from None
+    result_path = os.path.join(folder, "result.json")
+    result = {}
+    if os.path.exists(result_path):
+        with open(result_path) as f:
+            result = json.load(f)
+    script = result.get("script") or os.path.basename(os.path.dirname(os.path.normpath(folder)))
+    name = f"{script}/{os.path.basename(os.path.normpath(folder))}"
+    return {"name": name, "config": config, "history": history, "result": result}
+
+
+def differing_keys(runs):
+    """The settings whose values are not the same in every run (out_dir aside)."""
+    keys = sorted({key for run in runs for key in run["config"]} - {"out_dir"})
+    missing = object()
+    return [key for key in keys if len({repr(run["config"].get(key, missing)) for run in runs}) > 1]
+
+
+def label(run, keys):
+    settings = " ".join(f"{key}={run['config'].get(key, '-')}" for key in keys)
+    return f"{run['name']} {settings}".strip()
+
+
+def table(runs, keys):
+    header = ["run", *keys, "best val_acc", "last val_acc", "test_acc", "train s", "epochs"]
+    rows = []
+    for run in runs:
+        val = run["history"].get("val_accuracy", [])
+        result = run["result"]
+        rows.append([
+            run["name"],
+            *(str(run["config"].get(key, "-")) for key in keys),
+            f"{max(val):.4f}" if val else "-",
+            f"{val[-1]:.4f}" if val else "-",
+            result.get("test_acc", "unfinished"),
+            result.get("train_seconds", "-"),
+            str(len(run["history"].get("loss", []))),
+        ])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main(argv):
+    out = "compare.png"
+    folders = []
+    for arg in argv:
+        if arg.startswith("--out="):
+            out = arg.removeprefix("--out=")
+        elif arg.startswith("-"):
+            raise UserError(f"unknown option {arg}; use: python -m common.compare RUN_FOLDER ... [--out=compare.png]")
+        else:
+            folders.append(arg)
+    if not folders:
+        raise UserError("no run folders given; use: python -m common.compare runs/<script>/* [--out=compare.png]")
+    runs = [load_run(folder) for folder in folders]
+    keys = differing_keys(runs)
+    print(table(runs, keys))
+    plots.compare([(label(run, keys), run["history"]) for run in runs], out)
+    print(f"wrote     {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

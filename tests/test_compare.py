@@ -1,0 +1,65 @@
+"""python -m common.compare: the table and the picture over several runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+
+from common import output
+from conftest import REPO
+from test_output import tiny_data, tiny_model
+
+
+def make_run(out_dir, finish=True, **settings):
+    config = {"out_dir": str(out_dir), "epochs": 3, "dropout": 0.2, **settings}
+    run = output.Run("tiny", config)
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    x, y = tiny_data()
+    model.fit(x, y, epochs=config["epochs"], validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    if finish:
+        run.finish(model, x, y)
+    return run.dir
+
+
+def compare(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "common.compare", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_compare_tabulates_what_differs_and_draws_every_run(tmp_path):
+    runs = [
+        make_run(tmp_path / "a", epochs=2),
+        make_run(tmp_path / "b", epochs=3),
+        make_run(tmp_path / "c", epochs=3, finish=False),  # Interrupted: no result yet.
+    ]
+    out = tmp_path / "cmp.png"
+    result = compare(*runs, f"--out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    header = lines[0].split()
+    # Only the setting that differs gets a column; out_dir never does.
+    assert header[:2] == ["run", "epochs"] and "dropout" not in header and "out_dir" not in header
+    rows = [line.split() for line in lines[2:5]]
+    assert [row[1] for row in rows] == ["2", "3", "3"]
+    assert [row[-1] for row in rows] == ["2", "3", "3"]  # Epochs in each history.
+    assert rows[2][-3] == "unfinished" and rows[0][-3] != "unfinished"
+    assert os.path.getsize(out) > 5000
+    assert lines[-1] == f"wrote     {out}"
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
+    result = compare(str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path} is not a run folder")
+    result = compare()
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no run folders given")
+
+
+def test_a_finished_run_writes_its_result(tmp_path):
+    folder = make_run(tmp_path)
+    result = json.load(open(os.path.join(folder, "result.json")))
+    assert result["script"] == "tiny" and 0 <= float(result["test_acc"]) <= 1 and result["epochs"] == 3
