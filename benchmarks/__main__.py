@@ -33,6 +33,7 @@ import time
 import common.config
 from benchmarks import CPU_FAST
 from common import UserError
+from common.output import read_history
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,8 +128,8 @@ def run_method(method, dataset, seed):
         raise UserError(f"{method.name} (seed {seed}) failed: {last}")
     final = dict(pair.split("=", 1) for pair in stdout.strip().splitlines()[-1].split()[1:])
     num_train = int(re.search(r"x_train \((\d+),", stdout).group(1))
-    history = _read_history(os.path.join(final["run_dir"], "history.csv"))
-    epoch_seconds = [float(row["seconds"]) for row in history]
+    history = read_history(os.path.join(final["run_dir"], "history.csv"))
+    epoch_seconds = history["seconds"]
     train_seconds = float(final["train_seconds"])
     return {
         "method": method.name,
@@ -136,22 +137,15 @@ def run_method(method, dataset, seed):
         "seed": seed,
         "test_acc": float(final["test_acc"]),
         "train_seconds": train_seconds,
-        "epochs": len(history),
-        "val_accuracy": [float(row["val_accuracy"]) for row in history],
+        "epochs": len(epoch_seconds),
+        "val_accuracy": history["val_accuracy"],
         "epoch_seconds": epoch_seconds,
-        "images_per_second": num_train * len(history) / train_seconds,
+        "images_per_second": num_train * len(epoch_seconds) / train_seconds,
         "first_epoch_seconds": epoch_seconds[0],
         "median_epoch_seconds": statistics.median(epoch_seconds[1:] or epoch_seconds),
         "other_seconds": wall - train_seconds,
         "peak_mb": usage.ru_maxrss / 1024,  # Kilobytes on Linux.
     }
-
-
-def _read_history(path):
-    import csv
-
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def seconds_to(target, run):

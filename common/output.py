@@ -42,8 +42,10 @@ class Run:
     """A run folder under `out_dir/<script>/`, named by the start time.
 
     If an earlier run with the same settings stopped before it finished, this
-    is that run's folder, and `initial_epoch` is the number of epochs it
-    completed: pass it to `model.fit`, with the callbacks from `callbacks()`.
+    is that run's folder, and `initial_epoch` is the epoch its training
+    continues from (the number of epochs it completed, or the last epoch if
+    early stopping had already ended it): pass it to `model.fit`, with the
+    callbacks from `callbacks()`.
     """
 
     def __init__(self, script, config):
@@ -307,7 +309,7 @@ def _running(folder):
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # It exists, and belongs to another user.
     return True
 
 
@@ -326,7 +328,7 @@ def _keep_history_rows(path, epochs):
         return
     with open(path) as f:
         lines = f.read().splitlines(keepends=True)
-    _write_atomically(path, lambda tmp: _write_text(tmp, "".join(lines[: 1 + epochs] if epochs else [])))
+    _write_atomically(path, lambda tmp: _write_text(tmp, "".join(lines[: 1 + epochs])))
 
 
 def write_json(path, data):

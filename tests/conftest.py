@@ -3,6 +3,7 @@ helper that runs a training script in a subprocess like a user would."""
 
 import gzip
 import os
+import signal
 import subprocess
 import sys
 
@@ -13,6 +14,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Real data for the accuracy checks: ../shared/data beside the checkout, or
 # wherever SHARED_DATA points. Those tests are skipped when it is absent.
 SHARED_DATA = os.environ.get("SHARED_DATA", os.path.join(REPO, "..", "shared", "data"))
+REAL_MNIST = os.path.join(SHARED_DATA, "mnist")
+# Marks a test that trains on the real MNIST copy.
+needs_real_mnist = pytest.mark.skipif(
+    not os.path.exists(os.path.join(REAL_MNIST, "mnist.npz")), reason="real MNIST copy not found (set SHARED_DATA)"
+)
 
 
 def synthetic_mnist(num_train=240, num_test=60, seed=0):
@@ -76,6 +82,22 @@ def run_script(script, *args, env=None, timeout=600):
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_until_epoch(script, *args, epoch):
+    """Starts `python <script> args...` and kills it with SIGKILL as soon as
+    the epoch table prints the row of `epoch`; returns what it printed."""
+    command = [sys.executable, os.path.join(REPO, script), *args]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    printed = []
+    for line in process.stdout:
+        printed.append(line)
+        if line.split()[:1] == [str(epoch)]:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "".join(printed)
+    return printed
 
 
 def final_fields(stdout):

@@ -2,16 +2,13 @@
 
 import csv
 import os
-import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from common import UserError, output, schedules
-from conftest import REPO, final_fields, run_script, synthetic_mnist, write_mnist_npz
+from conftest import final_fields, run_script, run_until_epoch, synthetic_mnist, write_mnist_npz
 from test_output import tiny_data, tiny_model
 
 # Columns of history.csv that depend only on the computation, not on the clock.
@@ -163,14 +160,7 @@ def test_a_killed_training_process_resumes_where_it_stopped(tmp_path):
     straight = run_script("mnist_mlp.py", *args, f"--out_dir={tmp_path / 'a'}")
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    command = [sys.executable, os.path.join(REPO, "mnist_mlp.py"), *args, f"--out_dir={tmp_path / 'b'}"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in process.stdout:
-        if line.split()[:1] == ["2"]:  # The table's row for epoch 2.
-            process.send_signal(signal.SIGKILL)
-            break
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
+    run_until_epoch("mnist_mlp.py", *args, f"--out_dir={tmp_path / 'b'}", epoch=2)
 
     resumed = run_script("mnist_mlp.py", *args, f"--out_dir={tmp_path / 'b'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -3,9 +3,6 @@
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -14,10 +11,13 @@ import pytest
 from benchmarks import CPU_FAST
 from conftest import (
     PHOTO_CLASSES,
+    REAL_MNIST,
     REPO,
     SHARED_DATA,
     final_fields,
+    needs_real_mnist,
     run_script,
+    run_until_epoch,
     synthetic_cifar10,
     synthetic_mnist,
     write_image_tree,
@@ -149,34 +149,18 @@ def test_help_lists_every_shared_setting():
             assert f"--{key}=" in result.stdout, (script, key)
 
 
-@pytest.mark.skipif(
-    not os.path.exists(os.path.join(SHARED_DATA, "mnist", "mnist.npz")),
-    reason="real MNIST copy not found (set SHARED_DATA)",
-)
+@needs_real_mnist
 def test_mlp_learns_real_mnist_in_one_epoch(tmp_path):
-    result = run_script(
-        "mnist_mlp.py",
-        f"--data_dir={os.path.join(SHARED_DATA, 'mnist')}",
-        f"--out_dir={tmp_path}",
-        "--epochs=1",
-    )
+    result = run_script("mnist_mlp.py", f"--data_dir={REAL_MNIST}", f"--out_dir={tmp_path}", "--epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(final_fields(result.stdout)["test_acc"]) >= 0.96
 
 
-@pytest.mark.skipif(
-    not os.path.exists(os.path.join(SHARED_DATA, "mnist", "mnist.npz")),
-    reason="real MNIST copy not found (set SHARED_DATA)",
-)
+@needs_real_mnist
 def test_cnn_fast_overrides_learn_real_mnist_in_one_epoch(tmp_path):
     # One epoch is short enough that batch normalisation's statistics must
     # keep up: with Keras' default momentum this run validated at about 11%.
-    result = run_script(
-        "mnist_cnn.py",
-        f"--data_dir={os.path.join(SHARED_DATA, 'mnist')}",
-        f"--out_dir={tmp_path}",
-        *CPU_FAST["mnist_cnn"],
-    )
+    result = run_script("mnist_cnn.py", f"--data_dir={REAL_MNIST}", f"--out_dir={tmp_path}", *CPU_FAST["mnist_cnn"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(final_fields(result.stdout)["test_acc"]) >= 0.97
 
@@ -285,16 +269,8 @@ def test_transfer_killed_in_phase_2_resumes_there(tmp_path):
     photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
     out_dir = str(tmp_path / "runs")
     args = [f"--data_dir={photo_dir}", f"--out_dir={out_dir}", *TINY_TRANSFER, "--weights=none", "--fine_tune_epochs=3"]
-    command = [sys.executable, os.path.join(REPO, "transfer_xception.py"), *args]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    printed = []
-    for line in process.stdout:
-        printed.append(line)
-        if line.split()[:1] == ["3"]:  # The first epoch of phase 2 (epochs=2 in phase 1).
-            process.send_signal(signal.SIGKILL)
-            break
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "".join(printed)
+    # Killed at the first epoch of phase 2 (epochs=2 in phase 1).
+    printed = run_until_epoch("transfer_xception.py", *args, epoch=3)
     head_line = next(line for line in printed if line.startswith("phase 1   test_acc="))
 
     result = run_script("transfer_xception.py", *args)
