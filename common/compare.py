@@ -23,16 +23,15 @@ def load_run(folder):
         with open(os.path.join(folder, "config.json")) as f:
             config = json.load(f)
         history = read_history(os.path.join(folder, "history.csv"))
+        result = {}
+        if os.path.exists(os.path.join(folder, "result.json")):
+            with open(os.path.join(folder, "result.json")) as f:
+                result = json.load(f)
     except (OSError, ValueError, KeyError) as error:
         raise UserError(
             f"{folder} is not a run folder ({error.__class__.__name__}: {error}); give folders "
             "such as runs/mnist_cnn/<run id> that hold config.json and history.csv"
         ) from None
-    result_path = os.path.join(folder, "result.json")
-    result = {}
-    if os.path.exists(result_path):
-        with open(result_path) as f:
-            result = json.load(f)
     script = result.get("script") or os.path.basename(os.path.dirname(os.path.normpath(folder)))
     name = f"{script}/{os.path.basename(os.path.normpath(folder))}"
     return {"name": name, "config": config, "history": history, "result": result}
@@ -86,7 +85,10 @@ def main(argv):
     runs = [load_run(folder) for folder in folders]
     keys = differing_keys(runs)
     print(table(runs, keys))
-    plots.compare([(label(run, keys), run["history"]) for run in runs], out)
+    try:
+        plots.compare([(label(run, keys), run["history"]) for run in runs], out)
+    except OSError as error:
+        raise UserError(f"cannot write {out} ({error.strerror}); give a writable --out=path.png") from None
     print(f"wrote     {out}")
 
 

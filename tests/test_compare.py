@@ -57,6 +57,15 @@ def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path} is not a run folder")
     result = compare()
     assert result.stderr.strip().splitlines()[-1].startswith("error: no run folders given")
+    run = make_run(tmp_path / "runs")
+    result = compare(run, f"--out={tmp_path / 'no' / 'such' / 'folder.png'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write")
+    with open(os.path.join(run, "result.json"), "w") as f:
+        f.write("{half a file")
+    result = compare(run)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run} is not a run folder")
 
 
 def test_a_finished_run_writes_its_result(tmp_path):
