@@ -28,13 +28,15 @@ config = common.config.apply_overrides(globals())
 
 scope = device.setup(seed)
 
-# Data: 28x28 grey images become vectors of 784 values in [0, 1], and the
-# labels one-hot vectors, as categorical cross-entropy expects.
+# Data: 28x28 grey images become vectors of 784 bytes (0-255), and the labels
+# one-hot vectors, as categorical cross-entropy expects. The pixels stay bytes
+# until the model's first layer scales them to [0, 1]: a quarter of the memory
+# of floats, and a quarter of the copying to an accelerator.
 (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir)
 x_train, y_train, x_val, y_val = data.split_validation(
     x_train, y_train, validation_split, seed, train_samples
 )
-x_train, x_val, x_test = (x.reshape(-1, 784).astype("float32") / 255 for x in (x_train, x_val, x_test))
+x_train, x_val, x_test = (x.reshape(-1, 784) for x in (x_train, x_val, x_test))
 y_train, y_val, y_test = (keras.utils.to_categorical(y, 10) for y in (y_train, y_val, y_test))
 print(f"data      x_train {x_train.shape} | x_val {x_val.shape} | x_test {x_test.shape}")
 
@@ -43,7 +45,8 @@ run = output.Run("mnist_mlp", config)
 with scope:
     model = keras.Sequential(
         [
-            keras.Input(shape=(784,)),
+            keras.Input(shape=(784,), dtype="uint8"),
+            layers.Rescaling(1 / 255),
             layers.Dense(512, activation="relu"),
             # Dropout is active only while training; evaluation uses every unit.
             layers.Dropout(dropout),
@@ -63,6 +66,8 @@ with scope:
         metrics=["accuracy"],
     )
 
+# On JAX the steps are compiled first, so that the epochs' times are training.
+device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # initial_epoch is above 0 when this continues a run that was interrupted.
 model.fit(
     x_train,

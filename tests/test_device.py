@@ -1,7 +1,14 @@
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
+import pytest
 
 from common import device
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_cpu_setup_prints_backend_devices_and_precision(capsys):
@@ -26,3 +33,51 @@ def test_setup_seeds_every_generator():
     np.testing.assert_array_equal(first_keras, second_keras)
     device.setup(seed=4)
     assert not np.array_equal(np.random.rand(3), first_numpy)
+
+
+_SAME_TRAINING = """
+import keras, numpy as np
+from common import augment, device
+
+def train(ahead):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1), dtype="uint8"), keras.layers.Rescaling(1 / 255), augment.RandomShift(1),
+        keras.layers.Flatten(), keras.layers.Dropout(0.3), keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile("adam", "categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (70, 8, 8, 1)).astype("uint8")
+    y = keras.utils.to_categorical(rng.integers(0, 3, 70), 3)
+    if ahead:
+        assert device.compile_ahead(model, x, y, 16, (x[:30], y[:30])) > 0
+    # Unshuffled: a first fit peeks at one batch more (to build the model),
+    # which draws one more permutation from NumPy's generator.
+    model.fit(x, y, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=False)
+    return model.get_weights()
+
+plain, ahead = train(False), train(True)
+print("same" if all(np.array_equal(p, q) for p, q in zip(plain, ahead)) else "different")
+"""
+
+
+def test_compile_ahead_on_jax_leaves_training_unchanged():
+    # JAX compiles each batch shape once; compiling ahead runs the steps and
+    # must then put every variable and generator back as it was.
+    pytest.importorskip("jax")
+    result = subprocess.run(
+        [sys.executable, "-c", _SAME_TRAINING], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax"}, cwd=_REPO,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "same"
+    assert "compiled  the training and evaluation steps" in result.stdout
+
+
+def test_compile_ahead_does_nothing_on_tensorflow():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    before = model.get_weights()
+    x = np.ones((5, 2), "float32")
+    assert device.compile_ahead(model, x, x[:, :1], 2, (x, x[:, :1])) == 0.0
+    assert all(np.array_equal(p, q) for p, q in zip(before, model.get_weights()))
