@@ -130,4 +130,4 @@ model.fit(
 )
 # Test-time augmentation: each test image and its mirror image vote together.
 extra = {"test_acc_flip_tta": augment.flip_tta_accuracy(model, x_test, y_test)} if flip else {}
-run.finish(model, x_test, y_test, **extra)
+run.finish(model, x_test, y_test, cifar10.CLASSES, **extra)

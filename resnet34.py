@@ -174,4 +174,4 @@ model.fit(
     verbose=0,
 )
 # Test-time augmentation: each test image and its mirror image vote together.
-run.finish(model, x_test, y_test, test_acc_flip_tta=augment.flip_tta_accuracy(model, x_test, y_test))
+run.finish(model, x_test, y_test, cifar10.CLASSES, test_acc_flip_tta=augment.flip_tta_accuracy(model, x_test, y_test))

@@ -227,4 +227,6 @@ else:
     model.compile(loss=loss, metrics=["accuracy"])  # Only so that it can be evaluated.
 
 phase_starts = [epochs + 1] if fine_tune_epochs else []
-run.finish(model, x_test, y_test, phase_starts=phase_starts, head_test_acc=f"{head_test_acc:.4f}")
+run.finish(
+    model, x_test, y_test, classes, grid="predictions", phase_starts=phase_starts, head_test_acc=f"{head_test_acc:.4f}"
+)

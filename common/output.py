@@ -2,8 +2,12 @@
 
     runs/<script>/<run id>/config.json   the final settings
     runs/<script>/<run id>/history.csv   one row per epoch (Keras' CSVLogger)
-    runs/<script>/<run id>/curves.png    accuracy and loss, train vs validation
+    runs/<script>/<run id>/curves.png    accuracy and loss, train vs validation, and the learning rate
+    runs/<script>/<run id>/confusion.png the test set's confusion matrix
+    runs/<script>/<run id>/misclassified.png  test images the model got wrong
+                                         (predictions.png: the first test photos, for transfer_xception.py)
     runs/<script>/<run id>/model.keras   the trained model
+    runs/<script>/<run id>/result.json   the final figures
 
 The last line of stdout is always `final test_acc=... test_loss=... train_seconds=...`
 so that runs can be compared with grep.
@@ -97,16 +101,28 @@ class Run:
             ResumeState(self, extra, phase, earlier or {}),
         ]
 
-    def finish(self, model, x_test, y_test, phase_starts=(), **extra):
+    def finish(self, model, x_test, y_test, class_names=None, images=None, grid="misclassified",
+               phase_starts=(), **extra):
         """Evaluates on the test set (once, here), saves the model and the
-        curves, and prints the final line. `extra` key=values are appended.
+        plots, and prints the final line. `extra` key=values are appended.
 
-        The curves come from history.csv, which holds every epoch of every
-        phase, those before a resume included; `phase_starts` are the epochs
-        (counting from 1) where later phases began, marked on the plot.
+        The plots: curves.png (from history.csv, which holds every epoch of
+        every phase, those before a resume included; `phase_starts` are the
+        epochs, counting from 1, where later phases began), confusion.png
+        (with `class_names`, else the class numbers), and a grid of test
+        images (`images`, else `x_test` where it holds images) that is
+        either the misclassified ones with their true and predicted classes
+        (grid="misclassified") or the first ones with their predictions
+        (grid="predictions").
+
+        test_loss is the test images' cross-entropy, without label smoothing
+        or weight penalties, so that runs with different ones compare.
         """
         merged = read_history(self.path("history.csv"))
-        test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)[:2]
+        probabilities = np.asarray(model.predict(x_test, batch_size=250, verbose=0), dtype="float64")
+        labels, predicted = np.argmax(y_test, axis=1), np.argmax(probabilities, axis=1)
+        test_acc = float(np.mean(predicted == labels))
+        test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
         save_model(model, self.path("model.keras"))
         # The run is complete: it is no longer one to resume.
         for name in (RESUME_STATE, _LOCK):
@@ -114,6 +130,12 @@ class Run:
                 os.remove(self.path(name))
         title = f"{self.script}  {os.path.basename(self.dir)}"
         plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
+        class_names = list(class_names or map(str, range(probabilities.shape[1])))
+        plots.confusion(labels, predicted, class_names, self.path("confusion.png"), title=title)
+        if images is None and np.ndim(x_test) in (3, 4):
+            images = x_test
+        if images is not None:
+            self._image_grid(images, labels, predicted, probabilities, class_names, grid, title)
         fields = {
             "test_acc": f"{test_acc:.4f}",
             "test_loss": f"{test_loss:.4f}",
@@ -126,6 +148,23 @@ class Run:
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
         print("final " + " ".join(f"{key}={value}" for key, value in {**fields, "run_dir": self.dir}.items()))
         return test_acc, test_loss
+
+
+    def _image_grid(self, images, labels, predicted, probabilities, class_names, grid, title, count=32):
+        if grid == "misclassified":
+            chosen = np.flatnonzero(predicted != labels)[:count]
+            captions = [f"{class_names[labels[i]]} -> {class_names[predicted[i]]}" for i in chosen]
+            heading = f"{title}: test images it got wrong (true -> predicted), {len(chosen)} of {np.sum(predicted != labels)}"
+        else:
+            chosen = np.arange(min(count, len(labels)))
+            captions = [
+                f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.2f}"
+                + ("" if predicted[i] == labels[i] else f"\n(is {class_names[labels[i]]})")
+                for i in chosen
+            ]
+            heading = f"{title}: predictions for the first test images (red: wrong)"
+        plots.image_grid(np.asarray(images)[chosen], captions, self.path(f"{grid}.png"), heading,
+                         wrong=predicted[chosen] != labels[chosen])
 
 
 class EpochTable(keras.callbacks.Callback):

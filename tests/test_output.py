@@ -112,3 +112,25 @@ def test_a_run_in_two_phases_keeps_one_history(tmp_path, capsys):
     assert out.count("parameters, ") == 2  # Each phase prints its parameter counts.
     assert out.strip().splitlines()[-1].split()[4] == "epochs=3"
     assert os.path.getsize(run.path("curves.png")) > 1000
+
+
+def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, capsys):
+    run = output.Run("tiny_images", {"out_dir": str(tmp_path), "seed": 0})
+    # A model that always answers class 0: its mistakes are known in advance.
+    model = keras.Sequential([keras.Input((6, 6)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    model.layers[-1].set_weights([np.zeros((36, 3)), np.array([2.0, 0.0, 0.0])])
+    labels = np.array([0, 1, 2, 0, 1, 0])
+    x = np.random.default_rng(0).integers(0, 255, (6, 6, 6)).astype("uint8")
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    y = keras.utils.to_categorical(labels, 3)
+    model.fit(x, y, epochs=1, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    model.layers[-1].set_weights([np.zeros((36, 3)), np.array([2.0, 0.0, 0.0])])  # Undo the step.
+    test_acc, test_loss = run.finish(model, x, y, ["cat", "dog", "fox"])
+
+    assert test_acc == pytest.approx(3 / 6)
+    probability_of_true = np.where(labels == 0, np.e**2, 1) / (np.e**2 + 2)
+    assert test_loss == pytest.approx(-np.mean(np.log(probability_of_true)), rel=1e-5)
+    for name in ("curves.png", "confusion.png", "misclassified.png"):
+        assert os.path.getsize(run.path(name)) > 1000, name
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote")][0]
+    assert "confusion.png" in wrote and "misclassified.png" in wrote

@@ -64,7 +64,7 @@ def test_smoke(script, dataset, tmp_path):
 
     run_dir = fields["run_dir"]
     assert run_dir.startswith(os.path.join(out_dir, script[:-3]))
-    for name in ("config.json", "history.csv", "curves.png", "model.keras"):
+    for name in ("config.json", "history.csv", "curves.png", "confusion.png", "misclassified.png", "model.keras"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     config = json.load(open(os.path.join(run_dir, "config.json")))
     assert config["epochs"] == 2 and config["train_samples"] == 200
@@ -199,7 +199,8 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
     fields = final_fields(result.stdout)
     assert fields["epochs"] == "3" and 0 <= float(fields["head_test_acc"]) <= 1
     run_dir = fields["run_dir"]
-    for name in ("best.keras", "classes.json", "config.json", "curves.png", "history.csv", "model.keras"):
+    for name in ("best.keras", "classes.json", "config.json", "curves.png", "confusion.png", "predictions.png",
+                 "history.csv", "model.keras"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert json.load(open(os.path.join(run_dir, "classes.json"))) == list(PHOTO_CLASSES)
     # Both phases in one history: epochs 0 and 1 (head), then 2 (fine-tuning).
