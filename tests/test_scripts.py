@@ -1,5 +1,6 @@
 """Each script run as a user would: tiny smoke runs, bad inputs, real data."""
 
+import importlib.util
 import json
 import os
 import re
@@ -286,3 +287,28 @@ def test_transfer_killed_in_phase_2_resumes_there(tmp_path):
     assert fields["epochs"] == "5"
     rows = open(os.path.join(fields["run_dir"], "history.csv")).read().strip().splitlines()
     assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2", "3", "4"]
+
+
+# Keras 3 runs the same scripts on each of its backends. test_smoke covers the
+# default one (TensorFlow); these run every script on the others that are
+# installed, in a subprocess, since a process picks its backend once.
+OTHER_BACKENDS = [
+    pytest.param(name, marks=pytest.mark.skipif(not importlib.util.find_spec(name), reason=f"{name} not installed"))
+    for name in ("jax", "torch")
+]
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+@pytest.mark.parametrize("script", [*SCRIPTS, "transfer_xception.py"])
+def test_every_script_runs_on_every_installed_backend(script, backend, dataset, tmp_path):
+    out_dir = str(tmp_path / "runs")
+    if script == "transfer_xception.py":
+        data_dir, args = write_photo_tree(str(tmp_path / "photos"), per_class=12), [*TINY_TRANSFER, "--weights=none"]
+    else:
+        data_dir, args = dataset(SCRIPTS[script])[0], TINY
+    result = run_script(script, f"--data_dir={data_dir}", f"--out_dir={out_dir}", *args, env={"KERAS_BACKEND": backend})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"backend   {backend} " in result.stdout
+    fields = final_fields(result.stdout)
+    assert 0 <= float(fields["test_acc"]) <= 1 and int(fields["epochs"]) >= 2
+    assert os.path.exists(os.path.join(fields["run_dir"], "model.keras"))
