@@ -21,5 +21,5 @@ GPU_FAST = {
     "mnist_cnn": ["--batch_size=500", "--epochs=2", "--learning_rate=1e-2"],
     "mnist_cnn_long": ["--batch_size=500", "--epochs=8", "--learning_rate=6e-3"],
     "cifar10_cnn": ["--batch_size=1000", "--epochs=30", "--learning_rate=1e-2", "--width=48"],
-    "resnet34": ["--batch_size=500", "--epochs=40", "--learning_rate=0.4"],
+    "resnet34": ["--batch_size=500", "--epochs=50", "--learning_rate=0.4"],
 }

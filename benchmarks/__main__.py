@@ -115,7 +115,7 @@ SUITES = {
 suite = "cpu"  # "cpu" or "gpu": which methods and targets
 tasks = ""  # comma-separated tasks of the suite to run ("" = all)
 seeds = 3  # runs per method, with seeds 0, 1, ...
-baseline_seeds = 0  # runs of each seed baseline (0 = as many as seeds)
+baseline_seeds = -1  # runs of each seed baseline (-1 = as many as seeds; 0 = none)
 data_dir = ""  # folder holding mnist/ and cifar10/ (such as ../shared/data); "" = Keras cache, else download
 out_dir = "benchmarks/results"  # where the table, plot and raw figures go
 runs_dir = "/tmp/benchmark-runs"  # where the scripts write their run folders
@@ -196,7 +196,7 @@ def table(task_name, task, runs):
     by_method = collections.defaultdict(list)
     for run in runs:
         by_method[run["method"]].append(run)
-    seed_runs = by_method[task.seed.name] if task.seed else []
+    seed_runs = by_method.get(task.seed.name, []) if task.seed else []
     target = task.target or statistics.mean(run["test_acc"] for run in seed_runs)
     tta = any(run.get("test_acc_flip_tta") is not None for run in runs)
     lines = [
@@ -308,7 +308,8 @@ def main():
             for method in [task.seed, *task.methods]:
                 if method is None:
                     continue
-                for seed in range(baseline_seeds or seeds if method is task.seed else seeds):
+                runs = baseline_seeds if method is task.seed and baseline_seeds >= 0 else seeds
+                for seed in range(runs):
                     run = run_method(method, task.dataset, seed)
                     results[task_name].append(run)
                     raw.write(json.dumps({"task": task_name, **run}) + "\n")

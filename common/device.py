@@ -19,9 +19,10 @@ def setup(seed):
 
     On a GPU the global dtype policy becomes mixed precision (bfloat16 where
     the card has it, as on Ampere and newer; float16 otherwise) and Keras
-    compiles steps with XLA by default. With several GPUs it returns the scope
-    in which the model must be built and compiled to train data-parallel;
-    otherwise that scope does nothing.
+    compiles steps with XLA by default. With several devices it trains
+    data-parallel through the backend's own API (README.md, "Several GPUs and
+    several machines"): it returns the scope in which the model must be built
+    and compiled, which does nothing otherwise.
     """
     keras.utils.set_random_seed(seed)
     backend = keras.backend.backend()
@@ -31,11 +32,11 @@ def setup(seed):
     else:
         policy = "float32"
     keras.mixed_precision.set_global_policy(policy)
-    scope = _data_parallel_scope(backend, len(gpus))
+    scope, parallel = _data_parallel_scope(backend, len(gpus))
     where = f"{len(gpus)} x {gpus[0]}" if gpus else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
     print(
         f"backend   {backend} {_backend_version(backend)} | keras {keras.__version__} | "
-        f"devices {where} | precision {policy}"
+        f"devices {where} | precision {policy}" + (f" | {parallel}" if parallel else "")
     )
     return scope
 
@@ -104,19 +105,43 @@ def _gpus(backend):
 
 
 def _data_parallel_scope(backend, num_gpus):
-    """Data-parallel training over several GPUs through the backend's own API."""
-    if num_gpus < 2:
-        return contextlib.nullcontext()
+    """Data-parallel training through the backend's own API: the scope to
+    build the model in, and a few words on what it does ("" for one device).
+
+    Every device holds a copy of the weights and takes an equal share of each
+    batch, so the batch size must divide by the number of devices.
+    """
+    if backend == "jax":
+        import jax
+
+        if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
+            # Several machines: connects this process to the others, as the
+            # KERAS_DISTRIBUTION_* environment variables say.
+            keras.distribution.initialize()
+        # All devices of every process: the GPUs, or the CPU split into
+        # several with XLA_FLAGS=--xla_force_host_platform_device_count=N.
+        devices = jax.devices()
+        if len(devices) < 2:
+            return contextlib.nullcontext(), ""
+        # Keras' distribution API shards each batch over the devices and
+        # replicates the weights; it applies to every model built afterwards.
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        return contextlib.nullcontext(), f"data-parallel over {len(devices)} devices (keras.distribution)"
     if backend == "tensorflow":
         import tensorflow as tf
 
-        # MirroredStrategy keeps a copy of the model on each GPU and splits
-        # every batch between them; variables must be created in its scope.
-        return tf.distribute.MirroredStrategy().scope()
-    if backend == "jax":
-        # Keras' distribution API shards each batch over the devices and
-        # replicates the weights; it applies to every model built afterwards.
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-        return contextlib.nullcontext()
-    print(f"note: the {backend} backend trains on one GPU here; use jax or tensorflow for {num_gpus}")
-    return contextlib.nullcontext()
+        if os.environ.get("TF_CONFIG"):
+            # Several machines, as TF_CONFIG lists them; each runs this script.
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        elif num_gpus > 1 or len(tf.config.list_logical_devices("CPU")) > 1:
+            # MirroredStrategy keeps a copy of the model on each GPU (or
+            # logical CPU) and splits every batch between them.
+            devices = [d.name for d in tf.config.list_logical_devices("GPU" if num_gpus > 1 else "CPU")]
+            strategy = tf.distribute.MirroredStrategy(devices)
+        else:
+            return contextlib.nullcontext(), ""
+        name = type(strategy).__name__
+        return strategy.scope(), f"data-parallel over {strategy.num_replicas_in_sync} devices ({name})"
+    if num_gpus > 1:
+        print(f"note: the {backend} backend trains on one GPU here; use jax or tensorflow for {num_gpus}")
+    return contextlib.nullcontext(), ""

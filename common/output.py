@@ -199,7 +199,37 @@ class EpochTable(keras.callbacks.Callback):
         self.run.train_seconds = (self.run.train_seconds or 0) + time.perf_counter() - self.train_start
 
 
-class ResumeState(keras.callbacks.Callback):
+class _Writer(threading.Thread):
+    """Runs `write` in the background, starting at once; an error it raises
+    is kept for whoever joins it."""
+
+    def __init__(self, write):
+        super().__init__()
+        self.write, self.error = write, None
+        self.start()
+
+    def run(self):
+        try:
+            self.write()
+        except Exception as error:  # noqa: BLE001  (re-raised by the caller)
+            self.error = error
+
+
+class _WritesInBackground:
+    """For a callback that writes files with a _Writer, one at a time."""
+
+    writer = None
+
+    def _wait_for_writer(self):
+        """Waits for the last write, and raises what it raised, if anything."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.join()
+            if writer.error is not None:
+                raise writer.error
+
+
+class ResumeState(_WritesInBackground, keras.callbacks.Callback):
     """Saves what a resumed run needs after every epoch, and restores it.
 
     The model's variables (weights, batch-norm statistics, the augmentation
@@ -209,10 +239,11 @@ class ResumeState(keras.callbacks.Callback):
     comes last in the list so that it sees their state after each epoch, and
     restores it after their own `on_train_begin` has reset it.
 
-    The values are copied at the end of the epoch; writing them to disk
-    happens in a background thread while the next epoch trains (one write at
-    a time, each finished before the next starts and before `fit` returns),
-    so that short epochs on an accelerator do not wait for the disk.
+    The values are copied at the end of the epoch and written to disk in a
+    background thread while the next epoch trains, so that short epochs on an
+    accelerator do not wait for the disk. Where an epoch ends before the last
+    write has, its state is not saved (a resumed run then repeats it); the
+    last write is finished before `fit` returns.
     """
 
     def __init__(self, run, callbacks, phase="", earlier=None):
@@ -221,7 +252,6 @@ class ResumeState(keras.callbacks.Callback):
         self.callbacks = callbacks
         self.phase = phase
         self.earlier = earlier or {}
-        self.writer = None
 
     def on_train_begin(self, logs=None):
         self.fit_start = time.perf_counter()
@@ -244,6 +274,9 @@ class ResumeState(keras.callbacks.Callback):
                 callback.best_weights = _arrays(state, "best_weights")
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.writer is not None and self.writer.is_alive():
+            return  # Still writing an earlier epoch's state.
+        self._wait_for_writer()  # Raises what the last write raised, if anything.
         stopped = self.model.stop_training  # Early stopping has just ended training.
         arrays = {
             "epochs_done": np.array(epoch + 1),
@@ -257,49 +290,33 @@ class ResumeState(keras.callbacks.Callback):
         for callback in self.callbacks:
             if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights is not None:
                 arrays.update(_named("best_weights", callback.best_weights))
-        self._wait_for_writer()
         path = self.run.path(RESUME_STATE)
         self.writer = _Writer(lambda: _write_atomically(path, lambda tmp: _save_npz(tmp, arrays)))
-        self.writer.start()
 
     def on_train_end(self, logs=None):
         self._wait_for_writer()
 
-    def _wait_for_writer(self):
-        if self.writer is not None:
-            writer, self.writer = self.writer, None
-            writer.join()
-            if writer.error is not None:
-                raise writer.error
 
-
-class _Writer(threading.Thread):
-    """Runs `write` in the background; an error it raises is kept for join()."""
-
-    def __init__(self, write):
-        super().__init__()
-        self.write, self.error = write, None
-
-    def run(self):
-        try:
-            self.write()
-        except Exception as error:  # noqa: BLE001  (re-raised by the caller)
-            self.error = error
-
-
-class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
+class ModelCheckpoint(_WritesInBackground, keras.callbacks.ModelCheckpoint):
     """Keras' ModelCheckpoint for a `.keras` file, written under a temporary
-    name and then renamed: a crash while saving keeps the previous file."""
+    name and then renamed: a crash while saving keeps the previous file. The
+    wait for the disk (fsync) and the rename happen in a background thread,
+    finished before the next save and before `fit` returns."""
 
     def __init__(self, filepath, **kwargs):
         self.final_path = filepath
         super().__init__(filepath.removesuffix(".keras") + ".tmp.keras", **kwargs)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._wait_for_writer()
         super().on_epoch_end(epoch, logs)
         if os.path.exists(self.filepath):
-            _sync(self.filepath)
-            os.replace(self.filepath, self.final_path)
+            self.writer = _Writer(lambda: (_sync(self.filepath), os.replace(self.filepath, self.final_path)))
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        self._wait_for_writer()
+
 
 
 def _monitor_state(callback):
