@@ -4,6 +4,8 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -312,3 +314,41 @@ def test_every_script_runs_on_every_installed_backend(script, backend, dataset, 
     fields = final_fields(result.stdout)
     assert 0 <= float(fields["test_acc"]) <= 1 and int(fields["epochs"]) >= 2
     assert os.path.exists(os.path.join(fields["run_dir"], "model.keras"))
+
+
+# Two logical devices on the CPU, through each backend's own mechanism:
+# TensorFlow splits the CPU in-process (before it starts), JAX takes an XLA flag.
+_TWO_TF_CPUS = """
+import runpy, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@needs_real_mnist
+@pytest.mark.parametrize("backend", ["tensorflow", *OTHER_BACKENDS[:1]])
+def test_two_devices_train_data_parallel_to_the_same_accuracy(backend, tmp_path):
+    args = [f"--data_dir={REAL_MNIST}", "--train_samples=6000", "--epochs=3", "--batch_size=100"]
+    script = os.path.join(REPO, "mnist_mlp.py")
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": REPO}
+    one = subprocess.run([sys.executable, script, *args, f"--out_dir={tmp_path / 'one'}"],
+                         capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    if backend == "tensorflow":
+        command = [sys.executable, "-c", _TWO_TF_CPUS, script]
+    else:
+        command = [sys.executable, script]
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    two = subprocess.run([*command, *args, f"--out_dir={tmp_path / 'two'}"],
+                         capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "data-parallel" not in one.stdout
+    assert "data-parallel over 2 devices" in two.stdout
+    # Each device computes the gradient of half of every batch; together they
+    # take the same steps as one device, up to the order of the additions.
+    accuracy_one, accuracy_two = (float(final_fields(r.stdout)["test_acc"]) for r in (one, two))
+    assert accuracy_one > 0.9
+    assert accuracy_two == pytest.approx(accuracy_one, abs=0.005)
