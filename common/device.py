@@ -114,12 +114,8 @@ def _data_parallel_scope(backend, num_gpus):
     if backend == "jax":
         import jax
 
-        if os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES"):
-            # Several machines: connects this process to the others, as the
-            # KERAS_DISTRIBUTION_* environment variables say.
-            keras.distribution.initialize()
-        # All devices of every process: the GPUs, or the CPU split into
-        # several with XLA_FLAGS=--xla_force_host_platform_device_count=N.
+        # All the GPUs, or the CPU split into several devices with
+        # XLA_FLAGS=--xla_force_host_platform_device_count=N.
         devices = jax.devices()
         if len(devices) < 2:
             return contextlib.nullcontext(), ""
@@ -130,10 +126,7 @@ def _data_parallel_scope(backend, num_gpus):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        if os.environ.get("TF_CONFIG"):
-            # Several machines, as TF_CONFIG lists them; each runs this script.
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        elif num_gpus > 1 or len(tf.config.list_logical_devices("CPU")) > 1:
+        if num_gpus > 1 or len(tf.config.list_logical_devices("CPU")) > 1:
             # MirroredStrategy keeps a copy of the model on each GPU (or
             # logical CPU) and splits every batch between them.
             devices = [d.name for d in tf.config.list_logical_devices("GPU" if num_gpus > 1 else "CPU")]

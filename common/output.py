@@ -24,7 +24,6 @@ half-written file that a later run would load.
 import csv
 import json
 import os
-import threading
 import time
 import zipfile
 
@@ -199,37 +198,7 @@ class EpochTable(keras.callbacks.Callback):
         self.run.train_seconds = (self.run.train_seconds or 0) + time.perf_counter() - self.train_start
 
 
-class _Writer(threading.Thread):
-    """Runs `write` in the background, starting at once; an error it raises
-    is kept for whoever joins it."""
-
-    def __init__(self, write):
-        super().__init__()
-        self.write, self.error = write, None
-        self.start()
-
-    def run(self):
-        try:
-            self.write()
-        except Exception as error:  # noqa: BLE001  (re-raised by the caller)
-            self.error = error
-
-
-class _WritesInBackground:
-    """For a callback that writes files with a _Writer, one at a time."""
-
-    writer = None
-
-    def _wait_for_writer(self):
-        """Waits for the last write, and raises what it raised, if anything."""
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            writer.join()
-            if writer.error is not None:
-                raise writer.error
-
-
-class ResumeState(_WritesInBackground, keras.callbacks.Callback):
+class ResumeState(keras.callbacks.Callback):
     """Saves what a resumed run needs after every epoch, and restores it.
 
     The model's variables (weights, batch-norm statistics, the augmentation
@@ -238,12 +207,6 @@ class ResumeState(_WritesInBackground, keras.callbacks.Callback):
     so far, and the bests of the checkpoint and early-stopping callbacks. It
     comes last in the list so that it sees their state after each epoch, and
     restores it after their own `on_train_begin` has reset it.
-
-    The values are copied at the end of the epoch and written to disk in a
-    background thread while the next epoch trains, so that short epochs on an
-    accelerator do not wait for the disk. Where an epoch ends before the last
-    write has, its state is not saved (a resumed run then repeats it); the
-    last write is finished before `fit` returns.
     """
 
     def __init__(self, run, callbacks, phase="", earlier=None):
@@ -274,9 +237,6 @@ class ResumeState(_WritesInBackground, keras.callbacks.Callback):
                 callback.best_weights = _arrays(state, "best_weights")
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.writer is not None and self.writer.is_alive():
-            return  # Still writing an earlier epoch's state.
-        self._wait_for_writer()  # Raises what the last write raised, if anything.
         stopped = self.model.stop_training  # Early stopping has just ended training.
         arrays = {
             "epochs_done": np.array(epoch + 1),
@@ -290,33 +250,22 @@ class ResumeState(_WritesInBackground, keras.callbacks.Callback):
         for callback in self.callbacks:
             if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights is not None:
                 arrays.update(_named("best_weights", callback.best_weights))
-        path = self.run.path(RESUME_STATE)
-        self.writer = _Writer(lambda: _write_atomically(path, lambda tmp: _save_npz(tmp, arrays)))
-
-    def on_train_end(self, logs=None):
-        self._wait_for_writer()
+        _write_atomically(self.run.path(RESUME_STATE), lambda tmp: _save_npz(tmp, arrays))
 
 
-class ModelCheckpoint(_WritesInBackground, keras.callbacks.ModelCheckpoint):
+class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras' ModelCheckpoint for a `.keras` file, written under a temporary
-    name and then renamed: a crash while saving keeps the previous file. The
-    wait for the disk (fsync) and the rename happen in a background thread,
-    finished before the next save and before `fit` returns."""
+    name and then renamed: a crash while saving keeps the previous file."""
 
     def __init__(self, filepath, **kwargs):
         self.final_path = filepath
         super().__init__(filepath.removesuffix(".keras") + ".tmp.keras", **kwargs)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._wait_for_writer()
         super().on_epoch_end(epoch, logs)
         if os.path.exists(self.filepath):
-            self.writer = _Writer(lambda: (_sync(self.filepath), os.replace(self.filepath, self.final_path)))
-
-    def on_train_end(self, logs=None):
-        super().on_train_end(logs)
-        self._wait_for_writer()
-
+            _sync(self.filepath)
+            os.replace(self.filepath, self.final_path)
 
 
 def _monitor_state(callback):
