@@ -78,8 +78,7 @@ def test_smoke(script, dataset, tmp_path):
         return  # Its custom layer is defined in the script; reloading needs it imported.
     # The saved model reloads and scores the reported test accuracy on the
     # raw bytes: scaling them is the model's first layer.
-    import common.augment  # noqa: F401  (registers RandomShift, which the CNNs contain)
-
+    importlib.import_module("common.augment")  # Registers RandomShift, which the CNNs contain.
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     x_test = x_test.reshape((len(x_test),) + model.input_shape[1:])
     accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test)
