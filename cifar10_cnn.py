@@ -129,5 +129,5 @@ model.fit(
     verbose=0,
 )
 # Test-time augmentation: each test image and its mirror image vote together.
-extra = {"test_acc_flip_tta": augment.flip_tta_accuracy(model, x_test, y_test)} if flip else {}
-run.finish(model, x_test, y_test, cifar10.CLASSES, **extra)
+extra = {"test_acc_flip_tta": augment.flip_tta_accuracy(model, x_test, y_test, batch_size)} if flip else {}
+run.finish(model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, **extra)

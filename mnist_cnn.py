@@ -113,4 +113,4 @@ model.fit(
     callbacks=callbacks,
     verbose=0,
 )
-run.finish(model, x_test, y_test)
+run.finish(model, x_test, y_test, batch_size=batch_size)

@@ -79,4 +79,4 @@ model.fit(
     callbacks=run.callbacks(),
     verbose=0,
 )
-run.finish(model, x_test, y_test, images=x_test.reshape(-1, 28, 28))
+run.finish(model, x_test, y_test, images=x_test.reshape(-1, 28, 28), batch_size=batch_size)

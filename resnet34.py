@@ -11,7 +11,10 @@ original ImageNet stem (7x7 stride-2 convolution and 3x3 max-pooling) is
 Parameters (10 classes): 21,299,146 with the CIFAR stem, 21,306,826 with the
 ImageNet stem, as `model.summary()` shows.
 
-Expected on one H100 (JAX backend, bfloat16): not measured yet, see README.md.
+Measured on one H100 (JAX backend, bfloat16, 2026-11-23) with
+`--batch_size=500 --epochs=50 --learning_rate=0.4`: 89.6% test accuracy
+(90.2% with flip test-time augmentation) on the JPEG-compressed copy of
+CIFAR-10, in 81 s of training; the defaults are not measured yet. See README.md.
 
     python resnet34.py --data_dir=path/to/cifar10
 """
@@ -174,4 +177,5 @@ model.fit(
     verbose=0,
 )
 # Test-time augmentation: each test image and its mirror image vote together.
-run.finish(model, x_test, y_test, cifar10.CLASSES, test_acc_flip_tta=augment.flip_tta_accuracy(model, x_test, y_test))
+tta = augment.flip_tta_accuracy(model, x_test, y_test, batch_size)
+run.finish(model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, test_acc_flip_tta=tta)

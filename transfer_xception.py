@@ -228,5 +228,6 @@ else:
 
 phase_starts = [epochs + 1] if fine_tune_epochs else []
 run.finish(
-    model, x_test, y_test, classes, grid="predictions", phase_starts=phase_starts, head_test_acc=f"{head_test_acc:.4f}"
+    model, x_test, y_test, classes, grid="predictions", phase_starts=phase_starts, batch_size=batch_size,
+    head_test_acc=f"{head_test_acc:.4f}",
 )

@@ -295,6 +295,12 @@ def main():
     unknown = [name for name in chosen if name not in SUITES[suite]]
     if unknown:
         raise UserError(f"--tasks: {', '.join(unknown)} not in the {suite} suite; use {', '.join(SUITES[suite])}")
+    needs_seed = [name for name in chosen if not SUITES[suite][name].target]
+    if baseline_seeds == 0 and needs_seed:
+        raise UserError(
+            f"--baseline_seeds=0: {', '.join(needs_seed)} take their target from the seed baseline; "
+            "run at least one seed baseline for them"
+        )
     os.makedirs(out_dir, exist_ok=True)
     # The start time and the tasks name the files, so no earlier results are overwritten.
     started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -13,6 +13,8 @@ import time
 import keras
 import numpy as np
 
+from common import UserError
+
 
 def setup(seed):
     """Seeds every generator, picks the precision and prints what runs where.
@@ -20,8 +22,8 @@ def setup(seed):
     On a GPU the global dtype policy becomes mixed precision (bfloat16 where
     the card has it, as on Ampere and newer; float16 otherwise) and Keras
     compiles steps with XLA by default. With several devices it trains
-    data-parallel through the backend's own API (README.md, "Several GPUs and
-    several machines"): it returns the scope in which the model must be built
+    data-parallel through the backend's own API (README.md, "Backends,
+    accelerators, several devices and machines"): it returns the scope in which the model must be built
     and compiled, which does nothing otherwise.
     """
     keras.utils.set_random_seed(seed)
@@ -49,12 +51,25 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     batches, and the smaller last batch of the training and of the validation
     data. Running each step once compiles it; the model's and the optimizer's
     variables (random-generator states included) and NumPy's generator are
-    then put back, so training starts exactly where it would have. On the other backends it does
+    then put back, so training starts from the same state. (Not quite the
+    same run: a model's first `fit` draws one extra shuffle to build itself,
+    which a compiled model skips, so the batches come in another order.)
+    With several devices, every batch, the smaller last ones included, must
+    split evenly between them; a run whose batches do not stops here. On the other backends it does
     nothing: TensorFlow traces its steps during the first epoch, which the
     benchmarks report apart from the later epochs.
     """
     if keras.backend.backend() != "jax":
         return 0.0
+    x_val, y_val = validation_data
+    distribution = keras.distribution.distribution()
+    devices = len(distribution.device_mesh.devices.flatten()) if distribution else 1
+    uneven = sorted({batch_size, len(x) % batch_size, len(x_val) % batch_size} - {0})
+    if any(size % devices for size in uneven):
+        raise UserError(
+            f"batches of {', '.join(map(str, uneven))} examples do not split evenly over {devices} devices; "
+            f"choose a --batch_size that divides by {devices} and leaves last batches that do too"
+        )
     start = time.perf_counter()
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
@@ -62,7 +77,6 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     saved = [keras.ops.convert_to_numpy(v.value) for v in state]
     shuffle_state = np.random.get_state()  # fit shuffles with NumPy's global generator
     # One short fit through the same code path meets every batch shape.
-    x_val, y_val = validation_data
     n, n_val = batch_size + len(x) % batch_size, batch_size + len(x_val) % batch_size
     model.fit(x[:n], y[:n], batch_size, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0)
     for variable, value in zip(state, saved):
@@ -126,7 +140,7 @@ def _data_parallel_scope(backend, num_gpus):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        if num_gpus > 1 or len(tf.config.list_logical_devices("CPU")) > 1:
+        if num_gpus > 1 or (num_gpus == 0 and len(tf.config.list_logical_devices("CPU")) > 1):
             # MirroredStrategy keeps a copy of the model on each GPU (or
             # logical CPU) and splits every batch between them.
             devices = [d.name for d in tf.config.list_logical_devices("GPU" if num_gpus > 1 else "CPU")]

@@ -24,6 +24,7 @@ half-written file that a later run would load.
 import csv
 import json
 import os
+import threading
 import time
 import zipfile
 
@@ -102,7 +103,7 @@ class Run:
         ]
 
     def finish(self, model, x_test, y_test, class_names=None, images=None, grid="misclassified",
-               phase_starts=(), **extra):
+               phase_starts=(), batch_size=32, **extra):
         """Evaluates on the test set (once, here), saves the model and the
         plots, and prints the final line. `extra` key=values are appended.
 
@@ -116,14 +117,15 @@ class Run:
         (grid="predictions").
 
         test_loss is the test images' cross-entropy, without label smoothing
-        or weight penalties, so that runs with different ones compare.
+        or weight penalties, so that runs with different ones compare. The
+        model is saved before it is scored, in batches of `batch_size`.
         """
         merged = read_history(self.path("history.csv"))
-        probabilities = np.asarray(model.predict(x_test, batch_size=250, verbose=0), dtype="float64")
+        save_model(model, self.path("model.keras"))
+        probabilities = np.asarray(model.predict(x_test, batch_size=batch_size, verbose=0), dtype="float64")
         labels, predicted = np.argmax(y_test, axis=1), np.argmax(probabilities, axis=1)
         test_acc = float(np.mean(predicted == labels))
         test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
-        save_model(model, self.path("model.keras"))
         # The run is complete: it is no longer one to resume.
         for name in (RESUME_STATE, _LOCK):
             if os.path.exists(self.path(name)):
@@ -207,6 +209,11 @@ class ResumeState(keras.callbacks.Callback):
     so far, and the bests of the checkpoint and early-stopping callbacks. It
     comes last in the list so that it sees their state after each epoch, and
     restores it after their own `on_train_begin` has reset it.
+
+    The values are copied at the end of the epoch; writing them to disk
+    happens in a background thread while the next epoch trains (one write at
+    a time, each finished before the next starts and before `fit` returns),
+    so that short epochs on an accelerator do not wait for the disk.
     """
 
     def __init__(self, run, callbacks, phase="", earlier=None):
@@ -215,6 +222,7 @@ class ResumeState(keras.callbacks.Callback):
         self.callbacks = callbacks
         self.phase = phase
         self.earlier = earlier or {}
+        self.writer = None
 
     def on_train_begin(self, logs=None):
         self.fit_start = time.perf_counter()
@@ -250,7 +258,34 @@ class ResumeState(keras.callbacks.Callback):
         for callback in self.callbacks:
             if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights is not None:
                 arrays.update(_named("best_weights", callback.best_weights))
-        _write_atomically(self.run.path(RESUME_STATE), lambda tmp: _save_npz(tmp, arrays))
+        self._wait_for_writer()
+        path = self.run.path(RESUME_STATE)
+        self.writer = _Writer(lambda: _write_atomically(path, lambda tmp: _save_npz(tmp, arrays)))
+        self.writer.start()
+
+    def on_train_end(self, logs=None):
+        self._wait_for_writer()
+
+    def _wait_for_writer(self):
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.join()
+            if writer.error is not None:
+                raise writer.error
+
+
+class _Writer(threading.Thread):
+    """Runs `write` in the background; an error it raises is kept for join()."""
+
+    def __init__(self, write):
+        super().__init__()
+        self.write, self.error = write, None
+
+    def run(self):
+        try:
+            self.write()
+        except Exception as error:  # noqa: BLE001  (re-raised by the caller)
+            self.error = error
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):

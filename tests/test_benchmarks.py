@@ -34,3 +34,13 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
         assert f"| {name} | 2 |" in report
     assert "at most a third of its time: **" in report
     assert os.path.getsize(stem + ".png") > 1000
+
+
+def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--baseline_seeds=0", f"--out_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --baseline_seeds=0: mnist_mlp take their target")
+    assert os.listdir(tmp_path) == []

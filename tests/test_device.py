@@ -74,6 +74,7 @@ def test_compile_ahead_on_jax_leaves_training_unchanged():
     assert "compiled  the training and evaluation steps" in result.stdout
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="checks the TensorFlow backend")
 def test_compile_ahead_does_nothing_on_tensorflow():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")

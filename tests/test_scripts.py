@@ -328,7 +328,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 @needs_real_mnist
-@pytest.mark.parametrize("backend", ["tensorflow", *OTHER_BACKENDS[:1]])
+@pytest.mark.parametrize("backend", ["tensorflow", *[p for p in OTHER_BACKENDS if p.values == ("jax",)]])
 def test_two_devices_train_data_parallel_to_the_same_accuracy(backend, tmp_path):
     args = [f"--data_dir={REAL_MNIST}", "--train_samples=6000", "--epochs=3", "--batch_size=100"]
     script = os.path.join(REPO, "mnist_mlp.py")
