@@ -31,7 +31,7 @@ import zipfile
 import keras
 import numpy as np
 
-from common import UserError, plots, reason
+from common import UserError, plots, reason, schedules
 
 TABLE_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 # The table prints short names for the Keras log keys in TABLE_COLUMNS.
@@ -191,7 +191,12 @@ class EpochTable(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["seconds"] = time.perf_counter() - self.epoch_start
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        optimizer = self.model.optimizer
+        schedule = getattr(optimizer, "_learning_rate", None)  # Keras keeps the schedule, if any, here.
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            logs["learning_rate"] = schedules.value(schedule, int(keras.ops.convert_to_numpy(optimizer.iterations)))
+        else:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         values = [logs.get(key, float("nan")) for key in TABLE_COLUMNS[1:]]
         print(_ROW.format(epoch + 1, *values), flush=True)
 
