@@ -44,3 +44,18 @@ def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: --baseline_seeds=0: mnist_mlp take their target")
     assert os.listdir(tmp_path) == []
+
+
+def test_time_callbacks_runs_a_script_and_prints_each_hooks_seconds(tmp_path):
+    write_mnist_npz(str(tmp_path / "mnist"))
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.time_callbacks", "mnist_mlp.py", f"--data_dir={tmp_path / 'mnist'}",
+         f"--out_dir={tmp_path / 'runs'}", "--train_samples=200", "--epochs=2", "--batch_size=32"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2].startswith("final test_acc=")
+    timings = dict(pair.split("=") for pair in lines[-1].split()[1:])
+    assert lines[-1].startswith("callbacks ") and float(timings["EpochTable.on_epoch_end"]) >= 0
+    assert {"CSVLogger.on_epoch_end", "ResumeState.on_epoch_end"} <= set(timings)
