@@ -9,7 +9,6 @@ backend runs fast, on the CPU and on an accelerator alike.
 """
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 
@@ -49,13 +48,3 @@ class RandomShift(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "pixels": self.pixels, "fill_mode": self.fill_mode, "seed": self.seed}
-
-
-def flip_tta_accuracy(model, x, y, batch_size):
-    """Test accuracy (as a 4-decimal string) when each image's class is the
-    one with the highest sum (the same as the highest mean) of the model's
-    probabilities for it and for its mirror image: the flip test-time
-    augmentation of models trained with random horizontal flips."""
-    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    probabilities += model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)
-    return f"{np.mean(probabilities.argmax(axis=1) == np.asarray(y).argmax(axis=1)):.4f}"

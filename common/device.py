@@ -23,8 +23,8 @@ def setup(seed):
     the card has it, as on Ampere and newer; float16 otherwise) and Keras
     compiles steps with XLA by default. With several devices it trains
     data-parallel through the backend's own API (README.md, "Backends,
-    accelerators, several devices and machines"): it returns the scope in which the model must be built
-    and compiled, which does nothing otherwise.
+    accelerators, several devices and machines"): it returns the scope in
+    which the model must be built and compiled, which does nothing otherwise.
     """
     keras.utils.set_random_seed(seed)
     backend = keras.backend.backend()
@@ -55,9 +55,9 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     same run: a model's first `fit` draws one extra shuffle to build itself,
     which a compiled model skips, so the batches come in another order.)
     With several devices, every batch, the smaller last ones included, must
-    split evenly between them; a run whose batches do not stops here. On the other backends it does
-    nothing: TensorFlow traces its steps during the first epoch, which the
-    benchmarks report apart from the later epochs.
+    split evenly between them; a run whose batches do not stops here. On the
+    other backends it does nothing: TensorFlow traces its steps during the
+    first epoch, which the benchmarks report apart from the later epochs.
     """
     if keras.backend.backend() != "jax":
         return 0.0

@@ -103,7 +103,7 @@ class Run:
         ]
 
     def finish(self, model, x_test, y_test, class_names=None, images=None, grid="misclassified",
-               phase_starts=(), batch_size=32, **extra):
+               phase_starts=(), batch_size=32, flip_tta=False, **extra):
         """Evaluates on the test set (once, here), saves the model and the
         plots, and prints the final line. `extra` key=values are appended.
 
@@ -118,7 +118,10 @@ class Run:
 
         test_loss is the test images' cross-entropy, without label smoothing
         or weight penalties, so that runs with different ones compare. The
-        model is saved before it is scored, in batches of `batch_size`.
+        model is saved before it is scored, in batches of `batch_size`. With
+        `flip_tta`, test_acc_flip_tta is the accuracy when each test image and
+        its mirror image vote together (their probabilities summed): the
+        test-time augmentation of models trained with random flips.
         """
         merged = read_history(self.path("history.csv"))
         save_model(model, self.path("model.keras"))
@@ -145,6 +148,9 @@ class Run:
             "epochs": len(merged["loss"]),
             **extra,
         }
+        if flip_tta:
+            mirrored = model.predict(x_test[:, :, ::-1], batch_size=batch_size, verbose=0)
+            fields["test_acc_flip_tta"] = f"{np.mean((probabilities + mirrored).argmax(axis=1) == labels):.4f}"
         # The final figures, for `python -m common.compare` and other tools.
         write_json(self.path("result.json"), {"script": self.script, **fields})
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")

@@ -125,7 +125,7 @@ def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, c
     y = keras.utils.to_categorical(labels, 3)
     model.fit(x, y, epochs=1, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
     model.layers[-1].set_weights([np.zeros((36, 3)), np.array([2.0, 0.0, 0.0])])  # Undo the step.
-    test_acc, test_loss = run.finish(model, x, y, ["cat", "dog", "fox"])
+    test_acc, test_loss = run.finish(model, x, y, ["cat", "dog", "fox"], flip_tta=True)
 
     assert test_acc == pytest.approx(3 / 6)
     probability_of_true = np.where(labels == 0, np.e**2, 1) / (np.e**2 + 2)
@@ -134,3 +134,5 @@ def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, c
         assert os.path.getsize(run.path(name)) > 1000, name
     wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote")][0]
     assert "confusion.png" in wrote and "misclassified.png" in wrote
+    # Mirrored, the images still get class 0: the vote changes nothing.
+    assert json.load(open(run.path("result.json")))["test_acc_flip_tta"] == "0.5000"
