@@ -11,6 +11,8 @@ backend runs fast, on the CPU and on an accelerator alike.
 import keras
 from keras import layers, ops
 
+from common import UserError
+
 
 @keras.saving.register_keras_serializable(package="common")
 class RandomShift(layers.Layer):
@@ -23,10 +25,22 @@ class RandomShift(layers.Layer):
         super().__init__(**kwargs)
         if fill_mode not in ("reflect", "constant"):
             raise ValueError(f"fill_mode must be 'reflect' or 'constant', not {fill_mode!r}")
+        if pixels < 0:
+            raise UserError(f"a shift of {pixels} pixels is not possible; give 0 (no shift) or more, e.g. --shift=3")
         self.pixels = int(pixels)
         self.fill_mode = fill_mode
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        # Reflection mirrors the image inside its border: it cannot reach
+        # further than the image is wide.
+        if self.fill_mode == "reflect" and self.pixels >= min(input_shape[1], input_shape[2]):
+            raise UserError(
+                f"a reflected shift of {self.pixels} pixels needs images larger than "
+                f"{input_shape[1]}x{input_shape[2]}; give a smaller --shift"
+            )
+        super().build(input_shape)
 
     def call(self, images, training=None):
         if not training or self.pixels == 0:

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from common import UserError
 from common.augment import RandomShift
 
 
@@ -36,3 +37,10 @@ def test_inference_leaves_images_alone_and_the_layer_saves(tmp_path):
 def test_an_unknown_fill_mode_is_refused():
     with pytest.raises(ValueError, match="fill_mode"):
         RandomShift(2, fill_mode="wrap")
+
+
+def test_impossible_shifts_are_user_errors():
+    with pytest.raises(UserError, match="not possible"):
+        RandomShift(-2)
+    with pytest.raises(UserError, match="smaller --shift"):
+        RandomShift(32)(np.zeros((1, 32, 32, 3), "float32"))
