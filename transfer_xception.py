@@ -102,6 +102,10 @@ if image_size < 71:
     raise UserError(f"--image_size={image_size} is too small: Xception needs at least 71 pixels")
 
 scope = device.setup(seed)
+if device.processes() > 1:
+    # Phase 1 computes the features with predict(), whose outputs would be
+    # spread over the machines.
+    raise UserError("transfer_xception.py trains on one machine; unset KERAS_DISTRIBUTION_NUM_PROCESSES")
 
 # Data: photos as uint8 pixels; the model itself scales them as Xception expects.
 found = photos.load_photos(data_dir, image_size)

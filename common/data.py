@@ -15,7 +15,7 @@ import zipfile
 import keras
 import numpy as np
 
-from common import UserError, reason
+from common import UserError, device, reason
 
 MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 # The hash that keras.datasets.mnist checks.
@@ -59,7 +59,8 @@ def split_validation(x, y, validation_split, seed, train_samples=0):
     seeded random `validation_split` fraction of them for validation.
 
     Returns `x_train, y_train, x_val, y_val`. The test set is never used for
-    validation: it is touched once, at the end of a run.
+    validation: it is touched once, at the end of a run. In a run over several
+    machines, each takes its own share of both (`device.process_share`).
     """
     if train_samples:
         x, y = x[:train_samples], y[:train_samples]
@@ -71,7 +72,7 @@ def split_validation(x, y, validation_split, seed, train_samples=0):
             "or another validation_split"
         )
     order = np.random.default_rng(seed).permutation(len(x))
-    val, train = order[:num_val], order[num_val:]
+    val, train = device.process_share(order[:num_val]), device.process_share(order[num_val:])
     return x[train], y[train], x[val], y[val]
 
 

@@ -25,16 +25,19 @@ def setup(seed):
     data-parallel through the backend's own API (README.md, "Backends,
     accelerators, several devices and machines"): it returns the scope in
     which the model must be built and compiled, which does nothing otherwise.
+    On JAX, with the KERAS_DISTRIBUTION_* variables set, this process first
+    joins the others of a run over several machines.
     """
-    keras.utils.set_random_seed(seed)
     backend = keras.backend.backend()
+    num_processes = _join_processes(backend)
+    keras.utils.set_random_seed(seed)
     gpus, bfloat16 = _gpus(backend)
     if gpus:
         policy = "mixed_bfloat16" if bfloat16 else "mixed_float16"
     else:
         policy = "float32"
     keras.mixed_precision.set_global_policy(policy)
-    scope, parallel = _data_parallel_scope(backend, len(gpus))
+    scope, parallel = _data_parallel_scope(backend, len(gpus), num_processes)
     where = f"{len(gpus)} x {gpus[0]}" if gpus else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
     print(
         f"backend   {backend} {_backend_version(backend)} | keras {keras.__version__} | "
@@ -61,9 +64,12 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     """
     if keras.backend.backend() != "jax":
         return 0.0
+    import jax
+
     x_val, y_val = validation_data
     distribution = keras.distribution.distribution()
-    devices = len(distribution.device_mesh.devices.flatten()) if distribution else 1
+    # Each process's batches split over its own devices.
+    devices = len(distribution.device_mesh.devices.flatten()) // jax.process_count() if distribution else 1
     uneven = sorted({batch_size, len(x) % batch_size, len(x_val) % batch_size} - {0})
     if any(size % devices for size in uneven):
         raise UserError(
@@ -85,6 +91,74 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     seconds = time.perf_counter() - start
     print(f"compiled  the training and evaluation steps in {seconds:.1f} s (before the clock starts)")
     return seconds
+
+
+def processes():
+    """The number of processes (machines) training together: 1 but in a run
+    over several machines (JAX, README.md "Several machines")."""
+    if keras.backend.backend() != "jax":
+        return 1
+    import jax
+
+    return jax.process_count()
+
+
+def process_index():
+    """This process's number among those training together, from 0."""
+    if processes() == 1:
+        return 0
+    import jax
+
+    return jax.process_index()
+
+
+def process_share(x):
+    """This process's share of the examples in `x`: all of them, but in a run
+    over several machines every Nth one from the process's index on. Every
+    process gets the same number (up to N-1 left over are dropped), so that
+    they all take the same number of steps together."""
+    count = processes()
+    if count == 1:
+        return x
+    return x[process_index() : len(x) - len(x) % count : count]
+
+
+def local_copy(path):
+    """The model saved at `path`, loaded on this process's own device. In a
+    run over several machines the outputs of the trained model are spread
+    over all of them, so each process scores the test set on such a copy."""
+    keras.distribution.set_distribution(None)
+    return keras.models.load_model(path, safe_mode=True)
+
+
+def _join_processes(backend):
+    """Joins the other processes of a run over several machines, as the
+    KERAS_DISTRIBUTION_* environment variables describe it (JAX only);
+    returns the number of processes, 1 when they are not set."""
+    if backend == "tensorflow" and os.environ.get("TF_CONFIG"):
+        raise UserError(
+            "TF_CONFIG is set, but Keras 3 cannot train with TensorFlow's MultiWorkerMirroredStrategy "
+            "(keras-team/keras#20585); train over several machines with KERAS_BACKEND=jax and the "
+            "KERAS_DISTRIBUTION_* variables (README.md, \"Several machines\"), or unset TF_CONFIG"
+        )
+    count = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
+    if not count.isdigit() or int(count) < 1:
+        raise UserError(f"KERAS_DISTRIBUTION_NUM_PROCESSES={count!r} is not a number of processes; give 1 or more")
+    if int(count) == 1:
+        return 1
+    if backend != "jax":
+        raise UserError(
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES={count}: training over several machines needs the JAX "
+            "backend here; set KERAS_BACKEND=jax on every machine"
+        )
+    import jax
+
+    # Processes on CPUs exchange their gradients through Gloo (GPUs use NCCL).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Reads KERAS_DISTRIBUTION_JOB_ADDRESSES and KERAS_DISTRIBUTION_PROCESS_ID
+    # too, and waits until every process has joined.
+    keras.distribution.initialize()
+    return jax.process_count()
 
 
 def _backend_version(backend):
@@ -118,7 +192,7 @@ def _gpus(backend):
     return [], False
 
 
-def _data_parallel_scope(backend, num_gpus):
+def _data_parallel_scope(backend, num_gpus, processes):
     """Data-parallel training through the backend's own API: the scope to
     build the model in, and a few words on what it does ("" for one device).
 
@@ -128,15 +202,22 @@ def _data_parallel_scope(backend, num_gpus):
     if backend == "jax":
         import jax
 
-        # All the GPUs, or the CPU split into several devices with
-        # XLA_FLAGS=--xla_force_host_platform_device_count=N.
+        # All the GPUs (of every process), or the CPU split into several
+        # devices with XLA_FLAGS=--xla_force_host_platform_device_count=N.
         devices = jax.devices()
         if len(devices) < 2:
             return contextlib.nullcontext(), ""
         # Keras' distribution API shards each batch over the devices and
         # replicates the weights; it applies to every model built afterwards.
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        return contextlib.nullcontext(), f"data-parallel over {len(devices)} devices (keras.distribution)"
+        distribution = keras.distribution.DataParallel(devices=devices)
+        where = ""
+        if processes > 1:
+            # Each process passes its own batches, its share of every global
+            # batch: the scripts' data is already split (process_share).
+            distribution.auto_shard_dataset = False
+            where = f" in {processes} processes"
+        keras.distribution.set_distribution(distribution)
+        return contextlib.nullcontext(), f"data-parallel over {len(devices)} devices{where} (keras.distribution)"
     if backend == "tensorflow":
         import tensorflow as tf
 

@@ -31,7 +31,7 @@ import zipfile
 import keras
 import numpy as np
 
-from common import UserError, plots, reason, schedules
+from common import UserError, device, plots, reason, schedules
 
 TABLE_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 # The table prints short names for the Keras log keys in TABLE_COLUMNS.
@@ -57,7 +57,9 @@ class Run:
         self.script = script
         self.config = config
         parent = os.path.join(config["out_dir"], script)
-        self.dir = _unfinished_run(parent, config)
+        # A run over several machines is not resumed: its processes would
+        # have to resume from the same epoch, which nothing here ensures.
+        self.dir = _unfinished_run(parent, config) if device.processes() == 1 else None
         self.initial_epoch = 0
         self.train_seconds = None
         self._state = None
@@ -73,7 +75,7 @@ class Run:
             _keep_history_rows(self.path("history.csv"), done)
             print(f"resume    {self.dir} after epoch {done}")
         else:
-            self.dir = _new_run_dir(parent)
+            self.dir = _new_run_dir(parent, _process_suffix())
             write_json(os.path.join(self.dir, "config.json"), config)
             print(f"run       {self.dir}")
         _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
@@ -125,6 +127,8 @@ class Run:
         """
         merged = read_history(self.path("history.csv"))
         save_model(model, self.path("model.keras"))
+        if device.processes() > 1:
+            model = device.local_copy(self.path("model.keras"))
         probabilities = np.asarray(model.predict(x_test, batch_size=batch_size, verbose=0), dtype="float64")
         labels, predicted = np.argmax(y_test, axis=1), np.argmax(probabilities, axis=1)
         test_acc = float(np.mean(predicted == labels))
@@ -450,8 +454,15 @@ def _sync(path):
         os.fsync(f.fileno())
 
 
-def _new_run_dir(parent):
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+def _process_suffix():
+    """"-process1" and so on for the processes but the first of a run over
+    several machines, whose folders may share a disk."""
+    index = device.process_index()
+    return f"-process{index}" if index else ""
+
+
+def _new_run_dir(parent, suffix=""):
+    stamp = time.strftime("%Y%m%d-%H%M%S") + suffix
     for attempt in range(1, 100):
         path = os.path.join(parent, stamp if attempt == 1 else f"{stamp}-{attempt}")
         try:

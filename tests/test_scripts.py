@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -348,3 +349,63 @@ def test_two_devices_train_data_parallel_to_the_same_accuracy(tmp_path):
     accuracy_one, accuracy_two = (float(final_fields(r.stdout)["test_acc"]) for r in (one, two))
     assert accuracy_one > 0.9
     assert accuracy_two == pytest.approx(accuracy_one, abs=0.005)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@needs_real_mnist
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
+def test_two_processes_train_as_one_machine_would(tmp_path):
+    # Two processes on this machine stand in for two machines: each reads
+    # its half of the data, and passes half of each global batch of 100.
+    args = [f"--data_dir={REAL_MNIST}", "--train_samples=6000", "--epochs=3", f"--out_dir={tmp_path}"]
+    script = os.path.join(REPO, "mnist_mlp.py")
+    address = f"localhost:{_free_port()}"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, script, *args, "--batch_size=50"], cwd=REPO, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
+                 "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)},
+        )
+        for index in (0, 1)
+    ]
+    try:
+        outputs = [process.communicate(timeout=600) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+        assert "data-parallel over 2 devices in 2 processes (keras.distribution)" in stdout
+        assert "x_train (2700, 784) | x_val (300, 784) | x_test (10000, 784)" in stdout
+    first, second = (final_fields(stdout) for stdout, _ in outputs)
+    # Each process keeps its own run folder, and both end with the same model.
+    assert second["run_dir"] == first["run_dir"] + "-process1"
+    assert first["test_acc"] == second["test_acc"]
+    one = run_script("mnist_mlp.py", *args, "--batch_size=100", env={"KERAS_BACKEND": "jax"})
+    assert one.returncode == 0, one.stderr[-3000:]
+    accuracy_one = float(final_fields(one.stdout)["test_acc"])
+    assert accuracy_one > 0.9
+    assert float(first["test_acc"]) == pytest.approx(accuracy_one, abs=0.005)
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"KERAS_BACKEND": "tensorflow", "TF_CONFIG": '{"cluster": {}}'}, "error: TF_CONFIG is set, but Keras 3 cannot"),
+        ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "two"}, "error: KERAS_DISTRIBUTION_NUM_PROCESSES='two' is not a number"),
+        ({"KERAS_BACKEND": "tensorflow", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"},
+         "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2: training over several machines needs the JAX backend"),
+    ],
+)
+def test_several_machines_settings_that_cannot_work_stop_with_one_line(env, message, mnist_dir, tmp_path):
+    out_dir = tmp_path / "runs"
+    result = run_script("mnist_mlp.py", f"--data_dir={mnist_dir}", f"--out_dir={out_dir}", *TINY, env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert not out_dir.exists()
