@@ -50,7 +50,8 @@ fine_tune_epochs = 5  # phase 2: the base trains too (0 = skip phase 2)
 fine_tune_learning_rate = 1e-4  # 30x smaller, so the pretrained features change gently
 fine_tune_from = 13  # unfreeze Xception's blocks from this one on: 13 = the exit flow, 1 = all 14
 batch_size = 32
-dropout = 0.2  # fraction of the 2048 features dropped while training the head
+block13_features = True  # the head sees block 13's features besides block 14's (see below)
+dropout = 0.2  # fraction of the features dropped while training the head
 label_smoothing = 0.1  # targets of 0.9 + 0.1/classes instead of 1 and 0: less overconfidence
 patience = 3  # phase 2 stops after this many epochs without a better val_accuracy
 validation_split = 0.15  # fraction of each class held out for validation
@@ -129,9 +130,14 @@ print(
 )
 
 with scope:
-    base = pretrained.pretrained_base(
+    xception = pretrained.pretrained_base(
         keras.applications.Xception, weights, input_shape=(image_size, image_size, 3)
     )
+    # The base's outputs: the feature maps of Xception's last block (2048
+    # channels) and, with block13_features, of the block before it (1024),
+    # which are less specific to ImageNet's own classes.
+    maps = [xception.get_layer("block13_sepconv2_bn").output] if block13_features else []
+    base = keras.Model(xception.input, [*maps, xception.output], name="xception")
     base.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3))
     # Augmentation layers change the photos only while training.
@@ -143,8 +149,10 @@ with scope:
     # training=False keeps the base's batch normalisation in inference mode in
     # both phases: its statistics come from ImageNet, and updating them from
     # small batches of a few hundred photos would undo much of the pretraining.
-    x = base(x, training=False)
-    features = layers.GlobalAveragePooling2D()(x)
+    maps = base(x, training=False)
+    # Each map averaged over the image: one number per channel.
+    pooled = [layers.GlobalAveragePooling2D()(m) for m in maps]
+    features = layers.Concatenate()(pooled) if len(pooled) > 1 else pooled[0]
     # The new head: the only layers that phase 1 trains.
     head = keras.Sequential(
         [
@@ -162,7 +170,7 @@ run = output.Run("transfer_xception", config)
 output.write_json(run.path("classes.json"), classes)
 loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
-# Phase 1. With the base frozen, a photo's 2048 features never change, so the
+# Phase 1. With the base frozen, a photo's features never change, so the
 # base runs once over the photos and their mirror images (the one augmentation
 # that is free here), and the head trains on those features: seconds per
 # epoch instead of minutes, with the same result as running the base every
