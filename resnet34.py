@@ -95,6 +95,15 @@ class ResidualUnit(layers.Layer):
                 layers.BatchNormalization(momentum=BN_MOMENTUM),
             ]
 
+    def build(self, input_shape):
+        # Builds the sublayers' weights from the input's shape, as a reloaded
+        # model needs before its saved weights go in.
+        for path in (self.main_layers, self.skip_layers):
+            shape = input_shape
+            for layer in path:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+
     def call(self, inputs, training=None):
         main = inputs
         for layer in self.main_layers:
