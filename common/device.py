@@ -192,7 +192,7 @@ def _gpus(backend):
     return [], False
 
 
-def _data_parallel_scope(backend, num_gpus, processes):
+def _data_parallel_scope(backend, num_gpus, num_processes):
     """Data-parallel training through the backend's own API: the scope to
     build the model in, and a few words on what it does ("" for one device).
 
@@ -211,11 +211,11 @@ def _data_parallel_scope(backend, num_gpus, processes):
         # replicates the weights; it applies to every model built afterwards.
         distribution = keras.distribution.DataParallel(devices=devices)
         where = ""
-        if processes > 1:
+        if num_processes > 1:
             # Each process passes its own batches, its share of every global
             # batch: the scripts' data is already split (process_share).
             distribution.auto_shard_dataset = False
-            where = f" in {processes} processes"
+            where = f" in {num_processes} processes"
         keras.distribution.set_distribution(distribution)
         return contextlib.nullcontext(), f"data-parallel over {len(devices)} devices{where} (keras.distribution)"
     if backend == "tensorflow":
