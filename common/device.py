@@ -13,7 +13,7 @@ import time
 import keras
 import numpy as np
 
-from common import UserError
+from common import UserError, reason
 
 
 def setup(seed):
@@ -64,12 +64,10 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     """
     if keras.backend.backend() != "jax":
         return 0.0
-    import jax
-
     x_val, y_val = validation_data
     distribution = keras.distribution.distribution()
     # Each process's batches split over its own devices.
-    devices = len(distribution.device_mesh.devices.flatten()) // jax.process_count() if distribution else 1
+    devices = len(distribution.device_mesh.devices.flatten()) // processes() if distribution else 1
     uneven = sorted({batch_size, len(x) % batch_size, len(x_val) % batch_size} - {0})
     if any(size % devices for size in uneven):
         raise UserError(
@@ -151,13 +149,26 @@ def _join_processes(backend):
             f"KERAS_DISTRIBUTION_NUM_PROCESSES={count}: training over several machines needs the JAX "
             "backend here; set KERAS_BACKEND=jax on every machine"
         )
+    address = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES", "")
+    index = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "")
+    if not address or not index.isdigit() or int(index) >= int(count):
+        raise UserError(
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES={count} needs KERAS_DISTRIBUTION_JOB_ADDRESSES (host:port of "
+            f"process 0) and KERAS_DISTRIBUTION_PROCESS_ID (0 to {int(count) - 1}) on every machine; "
+            f"here they are {address!r} and {index!r}"
+        )
     import jax
 
     # Processes on CPUs exchange their gradients through Gloo (GPUs use NCCL).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    # Reads KERAS_DISTRIBUTION_JOB_ADDRESSES and KERAS_DISTRIBUTION_PROCESS_ID
-    # too, and waits until every process has joined.
-    keras.distribution.initialize()
+    try:
+        # Reads the three variables and waits until every process has joined.
+        keras.distribution.initialize()
+    except Exception as error:  # JAX raises several kinds for an unreachable or wrong address.
+        raise UserError(
+            f"process {index} could not join the others at {address} ({reason(error)}); "
+            "check KERAS_DISTRIBUTION_* on every machine"
+        ) from None
     return jax.process_count()
 
 

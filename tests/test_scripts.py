@@ -401,6 +401,14 @@ def test_two_processes_train_as_one_machine_would(tmp_path):
         ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "two"}, "error: KERAS_DISTRIBUTION_NUM_PROCESSES='two' is not a number"),
         ({"KERAS_BACKEND": "tensorflow", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"},
          "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2: training over several machines needs the JAX backend"),
+
+        pytest.param({"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0"},
+                     "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES",
+                     marks=pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")),
+        pytest.param({"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "2",
+                      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "localhost:1"},
+                     "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES",
+                     marks=pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")),
     ],
 )
 def test_several_machines_settings_that_cannot_work_stop_with_one_line(env, message, mnist_dir, tmp_path):
