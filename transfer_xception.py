@@ -3,7 +3,8 @@
 Give it a folder with one subfolder of photos per class (or a .tgz of one).
 Xception, trained on ImageNet's 1.3 million photos, already turns an image into
 features that describe it well (here 3,072: the averaged feature maps of its
-last two blocks); only a new softmax layer on top of them has to be learned. Training runs in two phases:
+last two blocks); only a new softmax layer on top of them has to be learned.
+Training runs in two phases:
 
 1. The pretrained base is frozen and only the new head trains, so that its
    random start cannot wreck the pretrained features with large gradients.
