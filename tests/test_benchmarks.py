@@ -1,11 +1,11 @@
-"""The benchmark command end to end, on tiny synthetic MNIST."""
+"""The benchmark commands end to end, on tiny synthetic MNIST and photo folders."""
 
 import json
 import os
 import subprocess
 import sys
 
-from conftest import REPO, write_mnist_npz
+from conftest import REPO, write_mnist_npz, write_photo_tree
 
 
 def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
@@ -59,3 +59,38 @@ def test_time_callbacks_runs_a_script_and_prints_each_hooks_seconds(tmp_path):
     timings = dict(pair.split("=") for pair in lines[-1].split()[1:])
     assert lines[-1].startswith("callbacks ") and float(timings["EpochTable.on_epoch_end"]) >= 0
     assert {"CSVLogger.on_epoch_end", "ResumeState.on_epoch_end"} <= set(timings)
+
+
+def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    out_dir = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.transfer_phases", f"--data_dir={photo_dir}", "--weights=none",
+         "--image_size=71", "--epochs=2", "--batch_size=8", "--splits=2", "--fine_tune_splits=1",
+         "--fine_tune_learning_rates=1e-4,1e-5", "--fine_tune_epochs=2", f"--out_dir={out_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (stem,) = {os.path.join(out_dir, name.rsplit(".", 1)[0]) for name in os.listdir(out_dir)}
+    records = [json.loads(line) for line in open(stem + ".jsonl")]
+    # Two heads on each of two splits, and two learning rates of phase 2 on the first.
+    assert [(r["split"], r["method"]) for r in records] == [
+        (0, "phase 1, block 14"), (0, "phase 1, blocks 13+14"), (0, "phase 2, lr 0.0001"), (0, "phase 2, lr 1e-05"),
+        (1, "phase 1, block 14"), (1, "phase 1, blocks 13+14"),
+    ]
+    for r in records:
+        assert 0 <= r["validation"] <= 1 and 0 <= r["test"] <= 1
+    for r in records[2:4]:
+        assert len(r["per_epoch"]) == 2 and r["per_epoch"][r["kept_epoch"] - 1]["test"] == r["test"]
+    report = open(stem + ".md").read()
+    assert "| phase 2, lr 0.0001 |" in report and "| phase 1, block 14 |" in report
+
+
+def test_transfer_phases_refuses_a_bad_list_of_learning_rates(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.transfer_phases", "--fine_tune_learning_rates=fast", f"--out_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --fine_tune_learning_rates='fast' must be numbers")
+    assert os.listdir(tmp_path) == []
