@@ -20,6 +20,6 @@ GPU_FAST = {
     "mnist_mlp": ["--batch_size=1000", "--epochs=12", "--learning_rate=6e-3"],
     "mnist_cnn": ["--batch_size=500", "--epochs=2", "--learning_rate=1e-2"],
     "mnist_cnn_long": ["--batch_size=500", "--epochs=8", "--learning_rate=6e-3"],
-    "cifar10_cnn": ["--batch_size=1000", "--epochs=30", "--learning_rate=1e-2", "--width=48"],
-    "resnet34": ["--batch_size=500", "--epochs=50", "--learning_rate=0.4"],
+    "cifar10_cnn": ["--batch_size=1000", "--epochs=30", "--learning_rate=1e-2", "--width=64"],
+    "resnet34": ["--batch_size=500", "--epochs=120", "--learning_rate=0.4"],
 }
