@@ -200,7 +200,9 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
     assert ("warning   weights=none" in result.stdout) == (weights == "none")
     assert re.search(r"phase 1   test_acc=[\d.]+", result.stdout)
     fields = final_fields(result.stdout)
-    assert fields["epochs"] == "3" and 0 <= float(fields["head_test_acc"]) <= 1
+    assert fields["epochs"] == "3"
+    for name in ("head_test_acc", "head_test_acc_flip_tta", "test_acc", "test_acc_flip_tta"):
+        assert 0 <= float(fields[name]) <= 1, name
     run_dir = fields["run_dir"]
     for name in ("best.keras", "classes.json", "config.json", "curves.png", "confusion.png", "predictions.png",
                  "history.csv", "model.keras"):
