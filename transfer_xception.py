@@ -212,6 +212,8 @@ if run.initial_epoch < epochs or not fine_tune_epochs:
     }
     output.write_json(run.path("head_test.json"), head_test)
 else:
+    # A resumed run prints what its phase 1 measured (a run folder from before
+    # flip test-time augmentation was reported holds test_acc alone).
     with open(run.path("head_test.json")) as f:
         head_test = json.load(f)
 print("phase 1   " + " ".join(f"{key}={value:.4f}" for key, value in head_test.items()))
