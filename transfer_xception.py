@@ -201,15 +201,14 @@ if run.initial_epoch < epochs or not fine_tune_epochs:
         verbose=0,
     )
     run.train_seconds += feature_seconds  # Computing the features is part of training.
-    # The test photos go through the same path: Xception's features, then the
-    # head. Each test photo and its mirror image also vote together (flip
+    # The test photos go through the whole model: Xception's features, then
+    # the head. Each test photo and its mirror image also vote together (flip
     # test-time augmentation), reported beside the plain accuracy.
     labels = y_test.argmax(axis=1)
-    probabilities = head.predict(extractor.predict(x_test, batch_size=batch_size, verbose=0), verbose=0)
-    mirrored = head.predict(extractor.predict(x_test[:, :, ::-1], batch_size=batch_size, verbose=0), verbose=0)
+    probabilities = model.predict(x_test, batch_size=batch_size, verbose=0)
     head_test = {
         "test_acc": float(np.mean(probabilities.argmax(axis=1) == labels)),
-        "test_acc_flip_tta": float(np.mean((probabilities + mirrored).argmax(axis=1) == labels)),
+        "test_acc_flip_tta": output.flip_tta_accuracy(model, x_test, probabilities, labels, batch_size),
     }
     output.write_json(run.path("head_test.json"), head_test)
 else:

@@ -153,8 +153,7 @@ class Run:
             **extra,
         }
         if flip_tta:
-            mirrored = model.predict(x_test[:, :, ::-1], batch_size=batch_size, verbose=0)
-            fields["test_acc_flip_tta"] = f"{np.mean((probabilities + mirrored).argmax(axis=1) == labels):.4f}"
+            fields["test_acc_flip_tta"] = f"{flip_tta_accuracy(model, x_test, probabilities, labels, batch_size):.4f}"
         # The final figures, for `python -m common.compare` and other tools.
         write_json(self.path("result.json"), {"script": self.script, **fields})
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
@@ -400,6 +399,14 @@ def _running(folder):
     except PermissionError:
         pass  # It exists, and belongs to another user.
     return True
+
+
+def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32):
+    """The accuracy when each image and its mirror image vote together (their
+    probabilities summed): the test-time augmentation of models trained with
+    random flips. `probabilities` are the model's for `images`, (N, H, W, C)."""
+    mirrored = model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
+    return float(np.mean((probabilities + mirrored).argmax(axis=1) == labels))
 
 
 def read_history(path):
