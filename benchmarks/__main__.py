@@ -68,7 +68,10 @@ SUITES = {
         "cifar10_cnn": Task(
             "cifar10",
             Method("seed CIFAR-10 CNN: RMSprop, batch 128, 2 epochs", "benchmarks.seed_cifar10_cnn", []),
-            [Method("cifar10_cnn.py, fast overrides", "cifar10_cnn.py", CPU_FAST["cifar10_cnn"])],
+            [
+                Method("cifar10_cnn.py, fast overrides", "cifar10_cnn.py", CPU_FAST["cifar10_cnn"]),
+                Method("cifar10_cnn.py, fast overrides + whitening", "cifar10_cnn.py", CPU_FAST["cifar10_cnn_whitened"]),
+            ],
             None,
         ),
     },
@@ -99,6 +102,13 @@ SUITES = {
             "cifar10",
             Method("seed CIFAR-10 CNN: RMSprop, batch 128, 10 epochs", "benchmarks.seed_cifar10_cnn", ["--epochs=10"]),
             [Method("cifar10_cnn.py, GPU overrides", "cifar10_cnn.py", GPU_FAST["cifar10_cnn"])],
+            0.907,
+            4,
+        ),
+        "cifar10_cnn_whitened": Task(
+            "cifar10",
+            None,
+            [Method("cifar10_cnn.py, GPU overrides + whitening", "cifar10_cnn.py", GPU_FAST["cifar10_cnn_whitened"])],
             0.907,
             4,
         ),
@@ -333,4 +343,5 @@ def main():
     print(f"wrote     {stem}.md, {stem}.png, {stem}.jsonl")
 
 
-main()
+if __name__ == "__main__":
+    main()

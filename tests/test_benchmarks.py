@@ -1,10 +1,13 @@
 """The benchmark commands end to end, on tiny synthetic MNIST and photo folders."""
 
+import ast
 import json
 import os
 import subprocess
 import sys
 
+from benchmarks.__main__ import SUITES
+from common import config
 from conftest import REPO, write_mnist_npz, write_photo_tree
 
 
@@ -44,6 +47,28 @@ def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: --baseline_seeds=0: mnist_mlp take their target")
     assert os.listdir(tmp_path) == []
+
+
+def test_every_override_in_the_suites_is_a_setting_of_its_script():
+    # The GPU suite runs only on a lent GPU, where a misspelt override would
+    # first show; each script's --help lists its settings and their defaults.
+    defaults = {}
+    for suite in SUITES.values():
+        for task in suite.values():
+            for method in task.methods:
+                if method.command not in defaults:
+                    result = subprocess.run(
+                        [sys.executable, method.command, "--help"], cwd=REPO, capture_output=True, text=True,
+                        timeout=300,
+                    )
+                    assert result.returncode == 0, result.stderr[-3000:]
+                    lines = result.stdout.strip().splitlines()[1:]
+                    defaults[method.command] = dict(line.strip().removeprefix("--").split("=", 1) for line in lines)
+                for override in method.overrides:
+                    key, _, text = override.removeprefix("--").partition("=")
+                    assert key in defaults[method.command], f"{method.name}: {override}"
+                    config.parse_value(key, text, ast.literal_eval(defaults[method.command][key]))
+    assert {"mnist_mlp.py", "mnist_cnn.py", "cifar10_cnn.py", "resnet34.py"} <= set(defaults)
 
 
 def test_time_callbacks_runs_a_script_and_prints_each_hooks_seconds(tmp_path):

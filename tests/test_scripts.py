@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from benchmarks import CPU_FAST
+from common import cifar10, data
 from conftest import (
     PHOTO_CLASSES,
     REAL_MNIST,
@@ -92,6 +93,39 @@ def test_best_checkpoint_is_kept(script, dataset, tmp_path):
     result = run_script(script, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.path.exists(os.path.join(final_fields(result.stdout)["run_dir"], "best.keras"))
+
+
+def test_cifar10_cnn_whitening_layer_decorrelates_the_training_patches(tmp_path):
+    # Smooth images (8x8 blocks of 4x4 pixels) whose neighbouring pixels and
+    # channels are strongly correlated, as in photos.
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, size=(60, 8, 8, 1)).astype(np.uint8)
+    x = np.repeat(np.repeat(blocks, 4, axis=1), 4, axis=2) // np.array([1, 2, 3], dtype=np.uint8)
+    y = np.tile(np.arange(10), 6)
+    data_dir = write_image_tree(str(tmp_path / "cifar10"), data=((x[:40], y[:40]), (x[40:], y[40:])))
+    result = run_script(
+        "cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--whiten=True", "--epochs=1",
+        "--batch_size=8",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # The layer's outputs on the script's training images, where its 2x2
+    # window lies inside the image (the last row and column see padding).
+    (x_all, y_all), _ = cifar10.load_cifar10(data_dir)
+    x_train = data.split_validation(x_all, y_all, 0.1, 0)[0]
+    importlib.import_module("common.augment")
+    model = keras.saving.load_model(os.path.join(final_fields(result.stdout)["run_dir"], "model.keras"))
+    whitening = keras.Model(model.inputs, model.get_layer("whitening").output)
+    z = whitening.predict(x_train, verbose=0)[:, :31, :31].reshape(-1, 24).astype("float64")
+    before = np.corrcoef(x_train[:, :31, :31].reshape(-1, 3).T.astype("float64"))
+    assert before[0, 1] > 0.9  # The colour channels of a pixel, for one.
+    # Two signed copies of 12 components with mean 0, uncorrelated, each of
+    # variance just under 1 (eps damps the faintest ones).
+    np.testing.assert_allclose(z[:, 12:], -z[:, :12], atol=1e-5)
+    covariance = np.cov(z[:, :12], rowvar=False)
+    np.testing.assert_allclose(z[:, :12].mean(axis=0), 0, atol=1e-3)
+    np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-3)
+    assert np.all(np.diag(covariance) < 1) and np.diag(covariance).max() > 0.95
 
 
 @pytest.mark.parametrize("stem", ["cifar", "imagenet"])
