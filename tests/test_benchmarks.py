@@ -39,6 +39,20 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     assert os.path.getsize(stem + ".png") > 1000
 
 
+def test_on_jax_the_scripts_runs_share_a_compilation_cache(tmp_path):
+    write_mnist_npz(str(tmp_path / "data" / "mnist"))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--seeds=1", "--baseline_seeds=1",
+         f"--data_dir={tmp_path / 'data'}", f"--out_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'runs'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    cached = os.listdir(tmp_path / "runs" / "jax-cache")
+    assert any(name.startswith("jit_train_step") for name in cached), cached
+
+
 def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--baseline_seeds=0", f"--out_dir={tmp_path}"],
