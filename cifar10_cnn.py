@@ -48,10 +48,15 @@ seed = 0
 config = common.config.apply_overrides(globals())
 
 scope = device.setup(seed)
+if whiten and device.processes() > 1:
+    # Each machine holds only its own share of the training images.
+    raise common.UserError(
+        "--whiten=True computes the whitening layer from this machine's training images, so machines "
+        "would train with different first layers; train with it on one machine"
+    )
 
-# Data: 32x32 RGB images of bytes (0-255), scaled to [0, 1] by the model's
-# first layer (bytes are a quarter of the copying to an accelerator), one-hot
-# labels.
+# Data: 32x32 RGB images of bytes (0-255), scaled to [0, 1] inside the model
+# (bytes are a quarter of the copying to an accelerator), one-hot labels.
 (x_train, y_train), (x_test, y_test) = cifar10.load_cifar10(data_dir, allow_pickle=allow_pickle)
 x_train, y_train, x_val, y_val = data.split_validation(
     x_train, y_train, validation_split, seed, train_samples
@@ -78,45 +83,58 @@ def conv(filters, pool=False):
     ]
 
 
-def patch_whitening(images, eps=1e-3):
-    # The weights of a 2x2 convolution whose outputs are the principal
-    # components of the images' 2x2 patches, centred and scaled to variance 1
-    # (eps keeps the faintest ones, mostly JPEG noise, from being blown up).
-    # The convolution after it then sees inputs that vary equally in every
-    # direction, and learns faster: airbench's first layer (the CIFAR-10
-    # speed record). Each component comes twice, as +z and -z, so that the
-    # ReLU after the layer keeps both signs. A thousand images hold a million
-    # patches, plenty for a 12 x 12 covariance.
-    x = images[:1000].astype("float64") / 255
-    patches = np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(1, 2))  # (N, 31, 31, 3, 2, 2)
-    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12)  # Ordered as a Conv2D kernel's rows.
+def patch_whitening(images, epsilon=1e-3):
+    # The weights and bias of a 2x2 convolution whose outputs are the
+    # principal components of the images' 2x2 patches (4 pixels x 3 channels
+    # = 12 values), centred by the bias and divided by their standard
+    # deviations: the first trained convolution then sees inputs that vary
+    # about equally in every direction, and learns faster. That is airbench's
+    # first layer (the CIFAR-10 speed record). epsilon, a variance on the
+    # [0, 1] pixel scale, damps the components fainter than itself instead of
+    # blowing them up: on CIFAR-10 that is six of the twelve, whose variances
+    # lie between 7e-6 and 4e-4. (airbench's epsilon, 3e-5 on this scale,
+    # scored a point lower after one epoch here; README.md.) Each component
+    # comes twice, as +z and -z, so that the ReLU after the layer keeps both
+    # signs. A thousand images hold a million patches, plenty for a 12 x 12
+    # covariance.
+    pixels = images[:1000].astype("float64") / 255
+    patches = np.lib.stride_tricks.sliding_window_view(pixels, (2, 2), axis=(1, 2))  # (N, 31, 31, 3, 2, 2)
+    # One patch per row, its values in (row, column, channel) order like the
+    # first three axes of a Conv2D kernel, so the eigenvectors reshape to one.
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12)
     eigenvalues, eigenvectors = np.linalg.eigh(np.cov(patches, rowvar=False))
-    filters = eigenvectors / np.sqrt(eigenvalues + eps)
-    filters = np.concatenate([filters, -filters], axis=1)
-    return [filters.reshape(2, 2, 3, 24), -patches.mean(axis=0) @ filters]
+    kernel = eigenvectors / np.sqrt(eigenvalues + epsilon)
+    kernel = np.concatenate([kernel, -kernel], axis=1)
+    return [kernel.reshape(2, 2, 3, 24), -patches.mean(axis=0) @ kernel]
 
 
+# Augmentation works on the bytes (0-255), before the scaling to [0, 1]:
+# flips and shifts only move pixels, and whole numbers up to 256 are exact
+# even in bfloat16. The scaling computes in float32 even under mixed
+# precision, so that the whitening layer sees the pixels unrounded.
+augmentation = [layers.RandomFlip("horizontal")] if flip else []
+# Reflecting the border fills the shifted-in pixels with plausible image content.
+augmentation.append(augment.RandomShift(shift, fill_mode="reflect"))
 whitening = []
 if whiten:
     # Its weights are computed from the training images once the model is
-    # built, and never trained. It computes in float32 even under mixed
-    # precision: its large weights of opposite signs cancel, and in bfloat16
-    # the faintest components came out 40% wrong, in float32 under 1%.
+    # built, and never trained. It computes in float32 too: its large weights
+    # of opposite signs cancel, and in bfloat16 the faintest components came
+    # out 40% wrong. Same padding keeps the 32x32 grid, so the network after
+    # it is unchanged; the windows of the last row and column reach into the
+    # zero padding.
     whitening = [
         layers.Conv2D(24, 2, padding="same", trainable=False, dtype="float32", name="whitening"),
         layers.Activation("relu"),
     ]
-augmentation = [layers.RandomFlip("horizontal")] if flip else []
-# Reflecting the border fills the shifted-in pixels with plausible image content.
-augmentation.append(augment.RandomShift(shift, fill_mode="reflect"))
 
 with scope:
     model = keras.Sequential(
         [
             keras.Input(shape=(32, 32, 3), dtype="uint8"),
-            layers.Rescaling(1 / 255),
             # Augmentation changes the images only while training.
             *augmentation,
+            layers.Rescaling(1 / 255, dtype="float32"),
             *whitening,
             *conv(width, pool=True),
             *conv(2 * width),

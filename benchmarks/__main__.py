@@ -19,12 +19,13 @@ median of the others (on TensorFlow the difference is mostly tracing); the
 rest of the wall time (imports, data loading, model building, the final
 evaluation and saving); and peak memory.
 
-On JAX the scripts' runs share XLA's persistent compilation cache
-(`runs_dir/jax-cache`, unless JAX_COMPILATION_CACHE_DIR names another folder):
-a method's later seeds load the steps the first one compiled, so their
-"compile s" is mostly loading, and a lent GPU's minutes go to training. The
-seed baselines compile inside their first epoch, as a user's run of them
-would, so they do not use it: it would count as training time.
+On JAX the scripts' runs share XLA's persistent compilation cache, in a
+temporary folder that lives as long as the benchmark (unless
+JAX_COMPILATION_CACHE_DIR names a folder of your own): a method's later seeds
+load the steps its first seed compiled, so their "compile s" is mostly
+loading, and a lent GPU's minutes go to training. The seed baselines compile
+inside their first epoch, as a user's run of them would, so they do not use
+it: it would count as training time.
 """
 
 import collections
@@ -138,15 +139,24 @@ out_dir = "benchmarks/results"  # where the table, plot and raw figures go
 runs_dir = "/tmp/benchmark-runs"  # where the scripts write their run folders
 
 
-def run_method(method, dataset, seed):
-    """One run in a subprocess; returns its figures."""
+def environment(method, cache_dir):
+    """The environment of a method's runs: the repository on the Python path,
+    and for the scripts, not the seed baselines, the compilation cache."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_REPO, os.environ.get("PYTHONPATH")]))}
     if method.command.endswith(".py"):
+        env.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
+    else:
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return env
+
+
+def run_method(method, dataset, seed, cache_dir):
+    """One run in a subprocess; returns its figures."""
+    env = environment(method, cache_dir)
+    if method.command.endswith(".py"):
         program = [os.path.join(_REPO, method.command)]
-        env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(runs_dir, "jax-cache"))
     else:
         program = ["-m", method.command]
-        env.pop("JAX_COMPILATION_CACHE_DIR", None)
     args = [
         f"--data_dir={os.path.join(data_dir, dataset) if data_dir else ''}",
         f"--out_dir={runs_dir}",
@@ -324,7 +334,7 @@ def main():
     stem = os.path.join(out_dir, "-".join([suite, started, *(chosen if tasks else [])]))
     print(f"benchmark {config}")
     results = {}
-    with open(stem + ".jsonl", "w") as raw:
+    with open(stem + ".jsonl", "w") as raw, tempfile.TemporaryDirectory(prefix="jax-cache-") as cache_dir:
         for task_name in chosen:
             task = SUITES[suite][task_name]
             results[task_name] = []
@@ -333,7 +343,7 @@ def main():
                     continue
                 runs = baseline_seeds if method is task.seed and baseline_seeds >= 0 else seeds
                 for seed in range(runs):
-                    run = run_method(method, task.dataset, seed)
+                    run = run_method(method, task.dataset, seed, cache_dir)
                     results[task_name].append(run)
                     raw.write(json.dumps({"task": task_name, **run}) + "\n")
                     raw.flush()

@@ -111,19 +111,19 @@ def test_cifar10_cnn_whitening_layer_decorrelates_the_training_patches(tmp_path)
 
     # The layer's outputs on the script's training images, where its 2x2
     # window lies inside the image (the last row and column see padding).
-    (x_all, y_all), _ = cifar10.load_cifar10(data_dir)
-    x_train = data.split_validation(x_all, y_all, 0.1, 0)[0]
-    importlib.import_module("common.augment")
+    (x_train, y_train), _ = cifar10.load_cifar10(data_dir)
+    x_train = data.split_validation(x_train, y_train, 0.1, 0)[0]
+    importlib.import_module("common.augment")  # Registers RandomShift, which the model holds.
     model = keras.saving.load_model(os.path.join(final_fields(result.stdout)["run_dir"], "model.keras"))
     whitening = keras.Model(model.inputs, model.get_layer("whitening").output)
-    z = whitening.predict(x_train, verbose=0)[:, :31, :31].reshape(-1, 24).astype("float64")
+    whitened = whitening.predict(x_train, verbose=0)[:, :31, :31].reshape(-1, 24).astype("float64")
     before = np.corrcoef(x_train[:, :31, :31].reshape(-1, 3).T.astype("float64"))
     assert before[0, 1] > 0.9  # The colour channels of a pixel, for one.
     # Two signed copies of 12 components with mean 0, uncorrelated, each of
-    # variance just under 1 (eps damps the faintest ones).
-    np.testing.assert_allclose(z[:, 12:], -z[:, :12], atol=1e-5)
-    covariance = np.cov(z[:, :12], rowvar=False)
-    np.testing.assert_allclose(z[:, :12].mean(axis=0), 0, atol=1e-3)
+    # variance just under 1 (epsilon damps the faintest ones).
+    np.testing.assert_allclose(whitened[:, 12:], -whitened[:, :12], atol=1e-5)
+    covariance = np.cov(whitened[:, :12], rowvar=False)
+    np.testing.assert_allclose(whitened[:, :12].mean(axis=0), 0, atol=1e-3)
     np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-3)
     assert np.all(np.diag(covariance) < 1) and np.diag(covariance).max() > 0.95
 
@@ -393,17 +393,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@needs_real_mnist
-@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
-def test_two_processes_train_as_one_machine_would(tmp_path):
-    # Two processes on this machine stand in for two machines: each reads
-    # its half of the data, and passes half of each global batch of 100.
-    args = [f"--data_dir={REAL_MNIST}", "--train_samples=6000", "--epochs=3", f"--out_dir={tmp_path}"]
-    script = os.path.join(REPO, "mnist_mlp.py")
+def _run_two_processes(script, *args, timeout=600):
+    """Runs a script as the two processes of one run on JAX, on this machine
+    standing in for two machines; returns [(returncode, stdout, stderr)]."""
     address = f"localhost:{_free_port()}"
     processes = [
         subprocess.Popen(
-            [sys.executable, script, *args, "--batch_size=50"], cwd=REPO, text=True,
+            [sys.executable, os.path.join(REPO, script), *args], cwd=REPO, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_JOB_ADDRESSES": address,
                  "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)},
@@ -411,15 +407,25 @@ def test_two_processes_train_as_one_machine_would(tmp_path):
         for index in (0, 1)
     ]
     try:
-        outputs = [process.communicate(timeout=600) for process in processes]
+        outputs = [process.communicate(timeout=timeout) for process in processes]
     finally:
         for process in processes:
             process.kill()
-    for process, (stdout, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr[-3000:]
+    return [(process.returncode, stdout, stderr) for process, (stdout, stderr) in zip(processes, outputs)]
+
+
+@needs_real_mnist
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
+def test_two_processes_train_as_one_machine_would(tmp_path):
+    # Two processes on this machine stand in for two machines: each reads
+    # its half of the data, and passes half of each global batch of 100.
+    args = [f"--data_dir={REAL_MNIST}", "--train_samples=6000", "--epochs=3", f"--out_dir={tmp_path}"]
+    outputs = _run_two_processes("mnist_mlp.py", *args, "--batch_size=50")
+    for returncode, stdout, stderr in outputs:
+        assert returncode == 0, stderr[-3000:]
         assert "data-parallel over 2 devices in 2 processes (keras.distribution)" in stdout
         assert "x_train (2700, 784) | x_val (300, 784) | x_test (10000, 784)" in stdout
-    first, second = (final_fields(stdout) for stdout, _ in outputs)
+    first, second = (final_fields(stdout) for _, stdout, _ in outputs)
     # Each process keeps its own run folder, and both end with the same model.
     assert second["run_dir"].endswith("-process1") and not first["run_dir"].endswith("-process1")
     assert first["test_acc"] == second["test_acc"]
@@ -428,6 +434,19 @@ def test_two_processes_train_as_one_machine_would(tmp_path):
     accuracy_one = float(final_fields(one.stdout)["test_acc"])
     assert accuracy_one > 0.9
     assert float(first["test_acc"]) == pytest.approx(accuracy_one, abs=0.005)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
+def test_whitening_over_several_machines_stops_with_one_line(dataset, tmp_path):
+    # Each machine would compute the frozen layer from its own share of the
+    # training images.
+    data_dir, _ = dataset("cifar10")
+    out_dir = tmp_path / "runs"
+    outputs = _run_two_processes("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--whiten=True", *TINY)
+    for returncode, _, stderr in outputs:
+        assert returncode != 0 and "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].startswith("error: --whiten=True computes the whitening layer from")
+    assert not out_dir.exists()
 
 
 @pytest.mark.parametrize(
