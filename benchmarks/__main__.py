@@ -16,7 +16,9 @@ target, read from the per-epoch validation accuracy and epoch times; training
 images per second; the seconds spent compiling the steps before training (on
 JAX, `common.device.compile_ahead`); the first epoch's seconds apart from the
 median of the others (on TensorFlow the difference is mostly tracing); the
-rest of the wall time (imports, data loading, model building, the final
+seconds of `fit` outside the epochs' own clocks (mostly the callbacks after
+the epoch table: the checkpoint, the resume state, early stopping);
+the rest of the wall time (imports, data loading, model building, the final
 evaluation and saving); and peak memory.
 
 On JAX the scripts' runs share XLA's persistent compilation cache, in a
@@ -196,6 +198,9 @@ def run_method(method, dataset, seed, cache_dir):
         "compile_seconds": compile_seconds,
         "first_epoch_seconds": epoch_seconds[0],
         "median_epoch_seconds": statistics.median(epoch_seconds[1:] or epoch_seconds),
+        # train_seconds is printed to 0.1 s, so with no time outside the
+        # epochs the difference may come out a few hundredths below zero.
+        "outside_epochs_seconds": max(0.0, train_seconds - sum(epoch_seconds)),
         "other_seconds": wall - train_seconds - compile_seconds,
         "peak_mb": usage.ru_maxrss / 1024,  # Kilobytes on Linux.
     }
@@ -231,8 +236,9 @@ def table(task_name, task, runs):
         + ("(given)" if task.target else "(the seed's mean final test accuracy)"),
         "",
         "| method | runs | test accuracy % |" + (" with flip TTA % |" if tta else "")
-        + " training s | s to target (val) | images/s | compile s | first epoch s | later epochs s | other s | peak MB |",
-        "|---|---|---|" + ("---|" if tta else "") + "---|---|---|---|---|---|---|---|",
+        + " training s | s to target (val) | images/s | compile s | first epoch s | later epochs s | outside epochs s"
+        + " | other s | peak MB |",
+        "|---|---|---|" + ("---|" if tta else "") + "---|---|---|---|---|---|---|---|---|",
     ]
     for name, method_runs in by_method.items():
         reached = [t for t in (seconds_to(target, run) for run in method_runs) if t is not None]
@@ -246,6 +252,7 @@ def table(task_name, task, runs):
             f"| {mean_std([r.get('compile_seconds', 0.0) for r in method_runs])} "
             f"| {mean_std([r['first_epoch_seconds'] for r in method_runs])} "
             f"| {mean_std([r['median_epoch_seconds'] for r in method_runs])} "
+            f"| {mean_std([r['outside_epochs_seconds'] for r in method_runs])} "
             f"| {mean_std([r['other_seconds'] for r in method_runs])} "
             f"| {max(r['peak_mb'] for r in method_runs):.0f} |"
         )

@@ -30,6 +30,7 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     assert len(methods) == 3 and any(name.startswith("seed MLP") for name in methods)
     for run in runs:
         assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0 and run["peak_mb"] > 50
+        assert 0 <= run["outside_epochs_seconds"] < run["train_seconds"]
         assert len(run["val_accuracy"]) == len(run["epoch_seconds"]) == run["epochs"]
     report = open(stem + ".md").read()
     assert report.startswith("Measured ")
