@@ -141,24 +141,21 @@ out_dir = "benchmarks/results"  # where the table, plot and raw figures go
 runs_dir = "/tmp/benchmark-runs"  # where the scripts write their run folders
 
 
-def environment(method, cache_dir):
-    """The environment of a method's runs: the repository on the Python path,
-    and for the scripts, not the seed baselines, the compilation cache."""
+def invocation(method, cache_dir):
+    """What runs a method: the Python arguments of a script or a seed
+    module, and its environment, with the repository on the Python path and,
+    for the scripts but not the seed baselines, the compilation cache."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_REPO, os.environ.get("PYTHONPATH")]))}
     if method.command.endswith(".py"):
         env.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
-    else:
-        env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    return env
+        return [os.path.join(_REPO, method.command)], env
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return ["-m", method.command], env
 
 
 def run_method(method, dataset, seed, cache_dir):
     """One run in a subprocess; returns its figures."""
-    env = environment(method, cache_dir)
-    if method.command.endswith(".py"):
-        program = [os.path.join(_REPO, method.command)]
-    else:
-        program = ["-m", method.command]
+    program, env = invocation(method, cache_dir)
     args = [
         f"--data_dir={os.path.join(data_dir, dataset) if data_dir else ''}",
         f"--out_dir={runs_dir}",

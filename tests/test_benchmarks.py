@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from benchmarks.__main__ import SUITES, environment
+from benchmarks.__main__ import SUITES, invocation
 from common import config
 from conftest import REPO, write_mnist_npz, write_photo_tree
 
@@ -43,13 +43,13 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
 def test_the_scripts_runs_share_a_compilation_cache_and_the_seed_baselines_do_not(monkeypatch):
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
     task = SUITES["cpu"]["mnist_mlp"]
-    assert environment(task.methods[0], "/tmp/cache")["JAX_COMPILATION_CACHE_DIR"] == "/tmp/cache"
+    assert invocation(task.methods[0], "/tmp/cache")[1]["JAX_COMPILATION_CACHE_DIR"] == "/tmp/cache"
     # The seed code compiles inside its timed first epoch, as a user's run
     # would: loading from a cache would shorten its training seconds.
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/tmp/mine")
-    assert "JAX_COMPILATION_CACHE_DIR" not in environment(task.seed, "/tmp/cache")
+    assert "JAX_COMPILATION_CACHE_DIR" not in invocation(task.seed, "/tmp/cache")[1]
     # A cache folder of the user's own is kept.
-    assert environment(task.methods[0], "/tmp/cache")["JAX_COMPILATION_CACHE_DIR"] == "/tmp/mine"
+    assert invocation(task.methods[0], "/tmp/cache")[1]["JAX_COMPILATION_CACHE_DIR"] == "/tmp/mine"
 
 
 def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
@@ -70,7 +70,7 @@ def test_every_override_in_the_suites_is_a_setting_of_its_script():
         for task in suite.values():
             for method in filter(None, [task.seed, *task.methods]):
                 if method.command not in defaults:
-                    program = [method.command] if method.command.endswith(".py") else ["-m", method.command]
+                    program, _ = invocation(method, "")
                     result = subprocess.run(
                         [sys.executable, *program, "--help"], cwd=REPO, capture_output=True, text=True, timeout=300
                     )
