@@ -160,11 +160,14 @@ with scope:
         metrics=["accuracy"],
     )
 
-# The checkpoint keeps the weights of the best epoch on disk, and early
-# stopping puts them back in the model at the end: the last epoch is not
-# always the best one.
+# Early stopping keeps the weights of the best epoch in memory and puts them
+# back in the model at the end (the last epoch is not always the best one),
+# so model.keras holds them. Unlike mnist_cnn.py this script writes no
+# best.keras checkpoint after each better epoch: at width 64 one save took
+# 0.15 s on a CPU, against 0.4 s for a whole epoch on an H100 (README.md).
+# An interrupted run still resumes from its saved state, best weights
+# included.
 callbacks = run.callbacks(
-    output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
 )
 # On JAX the steps are compiled first, so that the epochs' times are training.
