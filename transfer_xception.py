@@ -176,8 +176,12 @@ loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 # base runs once over the photos and their mirror images (the one augmentation
 # that is free here), and the head trains on those features: seconds per
 # epoch instead of minutes, with the same result as running the base every
-# epoch without rotations and zooms. A run interrupted in phase 2 skips it.
-if run.initial_epoch < epochs or not fine_tune_epochs:
+# epoch without rotations and zooms. A run interrupted in phase 2 skips it;
+# one interrupted after phase 1's last epoch but before its test accuracy was
+# saved goes through it again without training (the saved state puts the
+# trained head back), to score the test photos.
+head_scored = os.path.exists(run.path("head_test.json"))
+if run.initial_epoch < epochs or not fine_tune_epochs or not head_scored:
     print("phase 1   the base is frozen; the new head trains on its features")
     start = time.perf_counter()
     features_train = extractor.predict(np.concatenate([x_train, x_train[:, :, ::-1]]), batch_size=batch_size, verbose=0)
@@ -204,6 +208,7 @@ if run.initial_epoch < epochs or not fine_tune_epochs:
     # The test photos go through the whole model: Xception's features, then
     # the head. Each test photo and its mirror image also vote together (flip
     # test-time augmentation), reported beside the plain accuracy.
+    print(f"phase 1   scoring the {len(x_test)} test photos and their mirror images")
     labels = y_test.argmax(axis=1)
     probabilities = model.predict(x_test, batch_size=batch_size, verbose=0)
     head_test = {

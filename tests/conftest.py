@@ -87,17 +87,23 @@ def run_script(script, *args, env=None, timeout=600):
 def run_until_epoch(script, *args, epoch):
     """Starts `python <script> args...` and kills it with SIGKILL as soon as
     the epoch table prints the row of `epoch`; returns what it printed."""
+    return run_until(script, *args, printed=lambda line: line.split()[:1] == [str(epoch)])
+
+
+def run_until(script, *args, printed):
+    """Starts `python <script> args...` and kills it with SIGKILL as soon as
+    it prints a line for which `printed(line)` is true; returns its lines."""
     command = [sys.executable, os.path.join(REPO, script), *args]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    printed = []
+    lines = []
     for line in process.stdout:
-        printed.append(line)
-        if line.split()[:1] == [str(epoch)]:
+        lines.append(line)
+        if printed(line):
             process.send_signal(signal.SIGKILL)
             break
     process.wait()
-    assert process.returncode == -signal.SIGKILL, "".join(printed)
-    return printed
+    assert process.returncode == -signal.SIGKILL, "".join(lines)
+    return lines
 
 
 def final_fields(stdout):

@@ -23,6 +23,7 @@ from conftest import (
     final_fields,
     needs_real_mnist,
     run_script,
+    run_until,
     run_until_epoch,
     synthetic_cifar10,
     synthetic_mnist,
@@ -346,6 +347,23 @@ def test_transfer_killed_in_phase_2_resumes_there(tmp_path):
     assert fields["epochs"] == "5"
     rows = open(os.path.join(fields["run_dir"], "history.csv")).read().strip().splitlines()
     assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2", "3", "4"]
+
+
+def test_transfer_killed_before_scoring_phase_1_scores_it_on_resuming(tmp_path):
+    # Killed once phase 1's training and its saved state are complete, but
+    # before its test accuracy is written.
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    args = [f"--data_dir={photo_dir}", f"--out_dir={tmp_path / 'runs'}", *TINY_TRANSFER, "--weights=none"]
+    run_until("transfer_xception.py", *args, printed=lambda line: line.startswith("phase 1   scoring"))
+
+    result = run_script("transfer_xception.py", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resume    " in result.stdout and "after epoch 2" in result.stdout
+    assert "phase 1   test_acc=" in result.stdout
+    fields = final_fields(result.stdout)
+    assert fields["epochs"] == "3" and "head_test_acc" in fields
+    rows = open(os.path.join(fields["run_dir"], "history.csv")).read().strip().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2"]  # Phase 1 did not train again.
 
 
 # Keras 3 runs the same scripts on each of its backends. test_smoke covers the
