@@ -120,6 +120,8 @@ else:
     splits = dict(found)
     if "validation" not in found:
         splits.update(photos.split_photos(found["train"], validation_split, 0, seed))
+if "test" not in splits:  # Only a collection split with --test_split=0 has none.
+    raise UserError("--test_split=0 leaves no test photos; give a test_split above 0, e.g. --test_split=0.2")
 classes = splits["train"].classes
 x_train, y_train = splits["train"].x, splits["train"].y
 x_val, y_val = splits["validation"].x, splits["validation"].y

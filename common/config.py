@@ -6,7 +6,7 @@ A script defines its settings as plain globals and then calls
 
 which replaces any of them given as `--key=value` and returns the final values
 as a dict. Values are parsed with `ast.literal_eval`, so `--learning_rate=3e-4`,
-`--augment=False` and `--data_dir=/data/mnist` work and nothing is ever executed.
+`--flip=False` and `--data_dir=/data/mnist` work and nothing is ever executed.
 """
 
 import ast
@@ -14,13 +14,28 @@ import sys
 
 from common import UserError
 
-# Rules for the settings that mean the same thing in every script.
+# Rules for the settings, by name: a name means the same thing in every
+# script that has it. They run before any work, so a bad value stops a run
+# before it makes its folder.
 _CHECKS = {
     "epochs": (lambda v: v > 0, "must be > 0"),
     "batch_size": (lambda v: v > 0, "must be > 0"),
     "learning_rate": (lambda v: v > 0, "must be > 0"),
     "validation_split": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"),
     "train_samples": (lambda v: v >= 0, "must be >= 0 (0 means all)"),
+    "seed": (lambda v: 0 <= v < 2**32, "must be between 0 and 2**32 - 1 (NumPy's range)"),
+    "dropout": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
+    "l1": (lambda v: v >= 0, "must be >= 0 (0 means none)"),
+    "l2": (lambda v: v >= 0, "must be >= 0 (0 means none)"),
+    "weight_decay": (lambda v: v >= 0, "must be >= 0 (0 means none)"),
+    "width": (lambda v: v > 0, "must be > 0"),
+    "filters": (lambda v: v > 0, "must be > 0"),
+    "shift": (lambda v: v >= 0, "must be >= 0 (0 means no shift)"),
+    "patience": (lambda v: v >= 0, "must be >= 0"),
+    "fine_tune_epochs": (lambda v: v >= 0, "must be >= 0 (0 skips phase 2)"),
+    "fine_tune_learning_rate": (lambda v: v > 0, "must be > 0"),
+    "test_split": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
 }
 _TYPES = (bool, int, float, str)
 _TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}

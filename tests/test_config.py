@@ -15,6 +15,11 @@ def defaults():
         "augment": True,
         "validation_split": 0.1,
         "train_samples": 0,
+        "seed": 0,
+        "dropout": 0.2,
+        "filters": 32,
+        "shift": 3,
+        "fine_tune_epochs": 5,
     }
 
 
@@ -28,6 +33,11 @@ def test_no_arguments_gives_the_defaults():
         "augment": True,
         "validation_split": 0.1,
         "train_samples": 0,
+        "seed": 0,
+        "dropout": 0.2,
+        "filters": 32,
+        "shift": 3,
+        "fine_tune_epochs": 5,
     }
 
 
@@ -80,6 +90,11 @@ def test_values_are_never_executed(tmp_path):
         ("--learning_rate=-0.1", "learning_rate must be > 0"),
         ("--validation_split=1.0", "validation_split must be between 0 and 1"),
         ("--train_samples=-5", "train_samples must be >= 0"),
+        ("--seed=-1", "seed must be between 0 and 2**32 - 1"),
+        ("--dropout=1.5", "dropout must be >= 0 and below 1"),
+        ("--filters=0", "filters must be > 0"),
+        ("--shift=-1", "shift must be >= 0"),
+        ("--fine_tune_epochs=-1", "fine_tune_epochs must be >= 0"),
     ],
 )
 def test_bad_overrides_are_refused_with_a_helpful_message(argument, message):
@@ -95,3 +110,16 @@ def test_help_lists_the_settings_and_exits(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--epochs=12" in out and "--data_dir=''" in out
+
+
+def test_every_rule_is_for_a_setting_that_a_script_has():
+    import glob
+    import os
+    import re
+
+    from common.config import _CHECKS
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = "".join(open(path).read() for path in glob.glob(os.path.join(root, "*.py")))
+    settings = set(re.findall(r"^(\w+) = ", source, flags=re.MULTILINE))
+    assert set(_CHECKS) <= settings, set(_CHECKS) - settings

@@ -292,6 +292,8 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--fine_tune_from=15"], "is not a block of Xception"),
         (["--image_size=32"], "Xception needs at least 71 pixels"),
         (["--test_split=0.9"], "leave photos for training"),
+        (["--test_split=0"], "--test_split=0 leaves no test photos"),
+        (["--fine_tune_epochs=-1"], "fine_tune_epochs must be >= 0"),
         (["--weights=/no/such/weights.h5"], "does not exist"),
         (["--predict=photo.jpg"], "no trained model in"),
         (["--predict=photo.jpg", "--model=/no/model.keras"], "must both exist"),
