@@ -1,7 +1,9 @@
-"""Trains a convolutional network on CIFAR-10: the classic Keras example, grown up.
+"""Trains a convolutional network on CIFAR-10: the seed tutorial's convnet, grown up.
 
-The classic `cifar10_cnn.py` stacked 3x3 convolutions of 32, 64, 128 and 256
-filters with pooling, then Flatten, Dense and Dropout. This version keeps that
+The seed tutorial's CIFAR-10 network stacked 3x3 convolutions of 32, 64, 128
+and 256 filters with pooling, then Flatten, Dense and Dropout (its code is
+benchmarks/seed_cifar10_cnn.py; the classic Keras example had two stages of
+32 and 64 filters). This version keeps that
 shape and adds what has since become standard: batch normalisation after each
 convolution, random flips and shifts of the training images, L1/L2 weight
 regularisation (as settings), label smoothing, and a warm-up + cosine
@@ -11,7 +13,7 @@ whitens the images' 2x2 patches, as in airbench, the CIFAR-10 speed record.
 Expected: 85.8% test accuracy (87.0% with flip test-time augmentation) after
 20 epochs, in 26 minutes of training on a 2-core CPU that was also running
 other work (TensorFlow backend, measured 2026-11-23 on the JPEG-compressed copy of CIFAR-10 in
-../shared/data, which costs every method about 3 points); see README.md. On that copy the classic example's code reached 69.1% after 10
+../shared/data, which costs every method about 3 points); see README.md. On that copy the seed tutorial's code reached 69.1% after 10
 epochs (../shared/REFERENCE.md).
 
     python cifar10_cnn.py --data_dir=path/to/cifar10
