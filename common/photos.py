@@ -234,8 +234,8 @@ def _load_tfds(name, image_size):
         import tensorflow_datasets as tfds
     except ImportError:
         raise UserError(
-            f"data_dir {name!r} is not a folder or an archive, and loading it by name from "
-            "TensorFlow Datasets needs `pip install tensorflow-datasets`; or give a photo folder"
+            f"data_dir {name!r} does not exist; give a folder of class folders or a .tgz of one "
+            "(a TensorFlow Datasets name such as tf_flowers needs `pip install tensorflow-datasets`)"
         ) from None
     try:
         dataset, info = tfds.load(name, split="train", as_supervised=True, with_info=True)

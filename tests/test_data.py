@@ -156,18 +156,6 @@ def test_split_is_seeded_disjoint_and_complete():
     assert not np.array_equal(other[2], x_val)
 
 
-def test_one_hot_labels_keep_their_class_after_the_split():
-    import keras
-
-    (x, y), _ = synthetic_mnist()
-    _, y_train, _, y_val = data.split_validation(x, y, 0.25, seed=0)
-    for labels in (y_train, y_val):
-        one_hot = keras.utils.to_categorical(labels, 10)
-        assert one_hot.shape == (len(labels), 10)
-        np.testing.assert_array_equal(one_hot.sum(axis=1), 1)
-        np.testing.assert_array_equal(one_hot.argmax(axis=1), labels)
-
-
 def test_split_uses_only_the_first_train_samples():
     x = np.arange(100)
     x_train, _, x_val, _ = data.split_validation(x, x, 0.1, seed=0, train_samples=30)

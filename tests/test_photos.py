@@ -119,6 +119,9 @@ def test_a_dataset_name_without_tensorflow_datasets_says_what_to_install(monkeyp
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # Makes the import fail.
     with pytest.raises(UserError, match="pip install tensorflow-datasets"):
         photos.load_photos("tf_flowers", SIZE)
+    # A mistyped folder name looks like a dataset name: it hears first that it does not exist.
+    with pytest.raises(UserError, match="^data_dir 'my_photos' does not exist; give a folder"):
+        photos.load_photos("my_photos", SIZE)
 
 
 def test_read_image_resizes_a_photo_and_refuses_anything_else(tmp_path):
