@@ -138,7 +138,7 @@ seeds = 3  # runs per method, with seeds 0, 1, ...
 baseline_seeds = -1  # runs of each seed baseline (-1 = as many as seeds; 0 = none)
 data_dir = ""  # folder holding mnist/ and cifar10/ (such as ../shared/data); "" = Keras cache, else download
 out_dir = "benchmarks/results"  # where the table, plot and raw figures go
-runs_dir = "/tmp/benchmark-runs"  # where the scripts write their run folders
+runs_dir = "/tmp/benchmark-runs"  # the scripts' run folders go to runs_dir/<results file name>/
 
 
 def invocation(method, cache_dir):
@@ -153,12 +153,12 @@ def invocation(method, cache_dir):
     return ["-m", method.command], env
 
 
-def run_method(method, dataset, seed, cache_dir):
-    """One run in a subprocess; returns its figures."""
+def run_method(method, dataset, seed, cache_dir, runs):
+    """One run in a subprocess, writing its run folder under `runs`; returns its figures."""
     program, env = invocation(method, cache_dir)
     args = [
         f"--data_dir={os.path.join(data_dir, dataset) if data_dir else ''}",
-        f"--out_dir={runs_dir}",
+        f"--out_dir={runs}",
         f"--seed={seed}",
         *method.overrides,
     ]
@@ -336,6 +336,11 @@ def main():
     # The start time and the tasks name the files, so no earlier results are overwritten.
     started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     stem = os.path.join(out_dir, "-".join([suite, started, *(chosen if tasks else [])]))
+    # Each benchmark run writes its runs' folders into a fresh folder of its
+    # own: a script resumes an unfinished run with the same settings, and one
+    # left in runs_dir by an interrupted benchmark would otherwise be
+    # continued, its earlier epochs' seconds counted as this run's.
+    runs_folder = os.path.join(runs_dir, os.path.basename(stem))
     print(f"benchmark {config}")
     results = {}
     with open(stem + ".jsonl", "w") as raw, tempfile.TemporaryDirectory(prefix="jax-cache-") as cache_dir:
@@ -347,7 +352,7 @@ def main():
                     continue
                 runs = baseline_seeds if method is task.seed and baseline_seeds >= 0 else seeds
                 for seed in range(runs):
-                    run = run_method(method, task.dataset, seed, cache_dir)
+                    run = run_method(method, task.dataset, seed, cache_dir, runs_folder)
                     results[task_name].append(run)
                     raw.write(json.dumps({"task": task_name, **run}) + "\n")
                     raw.flush()

@@ -29,6 +29,8 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     methods = sorted({run["method"] for run in runs})
     assert len(methods) == 3 and any(name.startswith("seed MLP") for name in methods)
     for run in runs:
+        # Into a folder of this benchmark run's own, so that no earlier run is resumed.
+        assert f"--out_dir={tmp_path / 'runs' / os.path.basename(stem)} " in run["command"]
         assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0 and run["peak_mb"] > 50
         assert 0 <= run["outside_epochs_seconds"] < run["train_seconds"]
         assert len(run["val_accuracy"]) == len(run["epoch_seconds"]) == run["epochs"]
