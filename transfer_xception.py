@@ -184,7 +184,10 @@ loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 # trained head back), to score the test photos.
 head_scored = os.path.exists(run.path("head_test.json"))
 if run.initial_epoch < epochs or not fine_tune_epochs or not head_scored:
-    print("phase 1   the base is frozen; the new head trains on its features")
+    if run.initial_epoch < epochs:
+        print("phase 1   the base is frozen; the new head trains on its features")
+    else:
+        print("phase 1   trained before this run was interrupted; the features are computed again to score it")
     start = time.perf_counter()
     features_train = extractor.predict(np.concatenate([x_train, x_train[:, :, ::-1]]), batch_size=batch_size, verbose=0)
     features_val = extractor.predict(x_val, batch_size=batch_size, verbose=0)
@@ -210,7 +213,7 @@ if run.initial_epoch < epochs or not fine_tune_epochs or not head_scored:
     # The test photos go through the whole model: Xception's features, then
     # the head. Each test photo and its mirror image also vote together (flip
     # test-time augmentation), reported beside the plain accuracy.
-    print(f"phase 1   scoring the {len(x_test)} test photos and their mirror images")
+    print(f"phase 1   scoring the {len(x_test)} test photos and their mirror images", flush=True)
     labels = y_test.argmax(axis=1)
     probabilities = model.predict(x_test, batch_size=batch_size, verbose=0)
     head_test = {

@@ -241,7 +241,8 @@ def _load_tfds(name, image_size):
         dataset, info = tfds.load(name, split="train", as_supervised=True, with_info=True)
     except Exception as error:
         raise UserError(
-            f"TensorFlow Datasets could not load {name!r} ({reason(error)}); give a photo folder instead"
+            f"data_dir {name!r} does not exist, and TensorFlow Datasets could not load it by that name "
+            f"({reason(error)}); give a folder of class folders or a .tgz of one"
         ) from None
     from PIL import Image
 

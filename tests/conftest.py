@@ -94,7 +94,10 @@ def run_until(script, *args, printed):
     """Starts `python <script> args...` and kills it with SIGKILL as soon as
     it prints a line for which `printed(line)` is true; returns its lines."""
     command = [sys.executable, os.path.join(REPO, script), *args]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # Each line as it is printed, not when a buffer fills.
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
     lines = []
     for line in process.stdout:
         lines.append(line)

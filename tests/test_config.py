@@ -20,6 +20,14 @@ def defaults():
         "filters": 32,
         "shift": 3,
         "fine_tune_epochs": 5,
+        "label_smoothing": 0.1,
+        "l1": 0.0,
+        "l2": 1e-4,
+        "weight_decay": 5e-4,
+        "width": 32,
+        "patience": 5,
+        "fine_tune_learning_rate": 1e-4,
+        "test_split": 0.2,
     }
 
 
@@ -38,6 +46,14 @@ def test_no_arguments_gives_the_defaults():
         "filters": 32,
         "shift": 3,
         "fine_tune_epochs": 5,
+        "label_smoothing": 0.1,
+        "l1": 0.0,
+        "l2": 1e-4,
+        "weight_decay": 5e-4,
+        "width": 32,
+        "patience": 5,
+        "fine_tune_learning_rate": 1e-4,
+        "test_split": 0.2,
     }
 
 
@@ -95,6 +111,14 @@ def test_values_are_never_executed(tmp_path):
         ("--filters=0", "filters must be > 0"),
         ("--shift=-1", "shift must be >= 0"),
         ("--fine_tune_epochs=-1", "fine_tune_epochs must be >= 0"),
+        ("--label_smoothing=1.0", "label_smoothing must be >= 0 and below 1"),
+        ("--l1=-1e-5", "l1 must be >= 0"),
+        ("--l2=-1e-4", "l2 must be >= 0"),
+        ("--weight_decay=-5e-4", "weight_decay must be >= 0"),
+        ("--width=0", "width must be > 0"),
+        ("--patience=-1", "patience must be >= 0"),
+        ("--fine_tune_learning_rate=0", "fine_tune_learning_rate must be > 0"),
+        ("--test_split=1.0", "test_split must be >= 0 and below 1"),
     ],
 )
 def test_bad_overrides_are_refused_with_a_helpful_message(argument, message):
@@ -120,6 +144,9 @@ def test_every_rule_is_for_a_setting_that_a_script_has():
     from common.config import _CHECKS
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    source = "".join(open(path).read() for path in glob.glob(os.path.join(root, "*.py")))
-    settings = set(re.findall(r"^(\w+) = ", source, flags=re.MULTILINE))
+    settings = set()
+    for path in glob.glob(os.path.join(root, "*.py")):
+        # A script's settings are the names it assigns before apply_overrides.
+        block = open(path).read().partition("common.config.apply_overrides(")[0]
+        settings |= set(re.findall(r"^(\w+) = ", block, flags=re.MULTILINE))
     assert set(_CHECKS) <= settings, set(_CHECKS) - settings
