@@ -57,6 +57,12 @@ def dataset(tmp_path):
     return make
 
 
+def load_run_model(run_dir):
+    """A run's model.keras, loaded as a user would load it."""
+    importlib.import_module("common.augment")  # Registers RandomShift, which the CNNs contain.
+    return keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+
+
 def run_folders(out_dir):
     return [os.path.join(root, d) for root, dirs, _ in os.walk(out_dir) for d in dirs]
 
@@ -92,8 +98,7 @@ def test_smoke(script, dataset, tmp_path):
         exec(compile(ast.Module(copied, type_ignores=[]), script, "exec"), {"keras": keras, "layers": keras.layers})
     # The saved model reloads and scores the reported test accuracy on the
     # raw bytes: scaling them is the model's first layer.
-    importlib.import_module("common.augment")  # Registers RandomShift, which the CNNs contain.
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    model = load_run_model(run_dir)
     x_test = x_test.reshape((len(x_test),) + model.input_shape[1:])
     accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test)
     assert accuracy == pytest.approx(float(fields["test_acc"]), abs=1e-4)
@@ -121,8 +126,7 @@ def test_cifar10_cnn_saves_the_weights_of_its_best_epoch(dataset, tmp_path):
 
     (x_train, y_train), _ = cifar10.load_cifar10(data_dir)
     _, _, x_val, y_val = data.split_validation(x_train, y_train, validation_split=0.25, seed=0)
-    importlib.import_module("common.augment")  # Registers RandomShift, which the model contains.
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    model = load_run_model(run_dir)
     accuracy = np.mean(np.argmax(model.predict(x_val, verbose=0), axis=1) == y_val)
     assert accuracy == pytest.approx(max(val_accuracy))
 
@@ -145,8 +149,7 @@ def test_cifar10_cnn_whitening_layer_decorrelates_the_training_patches(tmp_path)
     # window lies inside the image (the last row and column see padding).
     (x_train, y_train), _ = cifar10.load_cifar10(data_dir)
     x_train = data.split_validation(x_train, y_train, 0.1, 0)[0]
-    importlib.import_module("common.augment")  # Registers RandomShift, which the model holds.
-    model = keras.saving.load_model(os.path.join(final_fields(result.stdout)["run_dir"], "model.keras"))
+    model = load_run_model(final_fields(result.stdout)["run_dir"])
     whitening = keras.Model(model.inputs, model.get_layer("whitening").output)
     whitened = whitening.predict(x_train, verbose=0)[:, :31, :31].reshape(-1, 24).astype("float64")
     before = np.corrcoef(x_train[:, :31, :31].reshape(-1, 3).T.astype("float64"))
