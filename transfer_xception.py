@@ -178,21 +178,17 @@ loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 # base runs once over the photos and their mirror images (the one augmentation
 # that is free here), and the head trains on those features: seconds per
 # epoch instead of minutes, with the same result as running the base every
-# epoch without rotations and zooms. A run interrupted in phase 2 skips it;
-# one interrupted after phase 1's last epoch but before its test accuracy was
-# saved goes through it again without training (the saved state puts the
-# trained head back), to score the test photos.
-head_scored = os.path.exists(run.path("head_test.json"))
-if run.initial_epoch < epochs or not fine_tune_epochs or not head_scored:
-    if run.initial_epoch < epochs:
-        print("phase 1   the base is frozen; the new head trains on its features")
-    else:
-        print("phase 1   trained before this run was interrupted; the features are computed again to score it")
+# epoch without rotations and zooms. A run interrupted after phase 1's last
+# epoch skips it: the saved state gives the head its trained weights back.
+if run.initial_epoch < epochs:
+    print("phase 1   the base is frozen; the new head trains on its features")
     start = time.perf_counter()
     features_train = extractor.predict(np.concatenate([x_train, x_train[:, :, ::-1]]), batch_size=batch_size, verbose=0)
     features_val = extractor.predict(x_val, batch_size=batch_size, verbose=0)
     feature_seconds = time.perf_counter() - start
     print(f"phase 1   features of {len(features_train) + len(features_val)} photos in {feature_seconds:.1f} s")
+    # Computing the features is part of training (and of the saved state's seconds).
+    run.train_seconds = (run.train_seconds or 0) + feature_seconds
     steps = epochs * math.ceil(len(features_train) / batch_size)
     head.compile(
         optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, steps)),
@@ -209,7 +205,10 @@ if run.initial_epoch < epochs or not fine_tune_epochs or not head_scored:
         callbacks=run.callbacks(phase="head"),
         verbose=0,
     )
-    run.train_seconds += feature_seconds  # Computing the features is part of training.
+elif run.restore("head", head):
+    print("phase 1   trained before this run was interrupted; the head has its trained weights back")
+# Phase 1's test accuracy is measured once, and kept in head_test.json.
+if not os.path.exists(run.path("head_test.json")):
     # The test photos go through the whole model: Xception's features, then
     # the head. Each test photo and its mirror image also vote together (flip
     # test-time augmentation), reported beside the plain accuracy.
@@ -243,7 +242,6 @@ if fine_tune_epochs:
         output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
         phase="fine-tune",
-        earlier={"head": head},  # A run interrupted between the phases gets its head back.
     )
     model.fit(
         x_train,

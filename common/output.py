@@ -84,7 +84,7 @@ class Run:
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    def callbacks(self, *extra, phase="", earlier=None):
+    def callbacks(self, *extra, phase=""):
         """The callbacks every script passes to `model.fit`: the epoch table,
         then CSVLogger, which sees the table's seconds and learning rate, then
         the script's own (`extra`: a checkpoint, early stopping), then the one
@@ -92,17 +92,26 @@ class Run:
 
         A script that trains in phases (several `fit` calls) passes fresh
         ones to each, named by `phase`: the rows of later phases are appended
-        to history.csv. A run interrupted between two phases resumes at the
-        start of the later one, with the state saved at the end of the earlier
-        one: `earlier` maps that phase's name to the model it trained, which
-        gets back its variables.
+        to history.csv. A run interrupted after the last epoch of one phase
+        resumes after it: the script gives that phase's model its variables
+        back with `restore`, and skips the phase's `fit`.
         """
         return [
             EpochTable(self),
             keras.callbacks.CSVLogger(self.path("history.csv"), append=True),
             *extra,
-            ResumeState(self, extra, phase, earlier or {}),
+            ResumeState(self, extra, phase),
         ]
+
+    def restore(self, phase, model):
+        """If this run was interrupted after the last epoch of `phase`, gives
+        `model` (the model that phase trained) its variables as they were
+        then, and returns True; else changes nothing and returns False."""
+        if self._state is None or str(self._state["phase"]) != phase:
+            return False
+        _assign(model.variables, _arrays(self._state, "model"))
+        self._state = None
+        return True
 
     def finish(self, model, x_test, y_test, class_names=None, images=None, grid="misclassified",
                phase_starts=(), batch_size=32, flip_tta=False, **extra):
@@ -230,12 +239,11 @@ class ResumeState(keras.callbacks.Callback):
     so that short epochs on an accelerator do not wait for the disk.
     """
 
-    def __init__(self, run, callbacks, phase="", earlier=None):
+    def __init__(self, run, callbacks, phase=""):
         super().__init__()
         self.run = run
         self.callbacks = callbacks
         self.phase = phase
-        self.earlier = earlier or {}
         self.writer = None
 
     def on_train_begin(self, logs=None):
@@ -243,11 +251,11 @@ class ResumeState(keras.callbacks.Callback):
         state, self.run._state = self.run._state, None  # Restored once, into the first fit.
         if state is None:
             return
-        saved_phase = str(state["phase"])
-        if saved_phase != self.phase:
-            # The end of an earlier phase: only its model's variables carry over.
-            _assign(self.earlier[saved_phase].variables, _arrays(state, "model"))
-            return
+        if str(state["phase"]) != self.phase:
+            raise RuntimeError(
+                f"the saved state is from phase {str(state['phase'])!r}, not {self.phase!r}: "
+                "a script that skips a finished phase gives its model back with Run.restore"
+            )
         _assign(self.model.variables, _arrays(state, "model"))
         self.model.optimizer.build(self.model.trainable_variables)
         _assign(self.model.optimizer.variables, _arrays(state, "optimizer"))

@@ -99,6 +99,38 @@ def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path):
     assert again.initial_epoch == 12  # Nothing left to train.
 
 
+def test_a_run_interrupted_after_a_phase_gets_that_phases_model_back_without_training(tmp_path):
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("tiny", config)
+    x, y = tiny_data()
+    keras.utils.set_random_seed(0)
+    trained = tiny_model()
+    trained.fit(x, y, epochs=2, validation_data=(x, y), callbacks=first.callbacks(phase="head"), verbose=0)
+    os.remove(first.path("running.pid"))  # Killed before the next phase began.
+
+    again = output.Run("tiny", config)
+    assert again.initial_epoch == 2
+    fresh = tiny_model()
+    assert not again.restore("fine-tune", fresh)  # Not the phase the state is from: nothing changes.
+    assert not np.allclose(fresh.get_weights()[0], trained.get_weights()[0])
+    assert again.restore("head", fresh)
+    for a, b in zip(fresh.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # The state is used once: the next phase's fit starts it afresh.
+    fresh.fit(x, y, initial_epoch=2, epochs=3, callbacks=again.callbacks(phase="fine-tune"), verbose=0)
+
+
+def test_fitting_another_phase_than_the_saved_one_is_refused(tmp_path):
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("tiny", config)
+    x, y = tiny_data()
+    tiny_model().fit(x, y, epochs=1, callbacks=first.callbacks(phase="head"), verbose=0)
+    os.remove(first.path("running.pid"))
+    again = output.Run("tiny", config)
+    with pytest.raises(RuntimeError, match="Run.restore"):
+        tiny_model().fit(x, y, initial_epoch=1, epochs=2, callbacks=again.callbacks(phase="fine-tune"), verbose=0)
+
+
 def test_a_folder_that_a_live_process_writes_to_is_not_taken(tmp_path):
     config = {"out_dir": str(tmp_path)}
     first = output.Run("tiny", config)  # Its running.pid names this (live) process.

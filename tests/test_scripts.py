@@ -374,6 +374,10 @@ def test_transfer_killed_before_scoring_phase_1_scores_it_on_resuming(tmp_path):
     result = run_script("transfer_xception.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resume    " in result.stdout and "after epoch 2" in result.stdout
+    # The head gets its trained weights back from the saved state; the base
+    # does not compute the photos' features again for a phase that is over.
+    assert "the head has its trained weights back" in result.stdout
+    assert "phase 1   features of" not in result.stdout
     assert "phase 1   test_acc=" in result.stdout
     fields = final_fields(result.stdout)
     assert fields["epochs"] == "3" and "head_test_acc" in fields
