@@ -35,6 +35,25 @@ def test_setup_seeds_every_generator():
     assert not np.array_equal(np.random.rand(3), first_numpy)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="only TensorFlow feeds arrays through tf.data")
+def test_on_tensorflow_the_arrays_go_through_tf_data_without_autotuning():
+    # Autotuning made dropping an epoch's iterator wait for seconds (common/device.py).
+    from keras.src.trainers.data_adapters import array_data_adapter
+
+    adapter = array_data_adapter.ArrayDataAdapter
+    device.setup(seed=0)
+    wrapped = adapter.get_tf_dataset
+    device.setup(seed=0)
+    assert adapter.get_tf_dataset is wrapped  # A second setup does not wrap it again.
+    x, y = np.arange(20, dtype="float32").reshape(10, 2), np.arange(10, dtype="float32")
+    dataset = adapter(x, y, batch_size=4, shuffle=True).get_tf_dataset()
+    assert dataset.options().autotune.enabled is False
+    # Every example, once per epoch, in batches of 4, 4 and 2.
+    batches = [(bx.numpy(), by.numpy()) for bx, by in dataset]
+    assert [len(by) for _, by in batches] == [4, 4, 2]
+    assert sorted(np.concatenate([by for _, by in batches])) == list(range(10))
+
+
 _SAME_TRAINING = """
 import keras, numpy as np
 from common import augment, device
