@@ -178,9 +178,10 @@ loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 # base runs once over the photos and their mirror images (the one augmentation
 # that is free here), and the head trains on those features: seconds per
 # epoch instead of minutes, with the same result as running the base every
-# epoch without rotations and zooms. A run interrupted after phase 1's last
-# epoch skips it: the saved state gives the head its trained weights back.
-if run.initial_epoch < epochs:
+# epoch without rotations and zooms. A run that was interrupted after phase
+# 1's last epoch skips it.
+head_trains = run.initial_epoch < epochs
+if head_trains:
     print("phase 1   the base is frozen; the new head trains on its features")
     start = time.perf_counter()
     features_train = extractor.predict(np.concatenate([x_train, x_train[:, :, ::-1]]), batch_size=batch_size, verbose=0)
@@ -205,10 +206,15 @@ if run.initial_epoch < epochs:
         callbacks=run.callbacks(phase="head"),
         verbose=0,
     )
-elif run.restore("head", head):
-    print("phase 1   trained before this run was interrupted; the head has its trained weights back")
-# Phase 1's test accuracy is measured once, and kept in head_test.json.
-if not os.path.exists(run.path("head_test.json")):
+else:
+    # Stopped between the phases, the run gets the trained head back from
+    # its saved state here; stopped in phase 2, it gets the whole model back,
+    # head included, when phase 2's fit starts.
+    restored = run.restore("head", head)
+    if restored:
+        print("phase 1   trained before this run was interrupted; the head has its trained weights back")
+# Phase 1's test accuracy, measured after the head trained and kept in head_test.json.
+if head_trains or not os.path.exists(run.path("head_test.json")):
     # The test photos go through the whole model: Xception's features, then
     # the head. Each test photo and its mirror image also vote together (flip
     # test-time augmentation), reported beside the plain accuracy.
@@ -253,8 +259,6 @@ if fine_tune_epochs:
         callbacks=callbacks,
         verbose=0,
     )
-else:
-    model.compile(loss=loss, metrics=["accuracy"])  # Only so that it can be evaluated.
 
 phase_starts = [epochs + 1] if fine_tune_epochs else []
 run.finish(

@@ -1,22 +1,46 @@
-"""Times the callbacks of one run of a script: where its training seconds go
-beyond the epochs themselves.
+"""Times the callbacks of one run of a script, and the wait before each
+epoch's first step: where its training seconds go beyond the steps.
 
     python -m benchmarks.time_callbacks mnist_mlp.py --data_dir=../shared/data/mnist
 
 runs the script as usual and, at exit, prints the seconds spent in each
-callback hook (`callbacks EpochTable.on_epoch_end=0.003 ...`).
+callback hook (`callbacks EpochTable.on_epoch_end=0.003 ...`), then the
+seconds from each epoch's start to its first step, and the median step
+(`first-step waits 0.02 3.64 ... | median step 0.213 s`). On TensorFlow,
+TF_DATA_AUTOTUNE=1 leaves tf.data's autotuning on, as it was before
+`common/device.py` turned it off, to measure what that costs.
 """
 
 import atexit
 import collections
+import os
 import runpy
+import statistics
 import sys
 import time
 
-from common import output
+import keras
+
+from common import device, output
 
 totals = collections.defaultdict(float)
+waits, steps = [], []  # seconds before each epoch's first step, and of every step
 make_callbacks = output.Run.callbacks
+
+
+class StepClock(keras.callbacks.Callback):
+    """Notes the seconds from each epoch's start to its first step, and every step's seconds."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.last = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            waits.append(time.perf_counter() - self.last)
+        self.begin = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps.append(time.perf_counter() - self.begin)
 
 
 def timed_callbacks(self, *args, **kwargs):
@@ -32,10 +56,18 @@ def timed_callbacks(self, *args, **kwargs):
                 return result
 
             setattr(callback, hook, timed)
-    return callbacks
+    return [*callbacks, StepClock()]
+
+
+def report():
+    print("callbacks " + " ".join(f"{k}={v:.3f}" for k, v in sorted(totals.items())))
+    if steps:
+        print(f"first-step waits {' '.join(f'{wait:.2f}' for wait in waits)} | median step {statistics.median(steps):.3f} s")
 
 
 output.Run.callbacks = timed_callbacks
-atexit.register(lambda: print("callbacks " + " ".join(f"{k}={v:.3f}" for k, v in sorted(totals.items()))))
+if os.environ.get("TF_DATA_AUTOTUNE") == "1":
+    device._turn_off_tf_data_autotuning = lambda: None
+atexit.register(report)
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")

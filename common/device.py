@@ -181,19 +181,25 @@ def _turn_off_tf_data_autotuning():
     On TensorFlow, Keras feeds arrays to the model through a tf.data pipeline
     and makes a new iterator over it every epoch. With TensorFlow 2.21 on
     this project's CPU, dropping the previous epoch's iterator waited for its
-    autotuning thread to wake up: the first step of one epoch in two took 3
-    to 28 s instead of 0.2 s (README.md, "Results"). With autotuning off, the
-    pipeline's parallel slicing uses one thread per core, and no epoch waits.
-    Keras has no setting for this, so its array adapter is wrapped here; the
-    other backends read the arrays without tf.data.
+    autotuning thread to wake up: in up to five epochs of eight, the first
+    step came 3 to 4 s late in runs on 15,000 images, about 20 s late on
+    45,000, where a step takes 0.2 s (README.md, "A whitened first layer"). With autotuning off, the pipeline's parallel slicing uses one
+    thread per core, and no epoch waits. Keras has no setting for this, so its
+    array adapter is wrapped here; the other backends read the arrays without
+    tf.data.
     """
     import tensorflow as tf
-    from keras.src.trainers.data_adapters import array_data_adapter
 
-    adapter = array_data_adapter.ArrayDataAdapter
-    if getattr(adapter.get_tf_dataset, "autotuning_off", False):
+    try:  # Keras' internals: a later Keras may move them.
+        from keras.src.trainers.data_adapters import array_data_adapter
+
+        adapter = array_data_adapter.ArrayDataAdapter
+        build = adapter.get_tf_dataset
+    except (ImportError, AttributeError):
+        print("note: this Keras version's array adapter was not found; tf.data autotuning stays on")
         return
-    build = adapter.get_tf_dataset
+    if getattr(build, "autotuning_off", False):
+        return
 
     def get_tf_dataset(self):
         options = tf.data.Options()

@@ -104,9 +104,12 @@ class Run:
         ]
 
     def restore(self, phase, model):
-        """If this run was interrupted after the last epoch of `phase`, gives
-        `model` (the model that phase trained) its variables as they were
-        then, and returns True; else changes nothing and returns False."""
+        """For a script that skips a phase an interrupted run had finished:
+        if the run's saved state was written by the callbacks of `phase`,
+        gives `model` (the model that phase trained) its variables from it
+        and returns True; else changes nothing and returns False. (The state
+        of a phase stopped before its last epoch belongs to that phase's own
+        `fit`, whose callbacks restore the optimizer's state too.)"""
         if self._state is None or str(self._state["phase"]) != phase:
             return False
         _assign(model.variables, _arrays(self._state, "model"))

@@ -3,6 +3,7 @@
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -95,10 +96,13 @@ def test_time_callbacks_runs_a_script_and_prints_each_hooks_seconds(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[-2].startswith("final test_acc=")
-    timings = dict(pair.split("=") for pair in lines[-1].split()[1:])
-    assert lines[-1].startswith("callbacks ") and float(timings["EpochTable.on_epoch_end"]) >= 0
+    assert lines[-3].startswith("final test_acc=")
+    timings = dict(pair.split("=") for pair in lines[-2].split()[1:])
+    assert lines[-2].startswith("callbacks ") and float(timings["EpochTable.on_epoch_end"]) >= 0
     assert {"CSVLogger.on_epoch_end", "ResumeState.on_epoch_end"} <= set(timings)
+    # One wait per epoch before its first step, and the median step.
+    waits, median = re.fullmatch(r"first-step waits (.*) \| median step (.*) s", lines[-1]).groups()
+    assert len(waits.split()) == 2 and float(median) > 0
 
 
 def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):

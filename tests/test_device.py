@@ -36,7 +36,7 @@ def test_setup_seeds_every_generator():
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="only TensorFlow feeds arrays through tf.data")
-def test_on_tensorflow_the_arrays_go_through_tf_data_without_autotuning():
+def test_on_tensorflow_the_arrays_go_through_tf_data_without_autotuning(monkeypatch):
     # Autotuning made dropping an epoch's iterator wait for seconds (common/device.py).
     from keras.src.trainers.data_adapters import array_data_adapter
 
@@ -52,6 +52,13 @@ def test_on_tensorflow_the_arrays_go_through_tf_data_without_autotuning():
     batches = [(bx.numpy(), by.numpy()) for bx, by in dataset]
     assert [len(by) for _, by in batches] == [4, 4, 2]
     assert sorted(np.concatenate([by for _, by in batches])) == list(range(10))
+    # And fit feeds the model through that pipeline.
+    built = []
+    monkeypatch.setattr(adapter, "get_tf_dataset", lambda self: built.append(self) or wrapped(self))
+    model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert built
 
 
 _SAME_TRAINING = """

@@ -364,25 +364,37 @@ def test_transfer_killed_in_phase_2_resumes_there(tmp_path):
     assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2", "3", "4"]
 
 
-def test_transfer_killed_before_scoring_phase_1_scores_it_on_resuming(tmp_path):
+@pytest.mark.parametrize("fine_tune_epochs", [1, 0])
+def test_transfer_killed_before_scoring_phase_1_scores_it_on_resuming(fine_tune_epochs, tmp_path):
     # Killed once phase 1's training and its saved state are complete, but
     # before its test accuracy is written.
     photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
-    args = [f"--data_dir={photo_dir}", f"--out_dir={tmp_path / 'runs'}", *TINY_TRANSFER, "--weights=none"]
-    run_until("transfer_xception.py", *args, printed=lambda line: line.startswith("phase 1   scoring"))
+    args = [f"--data_dir={photo_dir}", *TINY_TRANSFER, "--weights=none", f"--fine_tune_epochs={fine_tune_epochs}"]
+    resumed_args = [*args, f"--out_dir={tmp_path / 'runs'}"]
+    run_until("transfer_xception.py", *resumed_args, printed=lambda line: line.startswith("phase 1   scoring"))
 
-    result = run_script("transfer_xception.py", *args)
+    result = run_script("transfer_xception.py", *resumed_args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resume    " in result.stdout and "after epoch 2" in result.stdout
     # The head gets its trained weights back from the saved state; the base
     # does not compute the photos' features again for a phase that is over.
     assert "the head has its trained weights back" in result.stdout
     assert "phase 1   features of" not in result.stdout
-    assert "phase 1   test_acc=" in result.stdout
     fields = final_fields(result.stdout)
-    assert fields["epochs"] == "3" and "head_test_acc" in fields
+    assert fields["epochs"] == str(2 + fine_tune_epochs) and "head_test_acc" in fields
     rows = open(os.path.join(fields["run_dir"], "history.csv")).read().strip().splitlines()
-    assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2"]  # Phase 1 did not train again.
+    assert [row.split(",")[0] for row in rows] == ["epoch", *map(str, range(2 + fine_tune_epochs))]
+
+    # The same run uninterrupted: phase 1 scores the same (training on the
+    # CPU is deterministic), and without phase 2 the saved model is the same.
+    straight = run_script("transfer_xception.py", *args, f"--out_dir={tmp_path / 'straight'}")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    expected = final_fields(straight.stdout)
+    for key in ("head_test_acc", "head_test_acc_flip_tta"):
+        assert fields[key] == expected[key]
+    if not fine_tune_epochs:
+        for a, b in zip(load_run_model(fields["run_dir"]).get_weights(), load_run_model(expected["run_dir"]).get_weights()):
+            np.testing.assert_array_equal(a, b)
 
 
 # Keras 3 runs the same scripts on each of its backends. test_smoke covers the
