@@ -210,8 +210,7 @@ else:
     # Stopped between the phases, the run gets the trained head back from
     # its saved state here; stopped in phase 2, it gets the whole model back,
     # head included, when phase 2's fit starts.
-    restored = run.restore("head", head)
-    if restored:
+    if run.restore("head", head):
         print("phase 1   trained before this run was interrupted; the head has its trained weights back")
 # Phase 1's test accuracy, measured after the head trained and kept in head_test.json.
 if head_trains or not os.path.exists(run.path("head_test.json")):
