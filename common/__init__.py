@@ -24,11 +24,11 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)
     elif issubclass(exc_type, KeyboardInterrupt):
-        # Ctrl-C: every complete epoch is saved (common/output.py), and Python
-        # still exits with the status of a process stopped by SIGINT.
+        # Ctrl-C: the state after the last saved epoch is on disk
+        # (common/output.py), and Python still exits with the status of a
+        # process stopped by SIGINT.
         print(
-            "\ninterrupted: the epochs completed so far are saved; run the same command "
-            "again to continue from there",
+            "\ninterrupted: run the same command again to continue from the last saved epoch",
             file=sys.stderr,
         )
     else:

@@ -13,10 +13,11 @@ The last line of stdout is always `final test_acc=... test_loss=... train_second
 so that runs can be compared with grep.
 
 A run that stops before it finishes (killed, Ctrl-C, power loss) continues
-where it stopped when the same command is run again: after each epoch the
-model's weights, the optimizer's state, the epoch and the callbacks' bests go
-to `resume.npz`, and a new `Run` with the same settings and `out_dir` picks up
-the newest unfinished run folder instead of starting a new one. Every file is
+where it stopped when the same command is run again: after each epoch (every
+few where epochs are short: see ResumeState) the model's weights, the
+optimizer's state, the epoch and the callbacks' bests go to `resume.npz`, and
+a new `Run` with the same settings and `out_dir` picks up the newest
+unfinished run folder instead of starting a new one. Every file is
 written under a temporary name and then renamed, so a crash never leaves a
 half-written file that a later run would load.
 """
@@ -227,7 +228,7 @@ class EpochTable(keras.callbacks.Callback):
 
 
 class ResumeState(keras.callbacks.Callback):
-    """Saves what a resumed run needs after every epoch, and restores it.
+    """Saves what a resumed run needs after an epoch, and restores it.
 
     The model's variables (weights, batch-norm statistics, the augmentation
     layers' random-generator states), the optimizer's variables (its step
@@ -236,18 +237,27 @@ class ResumeState(keras.callbacks.Callback):
     comes last in the list so that it sees their state after each epoch, and
     restores it after their own `on_train_begin` has reset it.
 
-    The values are copied at the end of the epoch; writing them to disk
-    happens in a background thread while the next epoch trains (one write at
-    a time, each finished before the next starts and before `fit` returns),
-    so that short epochs on an accelerator do not wait for the disk.
+    The values are copied at the end of an epoch and written to disk in a
+    background thread while the next epoch trains. Saving after every epoch
+    would take much of the time of short epochs on an accelerator, so an
+    epoch's state is skipped while the training since the previous save
+    began has lasted less than 1 / `time_share` (20) times as long as that
+    save did (copying and writing), or while it is still being written
+    (`time_share = 1` saves after every epoch). The first and the last
+    epoch of a `fit` (the one where early stopping ends it included) are
+    always saved. On a CPU, where an epoch takes many times longer than its
+    save, that is every epoch; a run killed on an accelerator loses at most
+    about 20 saves' time of training, plus the epoch it was in.
     """
+
+    time_share = 0.05  # the most of the training time that saving the state may take
 
     def __init__(self, run, callbacks, phase=""):
         super().__init__()
         self.run = run
         self.callbacks = callbacks
         self.phase = phase
-        self.writer = None
+        self.writer = None  # the thread writing the last saved state, in this fit
 
     def on_train_begin(self, logs=None):
         self.fit_start = time.perf_counter()
@@ -271,10 +281,13 @@ class ResumeState(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         stopped = self.model.stop_training  # Early stopping has just ended training.
+        if not (stopped or epoch + 1 == self.params["epochs"] or self._due()):
+            return
+        start = time.perf_counter()
         arrays = {
             "epochs_done": np.array(epoch + 1),
             "initial_epoch": np.array(self.params["epochs"] if stopped else epoch + 1),
-            "train_seconds": np.array((self.run.train_seconds or 0) + time.perf_counter() - self.fit_start),
+            "train_seconds": np.array((self.run.train_seconds or 0) + start - self.fit_start),
             "phase": np.array(self.phase),
             "callbacks": np.array(json.dumps([_monitor_state(c) for c in self.callbacks])),
         }
@@ -283,34 +296,50 @@ class ResumeState(keras.callbacks.Callback):
         for callback in self.callbacks:
             if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights is not None:
                 arrays.update(_named("best_weights", callback.best_weights))
+        copying = time.perf_counter() - start
         self._wait_for_writer()
         path = self.run.path(RESUME_STATE)
         self.writer = _Writer(lambda: _write_atomically(path, lambda tmp: _save_npz(tmp, arrays)))
         self.writer.start()
+        self.save_start, self.copy_seconds = start, copying
 
     def on_train_end(self, logs=None):
         self._wait_for_writer()
 
+    def _due(self):
+        """Whether this epoch's state is worth saving (the rule above)."""
+        if self.writer is None:
+            return True  # Nothing saved in this fit yet.
+        since = time.perf_counter() - self.save_start
+        if self.writer.is_alive():
+            cost = since  # Still being written: the save has taken all this time so far.
+        else:
+            self._wait_for_writer()  # Raises the writer's error, if any.
+            cost = self.copy_seconds + self.writer.seconds
+        return cost <= self.time_share * since
+
     def _wait_for_writer(self):
         if self.writer is not None:
-            writer, self.writer = self.writer, None
-            writer.join()
-            if writer.error is not None:
-                raise writer.error
+            self.writer.join()
+            if self.writer.error is not None:
+                raise self.writer.error
 
 
 class _Writer(threading.Thread):
-    """Runs `write` in the background; an error it raises is kept for join()."""
+    """Runs `write` in the background and notes how many seconds it took; an
+    error it raises is kept for join()."""
 
     def __init__(self, write):
         super().__init__()
-        self.write, self.error = write, None
+        self.write, self.error, self.seconds = write, None, None
 
     def run(self):
+        start = time.perf_counter()
         try:
             self.write()
         except Exception as error:  # noqa: BLE001  (re-raised by the caller)
             self.error = error
+        self.seconds = time.perf_counter() - start
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):

@@ -96,13 +96,16 @@ def test_time_callbacks_runs_a_script_and_prints_each_hooks_seconds(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert lines[-3].startswith("final test_acc=")
-    timings = dict(pair.split("=") for pair in lines[-2].split()[1:])
-    assert lines[-2].startswith("callbacks ") and float(timings["EpochTable.on_epoch_end"]) >= 0
+    assert lines[-4].startswith("final test_acc=")
+    timings = dict(pair.split("=") for pair in lines[-3].split()[1:])
+    assert lines[-3].startswith("callbacks ") and float(timings["EpochTable.on_epoch_end"]) >= 0
     assert {"CSVLogger.on_epoch_end", "ResumeState.on_epoch_end"} <= set(timings)
     # One wait per epoch before its first step, and the median step.
-    waits, median = re.fullmatch(r"first-step waits (.*) \| median step (.*) s", lines[-1]).groups()
+    waits, median = re.fullmatch(r"first-step waits (.*) \| median step (.*) s", lines[-2]).groups()
     assert len(waits.split()) == 2 and float(median) > 0
+    # A fit's first and last epochs always save the resume state.
+    epochs, seconds = re.fullmatch(r"resume states after epochs (.*) \| writing (.*) s each", lines[-1]).groups()
+    assert epochs == "1 2" and float(seconds) > 0
 
 
 def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):

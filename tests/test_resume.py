@@ -2,6 +2,7 @@
 
 import csv
 import os
+import time
 
 import keras
 import numpy as np
@@ -13,6 +14,13 @@ from test_output import tiny_data, tiny_model
 
 # Columns of history.csv that depend only on the computation, not on the clock.
 RESULT_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+
+@pytest.fixture(autouse=True)
+def save_after_every_epoch(monkeypatch):
+    """These tests interrupt runs after chosen epochs. Their tiny epochs are
+    shorter than a save, which the default rule would skip (tested below)."""
+    monkeypatch.setattr(output.ResumeState, "time_share", 1)
 
 
 def history_rows(run_dir):
@@ -97,6 +105,46 @@ def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path):
     assert stopped_at < 12
     straight, again = interrupted_then_resumed(tmp_path, stop_after=stopped_at, epochs=12, patience=1)
     assert again.initial_epoch == 12  # Nothing left to train.
+
+
+def saved_epochs(monkeypatch, delay=0.0):
+    """Records the epoch of each state saved from now on; each save takes
+    `delay` seconds longer, like a slow disk."""
+    saved = []
+    save = output._save_npz
+
+    def recording_save(path, arrays):
+        time.sleep(delay)
+        saved.append(int(arrays["epochs_done"]))
+        save(path, arrays)
+
+    monkeypatch.setattr(output, "_save_npz", recording_save)
+    return saved
+
+
+def test_a_save_that_takes_longer_than_its_share_of_training_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(output.ResumeState, "time_share", 0.05)  # the default
+    saved = saved_epochs(monkeypatch, delay=0.2)
+    # Epochs of a few milliseconds: each fit saves its first and last only.
+    straight, again = interrupted_then_resumed(tmp_path, stop_after=4)
+    # The uninterrupted run, the one interrupted after epoch 4, the resumed one.
+    assert saved == [1, 6, 1, 2, 6]
+    assert again.initial_epoch == 1  # It resumed after the last saved epoch, and ended the same.
+
+
+class SlowEpochs(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(0.5)
+
+
+def test_epochs_many_times_longer_than_a_save_are_all_saved(tmp_path, monkeypatch):
+    monkeypatch.setattr(output.ResumeState, "time_share", 0.05)
+    saved = saved_epochs(monkeypatch)
+    run = output.Run("tiny", {"out_dir": str(tmp_path)})
+    x, y = tiny_data()
+    # A save of this tiny model takes milliseconds, an epoch half a second.
+    tiny_model().fit(x, y, epochs=3, callbacks=[SlowEpochs(), *run.callbacks()], verbose=0)
+    assert saved == [1, 2, 3]
 
 
 def test_a_run_interrupted_after_a_phase_gets_that_phases_model_back_without_training(tmp_path):
