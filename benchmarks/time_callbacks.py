@@ -7,8 +7,9 @@ runs the script as usual and, at exit, prints the seconds spent in each
 callback hook (`callbacks EpochTable.on_epoch_end=0.003 ...`), then the
 seconds from each epoch's start to its first step, and the median step
 (`first-step waits 0.02 3.64 ... | median step 0.213 s`), and after which
-epochs the resume state was saved, with the seconds its background writes
-took (`resume states after epochs 1 2 4 6 | writing 0.52 s each`). On TensorFlow,
+epochs the resume state was saved, with the seconds `np.savez` took to
+write each in the background (`resume states after epochs 1 2 4 6 | savez
+0.52 s each`). On TensorFlow,
 TF_DATA_AUTOTUNE=1 leaves tf.data's autotuning on, as it was before
 `common/device.py` turned it off, to measure what that costs.
 """
@@ -75,7 +76,7 @@ def report():
         print(f"first-step waits {' '.join(f'{wait:.2f}' for wait in waits)} | median step {statistics.median(steps):.3f} s")
     if saves:
         epochs = " ".join(str(epoch) for epoch, _ in saves)
-        print(f"resume states after epochs {epochs} | writing {statistics.mean(s for _, s in saves):.2f} s each")
+        print(f"resume states after epochs {epochs} | savez {statistics.mean(s for _, s in saves):.2f} s each")
 
 
 output.Run.callbacks = timed_callbacks

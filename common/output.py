@@ -40,7 +40,7 @@ _HEADER = "epoch  train_loss  train_acc  val_loss  val_acc        lr  seconds"
 _ROW = "{:>5d}  {:>10.4f}  {:>9.4f}  {:>8.4f}  {:>7.4f}  {:>8.2e}  {:>7.1f}"
 
 
-RESUME_STATE = "resume.npz"  # the state after the last complete epoch; gone once the run finishes
+RESUME_STATE = "resume.npz"  # the state after the last saved epoch; gone once the run finishes
 _LOCK = "running.pid"  # the process that is writing to the run folder
 
 
@@ -49,7 +49,7 @@ class Run:
 
     If an earlier run with the same settings stopped before it finished, this
     is that run's folder, and `initial_epoch` is the epoch its training
-    continues from (the number of epochs it completed, or the last epoch if
+    continues from (the epochs in its saved state, or the last epoch if
     early stopping had already ended it): pass it to `model.fit`, with the
     callbacks from `callbacks()`.
     """
@@ -257,10 +257,11 @@ class ResumeState(keras.callbacks.Callback):
         self.run = run
         self.callbacks = callbacks
         self.phase = phase
-        self.writer = None  # the thread writing the last saved state, in this fit
+        self.writer = None  # the thread writing this fit's last saved state
 
     def on_train_begin(self, logs=None):
         self.fit_start = time.perf_counter()
+        self.writer = None
         state, self.run._state = self.run._state, None  # Restored once, into the first fit.
         if state is None:
             return
@@ -312,7 +313,9 @@ class ResumeState(keras.callbacks.Callback):
             return True  # Nothing saved in this fit yet.
         since = time.perf_counter() - self.save_start
         if self.writer.is_alive():
-            cost = since  # Still being written: the save has taken all this time so far.
+            # Still being written: the save has taken all this time so far
+            # (so with time_share = 1 this waits for it, and saves).
+            cost = since
         else:
             self._wait_for_writer()  # Raises the writer's error, if any.
             cost = self.copy_seconds + self.writer.seconds
@@ -321,8 +324,9 @@ class ResumeState(keras.callbacks.Callback):
     def _wait_for_writer(self):
         if self.writer is not None:
             self.writer.join()
-            if self.writer.error is not None:
-                raise self.writer.error
+            error, self.writer.error = self.writer.error, None
+            if error is not None:
+                raise error
 
 
 class _Writer(threading.Thread):

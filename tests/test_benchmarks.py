@@ -104,7 +104,7 @@ def test_time_callbacks_runs_a_script_and_prints_each_hooks_seconds(tmp_path):
     waits, median = re.fullmatch(r"first-step waits (.*) \| median step (.*) s", lines[-2]).groups()
     assert len(waits.split()) == 2 and float(median) > 0
     # A fit's first and last epochs always save the resume state.
-    epochs, seconds = re.fullmatch(r"resume states after epochs (.*) \| writing (.*) s each", lines[-1]).groups()
+    epochs, seconds = re.fullmatch(r"resume states after epochs (.*) \| savez (.*) s each", lines[-1]).groups()
     assert epochs == "1 2" and float(seconds) > 0
 
 
