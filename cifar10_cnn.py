@@ -187,5 +187,8 @@ model.fit(
     verbose=0,
 )
 # With flips in training, each test image and its mirror image also vote
-# together (test-time augmentation), reported beside the plain accuracy.
-run.finish(model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, flip_tta=flip)
+# together (test-time augmentation), reported beside the plain accuracy; with
+# shifts too, both vote again moved one pixel diagonally either way.
+run.finish(
+    model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, flip_tta=flip, shift_tta=1 if shift else 0
+)

@@ -10,8 +10,8 @@ results go to `benchmarks/results/<suite>-<start time>[-<tasks>].md` (the table)
 `.jsonl` (every run's figures, to check the table against).
 
 What the table says, per method (mean ± standard deviation over the seeds):
-test accuracy at the end (and with flip test-time augmentation where the
-script reports it); training seconds (time in `model.fit`); seconds to the
+test accuracy at the end (and with flip, and flip + shift, test-time
+augmentation where the script reports them); training seconds (time in `model.fit`); seconds to the
 target, read from the per-epoch validation accuracy and epoch times; training
 images per second; the seconds spent compiling the steps before training (on
 JAX, `common.device.compile_ahead`); the first epoch's seconds apart from the
@@ -48,6 +48,8 @@ from common import UserError
 from common.output import read_history
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The test-time augmented accuracies a script's final line may report, and their columns.
+TTA_COLUMNS = {"test_acc_flip_tta": "with flip TTA", "test_acc_flip_shift_tta": "with flip + shift TTA"}
 
 # A method is a script (or a seed module under benchmarks/) with overrides.
 Method = collections.namedtuple("Method", "name command overrides")
@@ -186,7 +188,7 @@ def run_method(method, dataset, seed, cache_dir, runs):
         "command": " ".join(["python", *(["-m"] if program[0] == "-m" else []), method.command, *args]),
         "seed": seed,
         "test_acc": float(final["test_acc"]),
-        "test_acc_flip_tta": float(final["test_acc_flip_tta"]) if "test_acc_flip_tta" in final else None,
+        **{key: float(final[key]) if key in final else None for key in TTA_COLUMNS},
         "train_seconds": train_seconds,
         "epochs": len(epoch_seconds),
         "val_accuracy": history["val_accuracy"],
@@ -227,23 +229,23 @@ def table(task_name, task, runs):
         by_method[run["method"]].append(run)
     seed_runs = by_method.get(task.seed.name, []) if task.seed else []
     target = task.target or statistics.mean(run["test_acc"] for run in seed_runs)
-    tta = any(run.get("test_acc_flip_tta") is not None for run in runs)
+    tta = [key for key in TTA_COLUMNS if any(run.get(key) is not None for run in runs)]
     lines = [
         f"### {task_name}: target {target:.2%} "
         + ("(given)" if task.target else "(the seed's mean final test accuracy)"),
         "",
-        "| method | runs | test accuracy % |" + (" with flip TTA % |" if tta else "")
+        "| method | runs | test accuracy % |" + "".join(f" {TTA_COLUMNS[key]} % |" for key in tta)
         + " training s | s to target (val) | images/s | compile s | first epoch s | later epochs s | outside epochs s"
         + " | other s | peak MB |",
-        "|---|---|---|" + ("---|" if tta else "") + "---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|" + "---|" * len(tta) + "---|---|---|---|---|---|---|---|---|",
     ]
     for name, method_runs in by_method.items():
         reached = [t for t in (seconds_to(target, run) for run in method_runs) if t is not None]
         to_target = f"{mean_std(reached)} ({len(reached)}/{len(method_runs)} runs)" if reached else "not reached"
-        flipped = [r["test_acc_flip_tta"] for r in method_runs if r.get("test_acc_flip_tta") is not None]
+        voted = {key: [r[key] for r in method_runs if r.get(key) is not None] for key in tta}
         lines.append(
             f"| {name} | {len(method_runs)} | {mean_std([r['test_acc'] for r in method_runs], 2, 100)} "
-            + (f"| {mean_std(flipped, 2, 100) if flipped else ''} " if tta else "")
+            + "".join(f"| {mean_std(voted[key], 2, 100) if voted[key] else ''} " for key in tta)
             + f"| {mean_std([r['train_seconds'] for r in method_runs])} | {to_target} "
             f"| {mean_std([r['images_per_second'] for r in method_runs], 0)} "
             f"| {mean_std([r.get('compile_seconds', 0.0) for r in method_runs])} "

@@ -118,7 +118,7 @@ class Run:
         return True
 
     def finish(self, model, x_test, y_test, class_names=None, images=None, grid="misclassified",
-               phase_starts=(), batch_size=32, flip_tta=False, **extra):
+               phase_starts=(), batch_size=32, flip_tta=False, shift_tta=0, **extra):
         """Evaluates on the test set (once, here), saves the model and the
         plots, and prints the final line. `extra` key=values are appended.
 
@@ -136,7 +136,9 @@ class Run:
         model is saved before it is scored, in batches of `batch_size`. With
         `flip_tta`, test_acc_flip_tta is the accuracy when each test image and
         its mirror image vote together (their probabilities summed): the
-        test-time augmentation of models trained with random flips.
+        test-time augmentation of models trained with random flips. With
+        `shift_tta` too (pixels), test_acc_flip_shift_tta is that when both
+        also vote moved that far diagonally either way (flip_tta_accuracy).
         """
         merged = read_history(self.path("history.csv"))
         save_model(model, self.path("model.keras"))
@@ -167,6 +169,9 @@ class Run:
         }
         if flip_tta:
             fields["test_acc_flip_tta"] = f"{flip_tta_accuracy(model, x_test, probabilities, labels, batch_size):.4f}"
+            if shift_tta:
+                accuracy = flip_tta_accuracy(model, x_test, probabilities, labels, batch_size, shift=shift_tta)
+                fields["test_acc_flip_shift_tta"] = f"{accuracy:.4f}"
         # The final figures, for `python -m common.compare` and other tools.
         write_json(self.path("result.json"), {"script": self.script, **fields})
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
@@ -445,12 +450,28 @@ def _running(folder):
     return True
 
 
-def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32):
+def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32, shift=0):
     """The accuracy when each image and its mirror image vote together (their
     probabilities summed): the test-time augmentation of models trained with
-    random flips. `probabilities` are the model's for `images`, (N, H, W, C)."""
-    mirrored = model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
-    return float(np.mean((probabilities + mirrored).argmax(axis=1) == labels))
+    random flips. With `shift`, for models also trained with random shifts,
+    both images vote again moved `shift` pixels up and left, and again moved
+    down and right (their edges reflected): six votes per image.
+    `probabilities` are the model's for `images`, (N, H, W, C)."""
+    votes = probabilities + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
+    for offset in (-shift, shift) if shift else ():
+        moved = _shifted(images, offset)
+        for view in (moved, moved[:, :, ::-1]):
+            votes = votes + model.predict(view, batch_size=batch_size, verbose=0)
+    return float(np.mean(votes.argmax(axis=1) == labels))
+
+
+def _shifted(images, offset):
+    """`images` moved `offset` pixels down and right (up and left when
+    negative), the uncovered edges filled by reflecting the image."""
+    p = abs(offset)
+    padded = np.pad(images, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
+    height, width = images.shape[1:3]
+    return padded[:, p - offset : p - offset + height, p - offset : p - offset + width]
 
 
 def read_history(path):

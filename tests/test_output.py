@@ -136,3 +136,39 @@ def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, c
     assert "confusion.png" in wrote and "misclassified.png" in wrote
     # Mirrored, the images still get class 0: the vote changes nothing.
     assert json.load(open(run.path("result.json")))["test_acc_flip_tta"] == "0.5000"
+
+
+def test_shifted_images_move_diagonally_with_reflected_edges():
+    images = np.arange(16).reshape(1, 4, 4, 1)
+    down_right, up_left = output._shifted(images, 1), output._shifted(images, -1)
+    np.testing.assert_array_equal(down_right[0, 1:, 1:, 0], images[0, :-1, :-1, 0])
+    np.testing.assert_array_equal(up_left[0, :-1, :-1, 0], images[0, 1:, 1:, 0])
+    # The uncovered edge mirrors the image inside it: row 1 comes in above row 0.
+    np.testing.assert_array_equal(down_right[0, 0, 1:, 0], images[0, 1, :-1, 0])
+    np.testing.assert_array_equal(up_left[0, -1, :-1, 0], images[0, -2, 1:, 0])
+
+
+def test_shift_tta_adds_the_votes_of_shifted_images(tmp_path):
+    # A model that reads the centre pixel: lit, it says class 0 with
+    # certainty; dark, it leans to class 1 (bias 0.1: 52.5% to 47.5%).
+    model = keras.Sequential([keras.Input((5, 5, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    weights = [np.zeros((25, 2)), np.array([0.0, 0.1])]
+    weights[0][12, 0] = 10.0
+    model.layers[-1].set_weights(weights)
+    # Class 0, lit one pixel up and left of the centre: only the view moved
+    # down and right (and its mirror image) sees it in the centre.
+    images = np.zeros((1, 5, 5, 1), "float32")
+    images[0, 1, 1, 0] = 1.0
+    labels, y = np.array([0]), keras.utils.to_categorical([0], 2)
+    run = output.Run("tiny", {"out_dir": str(tmp_path)})
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    model.fit(images, y, epochs=1, validation_data=(images, y), callbacks=run.callbacks(), verbose=0)
+    model.layers[-1].set_weights(weights)  # Undo the step.
+
+    run.finish(model, images, y, flip_tta=True, shift_tta=1)
+    result = json.load(open(run.path("result.json")))
+    # Alone, and with its mirror image, it gets class 1; with the shifted
+    # views, two certain votes for class 0 outweigh four that lean to class 1.
+    assert (result["test_acc"], result["test_acc_flip_tta"], result["test_acc_flip_shift_tta"]) == (
+        "0.0000", "0.0000", "1.0000"
+    )
