@@ -188,7 +188,9 @@ model.fit(
 )
 # With flips in training, each test image and its mirror image also vote
 # together (test-time augmentation), reported beside the plain accuracy; with
-# shifts too, both vote again moved one pixel diagonally either way.
+# shifts too, the image moved one pixel diagonally either way votes as well,
+# each time with its mirror image.
 run.finish(
-    model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, flip_tta=flip, shift_tta=1 if shift else 0
+    model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, flip_tta=flip,
+    shift_tta=1 if flip and shift else 0,
 )

@@ -187,7 +187,8 @@ model.fit(
 )
 # Each test image and its mirror image also vote together (test-time
 # augmentation), reported beside the plain accuracy; with shifts in training,
-# both vote again moved one pixel diagonally either way.
+# the image moved one pixel diagonally either way votes as well, each time
+# with its mirror image.
 run.finish(
     model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, flip_tta=True, shift_tta=1 if shift else 0
 )

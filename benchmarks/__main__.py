@@ -11,9 +11,9 @@ results go to `benchmarks/results/<suite>-<start time>[-<tasks>].md` (the table)
 
 What the table says, per method (mean ± standard deviation over the seeds):
 test accuracy at the end (and with flip, and flip + shift, test-time
-augmentation where the script reports them); training seconds (time in `model.fit`); seconds to the
-target, read from the per-epoch validation accuracy and epoch times; training
-images per second; the seconds spent compiling the steps before training (on
+augmentation where the script reports them); training seconds (time in
+`model.fit`); seconds to the target, read from the per-epoch validation
+accuracy and epoch times; training images per second; the seconds spent compiling the steps before training (on
 JAX, `common.device.compile_ahead`); the first epoch's seconds apart from the
 median of the others (on TensorFlow the difference is mostly tracing); the
 seconds of `fit` outside the epochs' own clocks (mostly the callbacks after

@@ -137,9 +137,12 @@ class Run:
         `flip_tta`, test_acc_flip_tta is the accuracy when each test image and
         its mirror image vote together (their probabilities summed): the
         test-time augmentation of models trained with random flips. With
-        `shift_tta` too (pixels), test_acc_flip_shift_tta is that when both
-        also vote moved that far diagonally either way (flip_tta_accuracy).
+        `shift_tta` pixels as well, test_acc_flip_shift_tta is that when the
+        image moved that far diagonally either way votes too, each time with
+        its mirror image (flip_tta_accuracy).
         """
+        if shift_tta and not flip_tta:
+            raise ValueError("shift_tta adds votes to flip_tta's: pass flip_tta=True too")
         merged = read_history(self.path("history.csv"))
         save_model(model, self.path("model.keras"))
         if device.processes() > 1:
@@ -454,8 +457,9 @@ def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32, shift
     """The accuracy when each image and its mirror image vote together (their
     probabilities summed): the test-time augmentation of models trained with
     random flips. With `shift`, for models also trained with random shifts,
-    both images vote again moved `shift` pixels up and left, and again moved
-    down and right (their edges reflected): six votes per image.
+    the image moved `shift` pixels down and right, and moved as far up and
+    left (its edges reflected), vote too, each with its own mirror image:
+    six votes per image.
     `probabilities` are the model's for `images`, (N, H, W, C)."""
     votes = probabilities + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
     for offset in (-shift, shift) if shift else ():

@@ -148,17 +148,17 @@ def test_shifted_images_move_diagonally_with_reflected_edges():
     np.testing.assert_array_equal(up_left[0, -1, :-1, 0], images[0, -2, 1:, 0])
 
 
-def test_shift_tta_adds_the_votes_of_shifted_images(tmp_path):
-    # A model that reads the centre pixel: lit, it says class 0 with
-    # certainty; dark, it leans to class 1 (bias 0.1: 52.5% to 47.5%).
+def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_path):
+    # A model that reads pixel (2, 3): lit, it says class 0 with certainty;
+    # dark, it leans to class 1 (bias 0.1: 52.5% to 47.5%).
     model = keras.Sequential([keras.Input((5, 5, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
     weights = [np.zeros((25, 2)), np.array([0.0, 0.1])]
-    weights[0][12, 0] = 10.0
+    weights[0][2 * 5 + 3, 0] = 10.0
     model.layers[-1].set_weights(weights)
-    # Class 0, lit one pixel up and left of the centre: only the view moved
-    # down and right (and its mirror image) sees it in the centre.
+    # An image of class 0 lit at (1, 0): of the six views only one, the
+    # mirror image of the image moved down and right, has it at (2, 3).
     images = np.zeros((1, 5, 5, 1), "float32")
-    images[0, 1, 1, 0] = 1.0
+    images[0, 1, 0, 0] = 1.0
     labels, y = np.array([0]), keras.utils.to_categorical([0], 2)
     run = output.Run("tiny", {"out_dir": str(tmp_path)})
     model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
@@ -167,8 +167,10 @@ def test_shift_tta_adds_the_votes_of_shifted_images(tmp_path):
 
     run.finish(model, images, y, flip_tta=True, shift_tta=1)
     result = json.load(open(run.path("result.json")))
-    # Alone, and with its mirror image, it gets class 1; with the shifted
-    # views, two certain votes for class 0 outweigh four that lean to class 1.
+    # Alone, and with its mirror image, it gets class 1; with all six views,
+    # the one certain vote for class 0 outweighs five that lean to class 1.
     assert (result["test_acc"], result["test_acc_flip_tta"], result["test_acc_flip_shift_tta"]) == (
         "0.0000", "0.0000", "1.0000"
     )
+    with pytest.raises(ValueError, match="flip_tta=True"):
+        run.finish(model, images, y, shift_tta=1)
