@@ -139,7 +139,7 @@ class Run:
         test-time augmentation of models trained with random flips. With
         `shift_tta` pixels as well, test_acc_flip_shift_tta is that when the
         image moved that far diagonally either way votes too, each time with
-        its mirror image (flip_tta_accuracy).
+        its mirror image (_shift_votes).
         """
         if shift_tta and not flip_tta:
             raise ValueError("shift_tta adds votes to flip_tta's: pass flip_tta=True too")
@@ -171,10 +171,11 @@ class Run:
             **extra,
         }
         if flip_tta:
-            fields["test_acc_flip_tta"] = f"{flip_tta_accuracy(model, x_test, probabilities, labels, batch_size):.4f}"
+            votes = _flip_votes(model, x_test, probabilities, batch_size)
+            fields["test_acc_flip_tta"] = f"{_accuracy(votes, labels):.4f}"
             if shift_tta:
-                accuracy = flip_tta_accuracy(model, x_test, probabilities, labels, batch_size, shift=shift_tta)
-                fields["test_acc_flip_shift_tta"] = f"{accuracy:.4f}"
+                votes = _shift_votes(model, x_test, votes, shift_tta, batch_size)
+                fields["test_acc_flip_shift_tta"] = f"{_accuracy(votes, labels):.4f}"
         # The final figures, for `python -m common.compare` and other tools.
         write_json(self.path("result.json"), {"script": self.script, **fields})
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
@@ -453,19 +454,32 @@ def _running(folder):
     return True
 
 
-def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32, shift=0):
+def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32):
     """The accuracy when each image and its mirror image vote together (their
     probabilities summed): the test-time augmentation of models trained with
-    random flips. With `shift`, for models also trained with random shifts,
-    the image moved `shift` pixels down and right, and moved as far up and
-    left (its edges reflected), vote too, each with its own mirror image:
-    six votes per image.
-    `probabilities` are the model's for `images`, (N, H, W, C)."""
-    votes = probabilities + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
-    for offset in (-shift, shift) if shift else ():
+    random flips. `probabilities` are the model's for `images`, (N, H, W, C)."""
+    return _accuracy(_flip_votes(model, images, probabilities, batch_size), labels)
+
+
+def _flip_votes(model, images, probabilities, batch_size):
+    """`probabilities`, the model's for `images`, plus its probabilities for
+    their mirror images."""
+    return probabilities + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
+
+
+def _shift_votes(model, images, votes, shift, batch_size):
+    """`votes` plus the model's probabilities for `images` moved `shift`
+    pixels up and left, and as far down and right (edges reflected), each
+    with its mirror image: the test-time augmentation of models trained with
+    random flips and shifts, four votes added to the flip vote's two."""
+    for offset in (-shift, shift):
         moved = _shifted(images, offset)
         for view in (moved, moved[:, :, ::-1]):
             votes = votes + model.predict(view, batch_size=batch_size, verbose=0)
+    return votes
+
+
+def _accuracy(votes, labels):
     return float(np.mean(votes.argmax(axis=1) == labels))
 
 
