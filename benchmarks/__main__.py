@@ -92,7 +92,14 @@ SUITES = {
         "mnist_mlp": Task(
             "mnist",
             Method("seed MLP: RMSprop, batch 32, 5 epochs", "benchmarks.seed_mnist_mlp", []),
-            [Method("mnist_mlp.py, GPU overrides", "mnist_mlp.py", GPU_FAST["mnist_mlp"])],
+            [
+                Method("mnist_mlp.py, GPU overrides", "mnist_mlp.py", GPU_FAST["mnist_mlp"]),
+                # The same, but one step per compiled call: the later override wins.
+                Method(
+                    "mnist_mlp.py, GPU overrides, one step per call", "mnist_mlp.py",
+                    [*GPU_FAST["mnist_mlp"], "--steps_per_execution=1"],
+                ),
+            ],
             0.984,
             2,
         ),

@@ -20,6 +20,7 @@ from common import UserError
 _CHECKS = {
     "epochs": (lambda v: v > 0, "must be > 0"),
     "batch_size": (lambda v: v > 0, "must be > 0"),
+    "steps_per_execution": (lambda v: v > 0, "must be > 0 (1 is one step per call)"),
     "learning_rate": (lambda v: v > 0, "must be > 0"),
     "validation_split": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"),
     "train_samples": (lambda v: v >= 0, "must be >= 0 (0 means all)"),

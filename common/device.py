@@ -63,11 +63,20 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     split evenly between them; a run whose batches do not stops here. On the
     other backends it does nothing: TensorFlow traces its steps during the
     first epoch, which the benchmarks report apart from the later epochs.
+
+    A model compiled with `steps_per_execution=N` (N > 1) trains N steps per
+    call on TensorFlow, in one compiled loop. Keras 3.15 on JAX runs them as
+    N calls of the compiled step, so here they become one compiled call too
+    (`_steps_in_one_call`; not with several devices, where Keras' own loop
+    stays), compiled ahead with the rest.
     """
     if keras.backend.backend() != "jax":
         return 0.0
     x_val, y_val = validation_data
     distribution = keras.distribution.distribution()
+    steps = model.steps_per_execution
+    if steps > 1 and distribution is None:
+        model.train_function = _steps_in_one_call(model, steps)
     # Each process's batches split over its own devices.
     devices = len(distribution.device_mesh.devices.flatten()) // processes() if distribution else 1
     uneven = sorted({batch_size, len(x) % batch_size, len(x_val) % batch_size} - {0})
@@ -82,8 +91,14 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     state = model.variables + model.optimizer.variables
     saved = [keras.ops.convert_to_numpy(v.value) for v in state]
     shuffle_state = np.random.get_state()  # fit shuffles with NumPy's global generator
-    # One short fit through the same code path meets every batch shape.
-    n, n_val = batch_size + len(x) % batch_size, batch_size + len(x_val) % batch_size
+    # One short fit through the same code path meets every batch shape: with
+    # several steps per call, a call's worth of full batches, then one full
+    # batch alone where an epoch's last call has fewer than N.
+    full_batches = len(x) // batch_size
+    n = batch_size + len(x) % batch_size
+    if steps > 1 and full_batches >= steps:
+        n += batch_size * (steps - (full_batches % steps == 0))
+    n_val = batch_size + len(x_val) % batch_size
     model.fit(x[:n], y[:n], batch_size, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0)
     for variable, value in zip(state, saved):
         variable.assign(value)
@@ -91,6 +106,45 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     seconds = time.perf_counter() - start
     print(f"compiled  the training and evaluation steps in {seconds:.1f} s (before the clock starts)")
     return seconds
+
+
+def _steps_in_one_call(model, steps):
+    """A training function for `fit` on JAX that runs `steps` training steps
+    in one compiled call: `jax.lax.scan` repeats Keras' own `train_step` over
+    the batches stacked together, so the numbers are those of one step at a
+    time, with one call from Python and one dispatch to the device instead
+    of `steps`. An epoch's last call, with fewer batches or a smaller last
+    batch, runs them one at a time. The batches are still copied to the
+    device one by one, as `fit` slices them."""
+    import itertools
+
+    import jax
+
+    def several(state, batches):
+        stacked = jax.tree.map(lambda *parts: jax.numpy.stack(parts), *batches)
+
+        def one_step(state, batch):
+            logs, state = model.train_step(state, batch)
+            return state, logs
+
+        state, logs = jax.lax.scan(one_step, state, stacked)
+        # Keras' logs are running means over the epoch: the last step's are the latest.
+        return jax.tree.map(lambda values: values[-1], logs), state
+
+    # The state is updated in place on the device, as in Keras' own step.
+    several = jax.jit(several, donate_argnums=0)
+    single = jax.jit(model.train_step, donate_argnums=0)
+
+    def train_function(state, iterator):
+        batches = list(itertools.islice(iterator, steps))
+        shapes = {tuple(part.shape for part in jax.tree.leaves(batch)) for batch in batches}
+        if len(batches) == steps and len(shapes) == 1:
+            return several(state, batches)
+        for batch in batches:
+            logs, state = single(state, batch)
+        return logs, state
+
+    return train_function
 
 
 def processes():

@@ -61,6 +61,17 @@ def test_on_tensorflow_the_arrays_go_through_tf_data_without_autotuning(monkeypa
     assert built
 
 
+def _run_on_jax(code):
+    """Runs `code` in a Python process on the JAX backend; returns what it printed."""
+    pytest.importorskip("jax")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax"}, cwd=_REPO,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 _SAME_TRAINING = """
 import keras, numpy as np
 from common import augment, device
@@ -90,14 +101,73 @@ print("same" if all(np.array_equal(p, q) for p, q in zip(plain, ahead)) else "di
 def test_compile_ahead_on_jax_leaves_training_unchanged():
     # JAX compiles each batch shape once; compiling ahead runs the steps and
     # must then put every variable and generator back as it was.
-    pytest.importorskip("jax")
-    result = subprocess.run(
-        [sys.executable, "-c", _SAME_TRAINING], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "KERAS_BACKEND": "jax"}, cwd=_REPO,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines()[-1] == "same"
-    assert "compiled  the training and evaluation steps" in result.stdout
+    stdout = _run_on_jax(_SAME_TRAINING)
+    assert stdout.splitlines()[-1] == "same"
+    assert "compiled  the training and evaluation steps" in stdout
+
+
+_STEPS_IN_ONE_CALL = """
+import collections, jax, keras, numpy as np
+from common import device
+
+# Counts the calls of the functions that device.py compiles (Keras' own
+# step is compiled with the jax.jit it imported before this).
+calls = collections.Counter()
+jit = jax.jit
+
+def counting_jit(function, *args, **kwargs):
+    compiled_function = jit(function, *args, **kwargs)
+
+    def call(*call_args):
+        calls[function.__name__] += 1
+        return compiled_function(*call_args)
+
+    return call
+
+jax.jit = counting_jit
+compiled = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, seconds, **_: compiled.append(event) if event.endswith("backend_compile_duration") else None
+)
+
+def train(steps):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1), dtype="uint8"), keras.layers.Rescaling(1 / 255),
+        keras.layers.Flatten(), keras.layers.Dropout(0.3), keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile("adam", "categorical_crossentropy", metrics=["accuracy"], steps_per_execution=steps)
+    rng = np.random.default_rng(0)
+    # 4 full batches of 16 and one of 6 per epoch.
+    x = rng.integers(0, 256, (70, 8, 8, 1)).astype("uint8")
+    y = keras.utils.to_categorical(rng.integers(0, 3, 70), 3)
+    device.compile_ahead(model, x, y, 16, (x[:30], y[:30]))
+    compiled.clear()
+    calls.clear()
+    history = model.fit(x, y, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=False)
+    return model.get_weights(), history.history, len(compiled), calls["several"], calls["train_step"]
+
+one_by_one, history, *_ = train(1)
+for steps in (2, 3):
+    weights, scanned_history, compiles, scanned, alone = train(steps)
+    same = all(np.allclose(p, q, rtol=1e-6, atol=1e-7) for p, q in zip(one_by_one, weights))
+    close = all(np.allclose(history[k], scanned_history[k], rtol=1e-6) for k in history)
+    print(steps, "same" if same and close else "different", "compiled while training:", compiles,
+          "calls of several steps:", scanned, "of one:", alone)
+"""
+
+
+def test_several_steps_per_call_on_jax_train_as_one_step_at_a_time():
+    # With steps_per_execution=2 an epoch's 4 full batches run as two
+    # scanned calls, then the small last batch alone; with 3, as one scanned
+    # call, one step alone and the small batch alone. Both must train as
+    # Keras' one step per call does, and compile_ahead must have compiled
+    # every call they make.
+    lines = [line for line in _run_on_jax(_STEPS_IN_ONE_CALL).splitlines() if not line.startswith("compiled ")]
+    assert lines[-2:] == [
+        "2 same compiled while training: 0 calls of several steps: 4 of one: 2",
+        "3 same compiled while training: 0 calls of several steps: 2 of one: 4",
+    ]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="checks the TensorFlow backend")
