@@ -26,7 +26,7 @@ data_dir = ""  # folder with mnist.npz or the IDX files; "" = Keras cache, else 
 out_dir = "runs"  # each run writes its files to out_dir/mnist_cnn/<run id>/
 epochs = 12
 batch_size = 128
-steps_per_execution = 1  # training steps per compiled call; several cut the per-step overhead on a GPU
+steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
 learning_rate = 3e-3  # peak of the warm-up + cosine schedule
 filters = 32  # filters of the first convolution; each later stage doubles them
 dropout = 0.4  # fraction of the dense layer's units dropped while training

@@ -19,7 +19,7 @@ data_dir = ""  # folder with mnist.npz or the IDX files; "" = Keras cache, else 
 out_dir = "runs"  # each run writes its files to out_dir/mnist_mlp/<run id>/
 epochs = 12
 batch_size = 128
-steps_per_execution = 1  # training steps per compiled call; several cut the per-step overhead on a GPU
+steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
 learning_rate = 2e-3  # peak of the warm-up + cosine schedule
 dropout = 0.2  # fraction of hidden units dropped while training
 validation_split = 0.1  # fraction of the training images held out for validation

@@ -12,6 +12,8 @@ as a dict. Values are parsed with `ast.literal_eval`, so `--learning_rate=3e-4`,
 import ast
 import sys
 
+import keras
+
 from common import UserError
 
 # Rules for the settings, by name: a name means the same thing in every
@@ -20,7 +22,11 @@ from common import UserError
 _CHECKS = {
     "epochs": (lambda v: v > 0, "must be > 0"),
     "batch_size": (lambda v: v > 0, "must be > 0"),
-    "steps_per_execution": (lambda v: v > 0, "must be > 0 (1 is one step per call)"),
+    # Keras on PyTorch runs one training step per call only.
+    "steps_per_execution": (
+        lambda v: v == 1 or (v > 1 and keras.backend.backend() != "torch"),
+        "must be > 0, and 1 on the PyTorch backend (one step per call)",
+    ),
     "learning_rate": (lambda v: v > 0, "must be > 0"),
     "validation_split": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"),
     "train_samples": (lambda v: v >= 0, "must be >= 0 (0 means all)"),

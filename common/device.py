@@ -6,6 +6,7 @@ that backend installed.
 """
 
 import contextlib
+import itertools
 import os
 import platform
 import time
@@ -67,15 +68,15 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     A model compiled with `steps_per_execution=N` (N > 1) trains N steps per
     call on TensorFlow, in one compiled loop. Keras 3.15 on JAX runs them as
     N calls of the compiled step, so here they become one compiled call too
-    (`_steps_in_one_call`; not with several devices, where Keras' own loop
-    stays), compiled ahead with the rest.
+    (`_steps_in_one_call`), compiled ahead with the rest; with several
+    devices, or a model compiled to run eagerly, Keras' N calls stay.
     """
     if keras.backend.backend() != "jax":
         return 0.0
     x_val, y_val = validation_data
     distribution = keras.distribution.distribution()
     steps = model.steps_per_execution
-    if steps > 1 and distribution is None:
+    if steps > 1 and distribution is None and model.jit_compile and not model.run_eagerly:
         model.train_function = _steps_in_one_call(model, steps)
     # Each process's batches split over its own devices.
     devices = len(distribution.device_mesh.devices.flatten()) // processes() if distribution else 1
@@ -116,8 +117,6 @@ def _steps_in_one_call(model, steps):
     of `steps`. An epoch's last call, with fewer batches or a smaller last
     batch, runs them one at a time. The batches are still copied to the
     device one by one, as `fit` slices them."""
-    import itertools
-
     import jax
 
     def several(state, batches):
@@ -137,6 +136,8 @@ def _steps_in_one_call(model, steps):
 
     def train_function(state, iterator):
         batches = list(itertools.islice(iterator, steps))
+        if not batches:
+            raise StopIteration  # what Keras' own function does at the end of the data
         shapes = {tuple(part.shape for part in jax.tree.leaves(batch)) for batch in batches}
         if len(batches) == steps and len(shapes) == 1:
             return several(state, batches)

@@ -28,6 +28,7 @@ def defaults():
         "patience": 5,
         "fine_tune_learning_rate": 1e-4,
         "test_split": 0.2,
+        "steps_per_execution": 1,
     }
 
 
@@ -102,6 +103,7 @@ def test_values_are_never_executed(tmp_path):
         ("--patience=-1", "patience must be >= 0"),
         ("--fine_tune_learning_rate=0", "fine_tune_learning_rate must be > 0"),
         ("--test_split=1.0", "test_split must be >= 0 and below 1"),
+        ("--steps_per_execution=0", "steps_per_execution must be > 0"),
     ],
 )
 def test_bad_overrides_are_refused_with_a_helpful_message(argument, message):
@@ -109,6 +111,15 @@ def test_bad_overrides_are_refused_with_a_helpful_message(argument, message):
         apply_overrides(defaults(), [argument])
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_several_steps_per_call_are_refused_on_pytorch(monkeypatch):
+    import keras
+
+    assert apply_overrides(defaults(), ["--steps_per_execution=4"])["steps_per_execution"] == 4
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(UserError, match="1 on the PyTorch backend"):
+        apply_overrides(defaults(), ["--steps_per_execution=4"])
 
 
 def test_help_lists_the_settings_and_exits(capsys):

@@ -226,7 +226,10 @@ def test_help_lists_every_shared_setting():
 
 @needs_real_mnist
 def test_mlp_learns_real_mnist_in_one_epoch(tmp_path):
-    result = run_script("mnist_mlp.py", f"--data_dir={REAL_MNIST}", f"--out_dir={tmp_path}", "--epochs=1")
+    # Four steps per call, which TensorFlow runs as one compiled loop.
+    result = run_script(
+        "mnist_mlp.py", f"--data_dir={REAL_MNIST}", f"--out_dir={tmp_path}", "--epochs=1", "--steps_per_execution=4"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(final_fields(result.stdout)["test_acc"]) >= 0.96
 
@@ -414,6 +417,10 @@ def test_every_script_runs_on_every_installed_backend(script, backend, dataset, 
         data_dir, args = write_photo_tree(str(tmp_path / "photos"), per_class=12), [*TINY_TRANSFER, "--weights=none"]
     else:
         data_dir, args = dataset(SCRIPTS[script])[0], TINY
+        if backend == "jax":
+            # 5 full batches and a small one an epoch: two calls of 2 steps
+            # in one (device._steps_in_one_call), then two steps alone.
+            args = [*args, "--steps_per_execution=2"]
     result = run_script(script, f"--data_dir={data_dir}", f"--out_dir={out_dir}", *args, env={"KERAS_BACKEND": backend})
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"backend   {backend} " in result.stdout
