@@ -92,14 +92,15 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     state = model.variables + model.optimizer.variables
     saved = [keras.ops.convert_to_numpy(v.value) for v in state]
     shuffle_state = np.random.get_state()  # fit shuffles with NumPy's global generator
-    # One short fit through the same code path meets every batch shape: with
-    # several steps per call, a call's worth of full batches, then one full
-    # batch alone where an epoch's last call has fewer than N.
+    # One short fit through the same code path meets every batch shape: a
+    # full batch and the smaller last one.
+    n, n_val = batch_size + len(x) % batch_size, batch_size + len(x_val) % batch_size
     full_batches = len(x) // batch_size
-    n = batch_size + len(x) % batch_size
     if steps > 1 and full_batches >= steps:
-        n += batch_size * (steps - (full_batches % steps == 0))
-    n_val = batch_size + len(x_val) % batch_size
+        # With several steps per call, a call's worth of full batches instead
+        # of one, and one more to run alone where an epoch's last call has
+        # fewer than N.
+        n += batch_size * (steps - 1 + (full_batches % steps != 0))
     model.fit(x[:n], y[:n], batch_size, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0)
     for variable, value in zip(state, saved):
         variable.assign(value)
