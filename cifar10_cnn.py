@@ -97,7 +97,7 @@ def patch_whitening(images, epsilon=1e-3):
     # [0, 1] pixel scale, damps the components fainter than itself instead of
     # blowing them up: on CIFAR-10 that is six of the twelve, whose variances
     # lie between 7e-6 and 4e-4. (airbench's epsilon, 3e-5 on this scale,
-    # scored a point lower after one epoch here; README.md.) Each component
+    # scored a point lower after one epoch here; docs/measurements.md.) Each component
     # comes twice, as +z and -z, so that the ReLU after the layer keeps both
     # signs. A thousand images hold a million patches, plenty for a 12 x 12
     # covariance.
@@ -169,7 +169,8 @@ with scope:
 # back in the model at the end (the last epoch is not always the best one),
 # so model.keras holds them. Unlike mnist_cnn.py this script writes no
 # best.keras checkpoint after each better epoch: at width 64 one save took
-# 0.15 s on a CPU, against 0.4 s for a whole epoch on an H100 (README.md).
+# 0.15 s on a CPU, against 0.4 s for a whole epoch on an H100
+# (docs/measurements.md).
 # An interrupted run still resumes from its saved state, best weights
 # included.
 callbacks = run.callbacks(

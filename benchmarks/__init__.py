@@ -30,6 +30,6 @@ GPU_FAST = {
 NINE_STEPS_PER_CALL = "--steps_per_execution=9"
 
 # The same with the whitening first layer: 2.4 points better after one epoch
-# and 1.9 after eight on the CPU (README.md); not yet measured on a GPU.
+# and 1.9 after eight on the CPU (docs/measurements.md); not yet measured on a GPU.
 for overrides in (CPU_FAST, GPU_FAST):
     overrides["cifar10_cnn_whitened"] = [*overrides["cifar10_cnn"], "--whiten=True"]

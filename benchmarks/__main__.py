@@ -134,7 +134,7 @@ SUITES = {
             None,
             [
                 Method("cifar10_cnn.py, GPU overrides + whitening", "cifar10_cnn.py", GPU_FAST["cifar10_cnn_whitened"]),
-                # L2 5e-4 added 0.6 to 1.0 points in short whitened CPU runs (README.md).
+                # L2 5e-4 added 0.6 to 1.0 points in short whitened CPU runs (docs/measurements.md).
                 Method(
                     "cifar10_cnn.py, GPU overrides + whitening, L2 5e-4", "cifar10_cnn.py",
                     [*GPU_FAST["cifar10_cnn_whitened"], "--l2=5e-4"],

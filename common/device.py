@@ -239,7 +239,7 @@ def _turn_off_tf_data_autotuning():
     this project's CPU, dropping the previous epoch's iterator waited for its
     autotuning thread to wake up: in up to five epochs of eight, the first
     step came 3 to 4 s late in runs on 15,000 images, about 20 s late on
-    45,000, where a step takes 0.2 s (README.md, "A whitened first layer").
+    45,000, where a step takes 0.2 s (docs/measurements.md, "TensorFlow's waits").
     With autotuning off, the pipeline's parallel slicing uses one thread per
     core, and no epoch waits. Keras has no setting for this, so its array
     adapter is wrapped here; the other backends read the arrays without
