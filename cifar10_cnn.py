@@ -169,8 +169,8 @@ with scope:
 # back in the model at the end (the last epoch is not always the best one),
 # so model.keras holds them. Unlike mnist_cnn.py this script writes no
 # best.keras checkpoint after each better epoch: at width 64 one save took
-# 0.15 s on a CPU, against 0.4 s for a whole epoch on an H100
-# (docs/measurements.md).
+# 0.15 s on a CPU (0.61 s for four; docs/measurements.md), against 0.4 s
+# for a whole epoch on an H100.
 # An interrupted run still resumes from its saved state, best weights
 # included.
 callbacks = run.callbacks(
