@@ -41,6 +41,7 @@ width = 32  # filters of the first convolution; the later stages have 2, 4 and 8
 l1 = 0.0  # L1 penalty on the weights of every convolution and dense layer
 l2 = 1e-4  # L2 penalty on the same weights
 dropout = 0.1  # fraction of units dropped before and after the dense layer
+activation = "relu"  # after each convolution's batch norm; "gelu" is a smooth ReLU (docs/measurements.md)
 label_smoothing = 0.1  # targets of 0.9 + 0.01 instead of 1 and 0: less overconfidence
 shift = 4  # random shift while training, in whole pixels up/down and left/right
 flip = True  # random horizontal flips while training
@@ -83,7 +84,7 @@ def conv(filters, pool=False):
         layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=regularizer),
         *([layers.MaxPooling2D()] if pool else []),
         layers.BatchNormalization(momentum=0.9),
-        layers.Activation("relu"),
+        layers.Activation(activation),
     ]
 
 
@@ -129,7 +130,7 @@ if whiten:
     # zero padding.
     whitening = [
         layers.Conv2D(24, 2, padding="same", trainable=False, dtype="float32", name="whitening"),
-        layers.Activation("relu"),
+        layers.Activation(activation),
     ]
 
 with scope:

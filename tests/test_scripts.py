@@ -131,6 +131,15 @@ def test_cifar10_cnn_saves_the_weights_of_its_best_epoch(dataset, tmp_path):
     assert accuracy == pytest.approx(max(val_accuracy))
 
 
+def test_cifar10_cnn_convolutions_use_the_activation_setting(dataset, tmp_path):
+    data_dir, _ = dataset("cifar10")
+    result = run_script("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--activation=gelu", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = load_run_model(final_fields(result.stdout)["run_dir"])
+    activations = [layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)]
+    assert activations == ["gelu"] * 6  # One after each of the six convolutions.
+
+
 def test_cifar10_cnn_whitening_layer_decorrelates_the_training_patches(tmp_path):
     # Smooth images (8x8 blocks of 4x4 pixels) whose neighbouring pixels and
     # channels are strongly correlated, as in photos.
