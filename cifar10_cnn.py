@@ -36,6 +36,7 @@ allow_pickle = False  # read pickled batches other than Keras' verified archive 
 epochs = 20
 batch_size = 128
 steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
+optimizer = "adam"  # "adam", or "sgd" (with Nesterov momentum 0.9), which needs a far higher learning_rate, e.g. 0.5
 learning_rate = 2e-3  # peak of the warm-up + cosine schedule
 width = 32  # filters of the first convolution; the later stages have 2, 4 and 8 times as many
 l1 = 0.0  # L1 penalty on the weights of every convolution and dense layer
@@ -159,8 +160,13 @@ with scope:
     if whiten:
         model.get_layer("whitening").set_weights(patch_whitening(x_train))
     total_steps = epochs * math.ceil(len(x_train) / batch_size)
+    schedule = schedules.warmup_cosine(learning_rate, total_steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, total_steps)),
+        optimizer=(
+            keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+            if optimizer == "sgd"
+            else keras.optimizers.Adam(schedule)
+        ),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,

@@ -36,6 +36,7 @@ _CHECKS = {
         "must be > 0, and 1 on the PyTorch backend (one step per call)",
     ),
     "learning_rate": (lambda v: v > 0, "must be > 0"),
+    "optimizer": (lambda v: v in ("adam", "sgd"), "must be 'adam' or 'sgd'"),
     "validation_split": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"),
     "train_samples": (lambda v: v >= 0, "must be >= 0 (0 means all)"),
     "seed": (lambda v: 0 <= v < 2**32, "must be between 0 and 2**32 - 1 (NumPy's range)"),

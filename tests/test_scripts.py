@@ -131,11 +131,13 @@ def test_cifar10_cnn_saves_the_weights_of_its_best_epoch(dataset, tmp_path):
     assert accuracy == pytest.approx(max(val_accuracy))
 
 
-def test_cifar10_cnn_convolutions_use_the_activation_setting(dataset, tmp_path):
+def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(dataset, tmp_path):
     data_dir, _ = dataset("cifar10")
-    result = run_script("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--activation=gelu", *TINY)
+    settings = ["--activation=gelu", "--optimizer=sgd", "--learning_rate=0.1", *TINY]
+    result = run_script("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *settings)
     assert result.returncode == 0, result.stderr[-3000:]
     model = load_run_model(final_fields(result.stdout)["run_dir"])
+    assert isinstance(model.optimizer, keras.optimizers.SGD) and model.optimizer.nesterov
     activations = [layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)]
     assert activations == ["gelu"] * 6  # One after each of the six convolutions.
 
