@@ -131,7 +131,7 @@ if whiten:
     # zero padding.
     whitening = [
         layers.Conv2D(24, 2, padding="same", trainable=False, dtype="float32", name="whitening"),
-        layers.Activation(activation),
+        layers.Activation("relu"),
     ]
 
 with scope:

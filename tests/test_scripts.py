@@ -133,13 +133,15 @@ def test_cifar10_cnn_saves_the_weights_of_its_best_epoch(dataset, tmp_path):
 
 def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(dataset, tmp_path):
     data_dir, _ = dataset("cifar10")
-    settings = ["--activation=gelu", "--optimizer=sgd", "--learning_rate=0.1", *TINY]
+    settings = ["--activation=gelu", "--optimizer=sgd", "--learning_rate=0.1", "--whiten=True", *TINY]
     result = run_script("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *settings)
     assert result.returncode == 0, result.stderr[-3000:]
     model = load_run_model(final_fields(result.stdout)["run_dir"])
     assert isinstance(model.optimizer, keras.optimizers.SGD) and model.optimizer.nesterov
     activations = [layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)]
-    assert activations == ["gelu"] * 6  # One after each of the six convolutions.
+    # The whitening layer's ReLU keeps one sign of each of its paired
+    # components; after it, one activation for each of the six convolutions.
+    assert activations == ["relu"] + ["gelu"] * 6
 
 
 def test_cifar10_cnn_whitening_layer_decorrelates_the_training_patches(tmp_path):
