@@ -8,7 +8,9 @@ shape and adds what has since become standard: batch normalisation after each
 convolution, random flips and shifts of the training images, L1/L2 weight
 regularisation (as settings), label smoothing, and a warm-up + cosine
 learning-rate schedule. As an option (`whiten=True`), a frozen first layer
-whitens the images' 2x2 patches, as in airbench, the CIFAR-10 speed record.
+whitens the images' 2x2 patches, as in airbench, the CIFAR-10 speed record;
+`activation="gelu"` and `optimizer="sgd"` replace ReLU and Adam (with the
+whitening, they scored best in short CPU runs; docs/measurements.md).
 
 Expected: 85.8% test accuracy (87.0% with flip test-time augmentation, 87.3%
 with flip + shift) after 20 epochs, in 19 minutes of training on a 2-core CPU

@@ -7,8 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks.__main__ import SUITES, invocation
-from common import config
+from common import UserError, config
 from conftest import REPO, write_mnist_npz, write_photo_tree
 
 
@@ -80,10 +82,12 @@ def test_every_override_in_the_suites_is_a_setting_of_its_script():
                     assert result.returncode == 0, result.stderr[-3000:]
                     lines = result.stdout.strip().splitlines()[1:]
                     defaults[method.command] = dict(line.strip().removeprefix("--").split("=", 1) for line in lines)
-                for override in method.overrides:
-                    key, _, text = override.removeprefix("--").partition("=")
-                    assert key in defaults[method.command], f"{method.name}: {override}"
-                    config.parse_value(key, text, ast.literal_eval(defaults[method.command][key]))
+                # Parsed, and checked against the rules, as the script would.
+                settings = {key: ast.literal_eval(value) for key, value in defaults[method.command].items()}
+                try:
+                    config.apply_overrides(settings, method.overrides)
+                except UserError as error:
+                    pytest.fail(f"{method.name}: {error}")
     assert {"mnist_mlp.py", "mnist_cnn.py", "cifar10_cnn.py", "resnet34.py", "benchmarks.seed_cifar10_cnn"} <= set(defaults)
 
 
