@@ -36,7 +36,11 @@ for overrides in (CPU_FAST, GPU_FAST):
 
 # What carried the whitened network furthest in 8-epoch CPU runs
 # (docs/measurements.md, "Other settings on the whitened 8-epoch runs"): L2
-# 5e-4, no dropout, GELU, and SGD with Nesterov momentum at a peak of 0.5
-# (also best of 0.5 and 1.0 with batches of 1000); 2.2 and 2.7 points above
-# the whitened runs without them, two seeds. Not yet measured on a GPU.
+# 5e-4, no dropout, GELU, and SGD with Nesterov momentum at a peak of 0.5;
+# 2.2 and 2.7 points above the whitened runs without them (flip + shift TTA,
+# two seeds), at width 16 with batches of 500. With batches of 1000, 0.5 beat
+# 1.0 (seed 0, in a version with GELU after the whitening too). Width 64 and
+# 30 epochs on a GPU are further from what was tried. These come after
+# GPU_FAST's overrides, whose Adam learning rate they replace (the last
+# --key=value wins). Not yet measured on a GPU.
 WHITENED_TUNED = ["--l2=5e-4", "--dropout=0", "--activation=gelu", "--optimizer=sgd", "--learning_rate=0.5"]

@@ -16,13 +16,10 @@ import keras
 
 from common import UserError
 
-def _is_keras_activation(name):
-    try:
-        keras.activations.get(name)
-    except ValueError:
-        return False
-    return True
-
+# Activations that take a tensor alone and keep its shape (Keras has others,
+# such as "threshold", which needs more arguments, and "glu", which halves
+# the channels).
+_ACTIVATIONS = ("relu", "gelu", "silu", "elu", "selu", "mish", "leaky_relu", "tanh")
 
 # Rules for the settings, by name: a name means the same thing in every
 # script that has it. They run before any work, so a bad value stops a run
@@ -46,7 +43,7 @@ _CHECKS = {
     "l2": (lambda v: v >= 0, "must be >= 0 (0 means none)"),
     "weight_decay": (lambda v: v >= 0, "must be >= 0 (0 means none)"),
     "width": (lambda v: v > 0, "must be > 0"),
-    "activation": (_is_keras_activation, "must be the name of a Keras activation, such as 'relu' or 'gelu'"),
+    "activation": (lambda v: v in _ACTIVATIONS, f"must be one of {', '.join(_ACTIVATIONS)}"),
     "filters": (lambda v: v > 0, "must be > 0"),
     "shift": (lambda v: v >= 0, "must be >= 0 (0 means no shift)"),
     "patience": (lambda v: v >= 0, "must be >= 0"),

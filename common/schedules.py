@@ -9,9 +9,10 @@ def warmup_cosine(peak, total_steps, warmup_fraction=0.1):
     """Rises linearly from 0 to `peak` over the first `warmup_fraction` of the
     steps, then follows a cosine down to 0 at `total_steps`.
 
-    The warm-up keeps the first updates small while Adam's statistics and batch
-    normalisation's averages settle; decaying to zero lets the last epochs
-    fine-tune instead of bouncing around the minimum.
+    The warm-up keeps the first updates small while the optimizer's
+    statistics (Adam's moments, SGD's momentum) and batch normalisation's
+    averages settle; decaying to zero lets the last epochs fine-tune instead
+    of bouncing around the minimum.
     """
     warmup_steps = int(total_steps * warmup_fraction)
     return keras.optimizers.schedules.CosineDecay(

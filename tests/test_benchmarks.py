@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import keras
 import pytest
 
 from benchmarks.__main__ import SUITES, invocation
@@ -67,10 +68,14 @@ def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_every_override_in_the_suites_is_a_setting_of_its_script():
+def test_every_override_in_the_suites_is_a_setting_of_its_script(monkeypatch):
     # The GPU suite runs only on a lent GPU, where a misspelt override would
     # first show; each script's --help lists its settings and their defaults.
+    # The rules are checked as on that GPU's backend, JAX, whatever this
+    # test runs on (PyTorch refuses several steps per call).
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     defaults = {}
+    tuned = {}
     for suite in SUITES.values():
         for task in suite.values():
             for method in filter(None, [task.seed, *task.methods]):
@@ -85,10 +90,17 @@ def test_every_override_in_the_suites_is_a_setting_of_its_script():
                 # Parsed, and checked against the rules, as the script would.
                 settings = {key: ast.literal_eval(value) for key, value in defaults[method.command].items()}
                 try:
-                    config.apply_overrides(settings, method.overrides)
+                    final = config.apply_overrides(settings, method.overrides)
                 except UserError as error:
                     pytest.fail(f"{method.name}: {error}")
+                if ", tuned" in method.name:
+                    tuned[method.name] = final
     assert {"mnist_mlp.py", "mnist_cnn.py", "cifar10_cnn.py", "resnet34.py", "benchmarks.seed_cifar10_cnn"} <= set(defaults)
+    # The tuned settings come after the GPU overrides they replace: SGD's
+    # learning rate, not Adam's, and the tuned run's own number of epochs.
+    assert sorted(run["epochs"] for run in tuned.values()) == [8, 30]
+    for run in tuned.values():
+        assert (run["optimizer"], run["learning_rate"], run["whiten"]) == ("sgd", 0.5, True)
 
 
 def test_time_callbacks_runs_a_script_and_prints_each_hooks_seconds(tmp_path):

@@ -129,6 +129,9 @@ def test_cifar10_cnn_saves_the_weights_of_its_best_epoch(dataset, tmp_path):
     model = load_run_model(run_dir)
     accuracy = np.mean(np.argmax(model.predict(x_val, verbose=0), axis=1) == y_val)
     assert accuracy == pytest.approx(max(val_accuracy))
+    # The default settings train with Adam and ReLU.
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert {layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)} == {"relu"}
 
 
 def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(dataset, tmp_path):
@@ -137,7 +140,8 @@ def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(datase
     result = run_script("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *settings)
     assert result.returncode == 0, result.stderr[-3000:]
     model = load_run_model(final_fields(result.stdout)["run_dir"])
-    assert isinstance(model.optimizer, keras.optimizers.SGD) and model.optimizer.nesterov
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert model.optimizer.nesterov and model.optimizer.momentum == 0.9
     activations = [layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)]
     # The whitening layer's ReLU keeps one sign of each of its paired
     # components; after it, one activation for each of the six convolutions.
