@@ -13,8 +13,7 @@ whitens the images' 2x2 patches, as in airbench, the CIFAR-10 speed record.
 (with a far higher learning_rate) replaces Adam: with the whitening, L2 5e-4
 and no dropout they scored best in short CPU runs (docs/measurements.md):
 
-    python cifar10_cnn.py --data_dir=path/to/cifar10 --whiten=True --l2=5e-4 --dropout=0 \
-        --activation=gelu --optimizer=sgd --learning_rate=0.5
+    python cifar10_cnn.py --whiten=True --l2=5e-4 --dropout=0 --activation=gelu --optimizer=sgd --learning_rate=0.5
 
 Expected: 85.8% test accuracy (87.0% with flip test-time augmentation, 87.3%
 with flip + shift) after 20 epochs, in 19 minutes of training on a 2-core CPU
