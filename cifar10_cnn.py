@@ -83,9 +83,10 @@ def conv(filters, pool=False):
     # Batch normalisation sits between the convolution and its activation, so
     # the convolution needs no bias of its own. Where a stage ends, pooling
     # comes straight after the convolution: batch normalisation and the
-    # activation then work on a quarter of the values, which makes the step cheaper. Its
-    # momentum of 0.9 (Keras' default is 0.99) lets the statistics used at
-    # test time keep up with the weights, even in a one-epoch run.
+    # activation then work on a quarter of the values, which makes the step
+    # cheaper. Its momentum of 0.9 (Keras' default is 0.99) lets the
+    # statistics used at test time keep up with the weights, even in a
+    # one-epoch run.
     return [
         layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=regularizer),
         *([layers.MaxPooling2D()] if pool else []),
@@ -104,9 +105,9 @@ def patch_whitening(images, epsilon=1e-3):
     # [0, 1] pixel scale, damps the components fainter than itself instead of
     # blowing them up: on CIFAR-10 that is six of the twelve, whose variances
     # lie between 7e-6 and 4e-4. (airbench's epsilon, 3e-5 on this scale,
-    # scored a point lower after one epoch here; docs/measurements.md.) Each component
-    # comes twice, as +z and -z, so that the ReLU after the layer keeps both
-    # signs. A thousand images hold a million patches, plenty for a 12 x 12
+    # scored a point lower after one epoch here; docs/measurements.md.) Each
+    # component comes twice, as +z and -z, so that the ReLU after the layer
+    # keeps both signs. A thousand images hold a million patches, plenty for a 12 x 12
     # covariance.
     pixels = images[:1000].astype("float64") / 255
     patches = np.lib.stride_tricks.sliding_window_view(pixels, (2, 2), axis=(1, 2))  # (N, 31, 31, 3, 2, 2)

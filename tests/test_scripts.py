@@ -57,6 +57,11 @@ def dataset(tmp_path):
     return make
 
 
+def activations(model):
+    """The names of a model's Activation layers, in order."""
+    return [layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)]
+
+
 def load_run_model(run_dir):
     """A run's model.keras, loaded as a user would load it."""
     importlib.import_module("common.augment")  # Registers RandomShift, which the CNNs contain.
@@ -131,7 +136,7 @@ def test_cifar10_cnn_saves_the_weights_of_its_best_epoch(dataset, tmp_path):
     assert accuracy == pytest.approx(max(val_accuracy))
     # The default settings train with Adam and ReLU.
     assert isinstance(model.optimizer, keras.optimizers.Adam)
-    assert {layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)} == {"relu"}
+    assert set(activations(model)) == {"relu"}
 
 
 def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(dataset, tmp_path):
@@ -142,10 +147,9 @@ def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(datase
     model = load_run_model(final_fields(result.stdout)["run_dir"])
     assert isinstance(model.optimizer, keras.optimizers.SGD)
     assert model.optimizer.nesterov and model.optimizer.momentum == 0.9
-    activations = [layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)]
     # The whitening layer's ReLU keeps one sign of each of its paired
     # components; after it, one activation for each of the six convolutions.
-    assert activations == ["relu"] + ["gelu"] * 6
+    assert activations(model) == ["relu"] + ["gelu"] * 6
 
 
 def test_cifar10_cnn_whitening_layer_decorrelates_the_training_patches(tmp_path):
