@@ -15,6 +15,10 @@ and no dropout they scored best in short CPU runs (docs/measurements.md):
 
     python cifar10_cnn.py --whiten=True --l2=5e-4 --dropout=0 --activation=gelu --optimizer=sgd --learning_rate=0.5
 
+With `--width=64 --epochs=30 --batch_size=1000` added, on one H200 GPU (JAX
+backend, bfloat16), they scored 90.09% (91.25% with flip + shift test-time
+augmentation) in 6.3 s of training (README.md, "GPU results").
+
 Expected: 85.8% test accuracy (87.0% with flip test-time augmentation, 87.3%
 with flip + shift) after 20 epochs, in 19 minutes of training on a 2-core CPU
 (TensorFlow backend, measured 2026-11-28 on the JPEG-compressed copy of
