@@ -17,7 +17,8 @@ and no dropout they scored best in short CPU runs (docs/measurements.md):
 
 With `--width=64 --epochs=30 --batch_size=1000` added, on one H200 GPU (JAX
 backend, bfloat16), they scored 90.09% (91.25% with flip + shift test-time
-augmentation) in 6.3 s of training (README.md, "GPU results").
+augmentation) in 6.3 s of training, the mean of two seeds (README.md, "GPU
+results").
 
 Expected: 85.8% test accuracy (87.0% with flip test-time augmentation, 87.3%
 with flip + shift) after 20 epochs, in 19 minutes of training on a 2-core CPU
