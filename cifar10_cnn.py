@@ -112,8 +112,8 @@ def patch_whitening(images, epsilon=1e-3):
     # lie between 7e-6 and 4e-4. (airbench's epsilon, 3e-5 on this scale,
     # scored a point lower after one epoch here; docs/measurements.md.) Each
     # component comes twice, as +z and -z, so that the ReLU after the layer
-    # keeps both signs. A thousand images hold a million patches, plenty for a 12 x 12
-    # covariance.
+    # keeps both signs. A thousand images hold a million patches, plenty for
+    # a 12 x 12 covariance.
     pixels = images[:1000].astype("float64") / 255
     patches = np.lib.stride_tricks.sliding_window_view(pixels, (2, 2), axis=(1, 2))  # (N, 31, 31, 3, 2, 2)
     # One patch per row, its values in (row, column, channel) order like the
