@@ -76,6 +76,41 @@ def split_validation(x, y, validation_split, seed, train_samples=0):
     return x[train], y[train], x[val], y[val]
 
 
+class DeviceBatches(keras.utils.PyDataset):
+    """Training examples held on the accelerator, given to `model.fit` in
+    place of the arrays: `model.fit(DeviceBatches(x, y, batch_size, seed), ...)`.
+
+    Given NumPy arrays, `fit` gathers each shuffled batch in host memory and
+    copies it to the device, every step of every epoch. Here `x` and `y` are
+    copied to the device once, as they are (images as bytes), and each batch
+    is gathered there: only its indices cross over, 4 bytes per example.
+    Every epoch goes through the examples in a new order, drawn from a
+    generator seeded with `seed`, so that a run repeats; pass `fit`
+    `shuffle=False`, as its own shuffling would only reorder whole batches.
+    """
+
+    def __init__(self, x, y, batch_size, seed):
+        super().__init__()
+        self.x, self.y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+        # On JAX each size of gather compiles on first use: here, not in the
+        # first epoch's time.
+        for index in {0, len(self) - 1}:
+            self[index]
+
+    def __len__(self):
+        return -(-len(self.order) // self.batch_size)  # the last batch may be smaller
+
+    def __getitem__(self, index):
+        batch = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return keras.ops.take(self.x, batch, axis=0), keras.ops.take(self.y, batch, axis=0)
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.order))
+
+
 def keras_datasets_dir(cache_dir=None):
     """Where `keras.utils.get_file` keeps datasets: `cache_dir`, else
     `$KERAS_HOME`, else `~/.keras`, then `datasets/`."""

@@ -2,6 +2,7 @@ import gzip
 import hashlib
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -167,3 +168,24 @@ def test_split_that_leaves_nothing_is_refused():
     x = np.arange(5)
     with pytest.raises(UserError, match="leaves no validation"):
         data.split_validation(x, x, 0.05, seed=0)
+
+
+def test_device_batches_give_every_example_once_an_epoch_in_a_new_order():
+    x = np.arange(10, dtype="uint8").reshape(10, 1, 1)
+    y = np.arange(10, dtype="float32") * 2
+    batches = data.DeviceBatches(x, y, batch_size=4, seed=0)
+    assert len(batches) == 3  # 4, 4 and the last 2
+
+    def epoch():
+        parts = [tuple(keras.ops.convert_to_numpy(part) for part in batches[i]) for i in range(len(batches))]
+        batches.on_epoch_end()
+        assert [len(xb) for xb, _ in parts] == [4, 4, 2]
+        for xb, yb in parts:
+            np.testing.assert_array_equal(yb, xb.reshape(-1) * 2)  # pairs stay together
+        return np.concatenate([xb.reshape(-1) for xb, _ in parts]).tolist()
+
+    first, second = epoch(), epoch()
+    assert sorted(first) == sorted(second) == list(range(10))
+    assert first != second
+    again = data.DeviceBatches(x, y, batch_size=4, seed=0)
+    assert keras.ops.convert_to_numpy(again[0][0]).reshape(-1).tolist() == first[:4]

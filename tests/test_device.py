@@ -170,6 +170,43 @@ def test_several_steps_per_call_on_jax_train_as_one_step_at_a_time():
     ]
 
 
+_DEVICE_BATCHES = """
+import jax, keras, numpy as np
+from common import data, device
+
+compiled = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, seconds, **_: compiled.append(event) if event.endswith("backend_compile_duration") else None
+)
+keras.utils.set_random_seed(0)
+model = keras.Sequential([
+    keras.Input((8, 8, 1), dtype="uint8"), keras.layers.Rescaling(1 / 255),
+    keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax"),
+])
+model.compile("adam", "categorical_crossentropy", steps_per_execution=2)
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (70, 8, 8, 1)).astype("uint8")
+y = keras.utils.to_categorical(rng.integers(0, 3, 70), 3)
+device.compile_ahead(model, x, y, 16, (x[:30], y[:30]))
+batches = data.DeviceBatches(x, y, 16, seed=0)
+print("on the device:", isinstance(batches[0][0], jax.Array), batches[0][0].dtype)
+compiled.clear()
+before = model.get_weights()
+# The batch size is for the validation data here, as in the scripts.
+history = model.fit(batches, None, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=False)
+changed = not any(np.array_equal(p, q) for p, q in zip(before, model.get_weights()))
+print("steps compiled while training:", len(compiled), "weights changed:", changed, "epochs:", len(history.history["loss"]))
+"""
+
+
+def test_device_batches_on_jax_train_with_the_steps_compiled_ahead():
+    # Batches gathered on the device have the shapes and types of those fit
+    # slices from the arrays: compile_ahead's steps serve them, and
+    # DeviceBatches compiles its own gathers before training.
+    lines = [line for line in _run_on_jax(_DEVICE_BATCHES).splitlines() if not line.startswith("compiled ")]
+    assert lines[-2:] == ["on the device: True uint8", "steps compiled while training: 0 weights changed: True epochs: 2"]
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="checks the TensorFlow backend")
 def test_compile_ahead_does_nothing_on_tensorflow():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])

@@ -152,6 +152,17 @@ def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(datase
     assert activations(model) == ["relu"] + ["gelu"] * 6
 
 
+def test_cifar10_cnn_trains_on_batches_gathered_on_the_device(dataset, tmp_path):
+    # --resident=True: the same network and schedule, fed by DeviceBatches.
+    data_dir, _ = dataset("cifar10")
+    settings = ["--resident=True", "--epochs=2", "--batch_size=8", "--validation_split=0.25"]
+    result = run_script("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *settings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(final_fields(result.stdout)["run_dir"], "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and float(rows[1]["loss"]) < float(rows[0]["loss"])
+
+
 def test_cifar10_cnn_whitening_layer_decorrelates_the_training_patches(tmp_path):
     # Smooth images (8x8 blocks of 4x4 pixels) whose neighbouring pixels and
     # channels are strongly correlated, as in photos.
@@ -535,15 +546,22 @@ def test_two_processes_train_as_one_machine_would(tmp_path):
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
-def test_whitening_over_several_machines_stops_with_one_line(dataset, tmp_path):
-    # Each machine would compute the frozen layer from its own share of the
-    # training images.
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        # Each machine would compute the frozen layer from its own share of
+        # the training images.
+        ("--whiten=True", "error: --whiten=True computes the whitening layer from"),
+        ("--resident=True", "error: --resident=True keeps the training images on one machine's device"),
+    ],
+)
+def test_one_machine_settings_over_several_machines_stop_with_one_line(setting, message, dataset, tmp_path):
     data_dir, _ = dataset("cifar10")
     out_dir = tmp_path / "runs"
-    outputs = _run_two_processes("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--whiten=True", *TINY)
+    outputs = _run_two_processes("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={out_dir}", setting, *TINY)
     for returncode, _, stderr in outputs:
         assert returncode != 0 and "Traceback" not in stderr
-        assert stderr.strip().splitlines()[-1].startswith("error: --whiten=True computes the whitening layer from")
+        assert stderr.strip().splitlines()[-1].startswith(message)
     assert not out_dir.exists()
 
 
