@@ -46,7 +46,7 @@ allow_pickle = False  # read pickled batches other than Keras' verified archive 
 epochs = 20
 batch_size = 128
 steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
-resident = False  # keep the training images on the accelerator and gather each batch there
+resident = False  # keep the training images on the accelerator and gather each batch there (JAX)
 optimizer = "adam"  # "adam", or "sgd" (with Nesterov momentum 0.9)
 learning_rate = 2e-3  # peak of the warm-up + cosine schedule; 2e-3 suits Adam, SGD needs about 0.5
 width = 32  # filters of the first convolution; the later stages have 2, 4 and 8 times as many
@@ -72,10 +72,8 @@ if whiten and device.processes() > 1:
         "would train with different first layers; train with it on one machine"
     )
 
-if resident and device.processes() > 1:
-    raise common.UserError(
-        "--resident=True keeps the training images on one machine's device; train with it on one machine"
-    )
+if resident:
+    data.DeviceBatches.check()
 
 # Data: 32x32 RGB images of bytes (0-255), scaled to [0, 1] inside the model
 # (bytes are a quarter of the copying to an accelerator), one-hot labels.
@@ -206,17 +204,17 @@ callbacks = run.callbacks(
 # On JAX the steps are compiled first, so that the epochs' times are training.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # fit copies each shuffled batch of the images from host memory to the
-# device; with resident=True they are copied there once, and each batch is
-# gathered there (common/data.py, DeviceBatches). batch_size then sizes the
+# device; with resident=True they are copied there once, and DeviceBatches
+# gathers each batch there (common/data.py). fit's batch_size then sizes the
 # validation batches only.
-if resident:
-    x_fit, y_fit = data.DeviceBatches(x_train, y_train, batch_size, seed), None
-else:
-    x_fit, y_fit = x_train, y_train
 # initial_epoch is above 0 when this continues a run that was interrupted.
+if resident:
+    inputs, targets = data.DeviceBatches(x_train, y_train, batch_size, seed, run.initial_epoch), None
+else:
+    inputs, targets = x_train, y_train
 model.fit(
-    x_fit,
-    y_fit,
+    inputs,
+    targets,
     batch_size=batch_size,
     shuffle=not resident,  # DeviceBatches shuffles the examples itself
     initial_epoch=run.initial_epoch,

@@ -78,27 +78,28 @@ def split_validation(x, y, validation_split, seed, train_samples=0):
 
 class DeviceBatches(keras.utils.PyDataset):
     """Training examples held on the accelerator, given to `model.fit` in
-    place of the arrays: `model.fit(DeviceBatches(x, y, batch_size, seed), ...)`.
+    place of the arrays, on the JAX backend and one device (`check`).
 
     Given NumPy arrays, `fit` gathers each shuffled batch in host memory and
     copies it to the device, every step of every epoch. Here `x` and `y` are
     copied to the device once, as they are (images as bytes), and each batch
-    is gathered there: only its indices cross over, 4 bytes per example.
-    Every epoch goes through the examples in a new order, drawn from a
-    generator seeded with `seed`, so that a run repeats; pass `fit`
-    `shuffle=False`, as its own shuffling would only reorder whole batches.
+    is gathered there; only its indices cross over. On JAX, `fit` hands such
+    device arrays to the training step as they are. Each epoch's order is
+    drawn from `seed` and the epoch's number, so a run resumed at
+    `initial_epoch` goes through the same orders as one never interrupted.
+    Pass `fit` `shuffle=False`: its own shuffling would only reorder whole
+    batches.
     """
 
-    def __init__(self, x, y, batch_size, seed):
+    def __init__(self, x, y, batch_size, seed, initial_epoch=0):
         super().__init__()
         self.x, self.y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
-        self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x))
+        self.batch_size, self.seed, self.epoch = batch_size, seed, initial_epoch
+        self.order = np.arange(len(x))
         # On JAX each size of gather compiles on first use: here, not in the
         # first epoch's time.
         for index in {0, len(self) - 1}:
-            self[index]
+            _ = self[index]
 
     def __len__(self):
         return -(-len(self.order) // self.batch_size)  # the last batch may be smaller
@@ -107,8 +108,27 @@ class DeviceBatches(keras.utils.PyDataset):
         batch = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         return keras.ops.take(self.x, batch, axis=0), keras.ops.take(self.y, batch, axis=0)
 
-    def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.order))
+    def on_epoch_begin(self):
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.order))
+        self.epoch += 1
+
+    @staticmethod
+    def check():
+        """Stops with one line where the batches would not stay on the
+        device: on another backend than JAX (TensorFlow's `fit` copies what
+        a PyDataset gives it through host memory), or with several devices
+        (each batch would be moved from the first to the others)."""
+        backend = keras.backend.backend()
+        if backend != "jax":
+            raise UserError(
+                f"--resident=True needs KERAS_BACKEND=jax: on {backend}, fit would still copy each batch "
+                "through host memory; leave it False"
+            )
+        if keras.distribution.distribution() is not None:
+            raise UserError(
+                "--resident=True keeps the training images on one device, and this run trains on several; "
+                "leave it False"
+            )
 
 
 def keras_datasets_dir(cache_dir=None):

@@ -170,22 +170,23 @@ def test_split_that_leaves_nothing_is_refused():
         data.split_validation(x, x, 0.05, seed=0)
 
 
-def test_device_batches_give_every_example_once_an_epoch_in_a_new_order():
+def test_device_batches_give_every_example_once_an_epoch_in_an_order_of_the_seed_and_epoch():
     x = np.arange(10, dtype="uint8").reshape(10, 1, 1)
     y = np.arange(10, dtype="float32") * 2
-    batches = data.DeviceBatches(x, y, batch_size=4, seed=0)
-    assert len(batches) == 3  # 4, 4 and the last 2
 
-    def epoch():
+    def epoch(batches):
+        batches.on_epoch_begin()
         parts = [tuple(keras.ops.convert_to_numpy(part) for part in batches[i]) for i in range(len(batches))]
-        batches.on_epoch_end()
-        assert [len(xb) for xb, _ in parts] == [4, 4, 2]
-        for xb, yb in parts:
-            np.testing.assert_array_equal(yb, xb.reshape(-1) * 2)  # pairs stay together
-        return np.concatenate([xb.reshape(-1) for xb, _ in parts]).tolist()
+        assert [len(images) for images, _ in parts] == [4, 4, 2]  # the last batch is smaller
+        for images, targets in parts:
+            np.testing.assert_array_equal(targets, images.reshape(-1) * 2)  # pairs stay together
+        return np.concatenate([images.reshape(-1) for images, _ in parts]).tolist()
 
-    first, second = epoch(), epoch()
+    batches = data.DeviceBatches(x, y, batch_size=4, seed=0)
+    first, second = epoch(batches), epoch(batches)
     assert sorted(first) == sorted(second) == list(range(10))
     assert first != second
-    again = data.DeviceBatches(x, y, batch_size=4, seed=0)
-    assert keras.ops.convert_to_numpy(again[0][0]).reshape(-1).tolist() == first[:4]
+    # A run resumed after one epoch goes on with the second epoch's order;
+    # another seed gives other orders.
+    assert epoch(data.DeviceBatches(x, y, batch_size=4, seed=0, initial_epoch=1)) == second
+    assert epoch(data.DeviceBatches(x, y, batch_size=4, seed=1)) != first

@@ -189,22 +189,40 @@ x = rng.integers(0, 256, (70, 8, 8, 1)).astype("uint8")
 y = keras.utils.to_categorical(rng.integers(0, 3, 70), 3)
 device.compile_ahead(model, x, y, 16, (x[:30], y[:30]))
 batches = data.DeviceBatches(x, y, 16, seed=0)
-print("on the device:", isinstance(batches[0][0], jax.Array), batches[0][0].dtype)
+
+# What fit's iterator hands on to the training steps, batch by batch.
+from keras.src.trainers.data_adapters import data_adapter_utils
+handed_on = set()
+get_jax_iterator = data_adapter_utils.get_jax_iterator
+
+def recording(iterable):
+    for batch in get_jax_iterator(iterable):
+        kind = "device array" if isinstance(batch[0], jax.Array) else type(batch[0]).__name__
+        handed_on.add((kind, str(batch[0].dtype), len(batch[0])))
+        yield batch
+
+data_adapter_utils.get_jax_iterator = recording
 compiled.clear()
 before = model.get_weights()
 # The batch size is for the validation data here, as in the scripts.
 history = model.fit(batches, None, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=False)
 changed = not any(np.array_equal(p, q) for p, q in zip(before, model.get_weights()))
+print("batches:", sorted(handed_on))
 print("steps compiled while training:", len(compiled), "weights changed:", changed, "epochs:", len(history.history["loss"]))
 """
 
 
 def test_device_batches_on_jax_train_with_the_steps_compiled_ahead():
-    # Batches gathered on the device have the shapes and types of those fit
-    # slices from the arrays: compile_ahead's steps serve them, and
-    # DeviceBatches compiles its own gathers before training.
+    # fit hands the batches gathered on the device to the training steps as
+    # they are; they have the shapes and types of those fit slices from the
+    # arrays, so compile_ahead's steps serve them, and DeviceBatches compiles
+    # its own gathers before training.
     lines = [line for line in _run_on_jax(_DEVICE_BATCHES).splitlines() if not line.startswith("compiled ")]
-    assert lines[-2:] == ["on the device: True uint8", "steps compiled while training: 0 weights changed: True epochs: 2"]
+    assert lines[-2:] == [
+        # Device arrays (not NumPy's), bytes, full batches and the last 6.
+        "batches: [('device array', 'uint8', 6), ('device array', 'uint8', 16)]",
+        "steps compiled while training: 0 weights changed: True epochs: 2",
+    ]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="checks the TensorFlow backend")

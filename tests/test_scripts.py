@@ -152,15 +152,33 @@ def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(datase
     assert activations(model) == ["relu"] + ["gelu"] * 6
 
 
-def test_cifar10_cnn_trains_on_batches_gathered_on_the_device(dataset, tmp_path):
-    # --resident=True: the same network and schedule, fed by DeviceBatches.
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
+@pytest.mark.parametrize("script", ["cifar10_cnn.py", "resnet34.py"])
+def test_cifar10_scripts_train_on_batches_gathered_on_the_device(script, dataset, tmp_path):
+    # --resident=True: the same network and schedule, fed by DeviceBatches in
+    # orders of its own, so the same seed trains on other batches.
     data_dir, _ = dataset("cifar10")
-    settings = ["--resident=True", "--epochs=2", "--batch_size=8", "--validation_split=0.25"]
-    result = run_script("cifar10_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *settings)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(os.path.join(final_fields(result.stdout)["run_dir"], "history.csv")) as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 2 and float(rows[1]["loss"]) < float(rows[0]["loss"])
+    settings = [f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--epochs=2", "--batch_size=8", "--validation_split=0.25"]
+    losses = {}
+    for resident in (False, True):
+        result = run_script(script, *settings, f"--resident={resident}", env={"KERAS_BACKEND": "jax"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        with open(os.path.join(final_fields(result.stdout)["run_dir"], "history.csv")) as f:
+            losses[resident] = [float(row["loss"]) for row in csv.DictReader(f)]
+    assert len(losses[True]) == 2 and losses[True][1] < losses[True][0]
+    assert losses[True] != losses[False]
+
+
+def test_resident_images_on_tensorflow_stop_with_one_line(dataset, tmp_path):
+    data_dir, _ = dataset("cifar10")
+    out_dir = tmp_path / "runs"
+    result = run_script(
+        "resnet34.py", f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--resident=True", *TINY,
+        env={"KERAS_BACKEND": "tensorflow"},
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --resident=True needs KERAS_BACKEND=jax")
+    assert not out_dir.exists()
 
 
 def test_cifar10_cnn_whitening_layer_decorrelates_the_training_patches(tmp_path):
@@ -552,7 +570,8 @@ def test_two_processes_train_as_one_machine_would(tmp_path):
         # Each machine would compute the frozen layer from its own share of
         # the training images.
         ("--whiten=True", "error: --whiten=True computes the whitening layer from"),
-        ("--resident=True", "error: --resident=True keeps the training images on one machine's device"),
+        # The images would have to be moved from one device to the others.
+        ("--resident=True", "error: --resident=True keeps the training images on one device, and this run trains on several"),
     ],
 )
 def test_one_machine_settings_over_several_machines_stop_with_one_line(setting, message, dataset, tmp_path):
