@@ -46,7 +46,7 @@ allow_pickle = False  # read pickled batches other than Keras' verified archive 
 epochs = 20
 batch_size = 128
 steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
-resident = False  # keep the training images on the accelerator and gather each batch there (JAX)
+resident = False  # keep the training images on the accelerator and gather each batch there (JAX, one device)
 optimizer = "adam"  # "adam", or "sgd" (with Nesterov momentum 0.9)
 learning_rate = 2e-3  # peak of the warm-up + cosine schedule; 2e-3 suits Adam, SGD needs about 0.5
 width = 32  # filters of the first convolution; the later stages have 2, 4 and 8 times as many
@@ -72,6 +72,7 @@ if whiten and device.processes() > 1:
         "would train with different first layers; train with it on one machine"
     )
 
+# Only JAX on one device hands fit's batches to the step without copying them (common/data.py).
 if resident:
     data.DeviceBatches.check()
 

@@ -35,7 +35,7 @@ stem = "cifar"  # "cifar": 3x3 conv for 32x32 images; "imagenet": 7x7/2 conv + m
 epochs = 30
 batch_size = 256
 steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
-resident = False  # keep the training images on the accelerator and gather each batch there (JAX)
+resident = False  # keep the training images on the accelerator and gather each batch there (JAX, one device)
 learning_rate = 0.2  # peak of the warm-up + cosine schedule (SGD with Nesterov momentum)
 weight_decay = 5e-4  # decoupled weight decay of the SGD optimizer
 label_smoothing = 0.1  # targets of 0.9 + 0.01 instead of 1 and 0: less overconfidence
@@ -48,6 +48,7 @@ if stem not in ("cifar", "imagenet"):
     raise common.UserError(f"--stem={stem!r} is not a stem; use 'cifar' or 'imagenet'")
 
 scope = device.setup(seed)
+# Only JAX on one device hands fit's batches to the step without copying them (common/data.py).
 if resident:
     data.DeviceBatches.check()
 
@@ -180,7 +181,8 @@ with scope:
 # On JAX the steps are compiled first, so that the epochs' times are training.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # With resident=True the training images are copied to the device once and
-# each batch is gathered there, as in cifar10_cnn.py (common/data.py).
+# each batch is gathered there, as in cifar10_cnn.py (common/data.py); fit's
+# batch_size then sizes the validation batches only.
 # initial_epoch is above 0 when this continues a run that was interrupted.
 if resident:
     inputs, targets = data.DeviceBatches(x_train, y_train, batch_size, seed, run.initial_epoch), None
