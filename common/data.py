@@ -105,7 +105,8 @@ class DeviceBatches(keras.utils.PyDataset):
         return -(-len(self.order) // self.batch_size)  # the last batch may be smaller
 
     def __getitem__(self, index):
-        batch = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        # The batch's indices go to the device once, for both gathers.
+        batch = keras.ops.convert_to_tensor(self.order[index * self.batch_size : (index + 1) * self.batch_size])
         return keras.ops.take(self.x, batch, axis=0), keras.ops.take(self.y, batch, axis=0)
 
     def on_epoch_begin(self):
