@@ -148,7 +148,7 @@ SUITES = {
                     "cifar10_cnn.py",
                     [*GPU_FAST["cifar10_cnn_whitened"], *WHITENED_TUNED, "--epochs=17", "--shift=2"],
                 ),
-                # The same with the training images held on the GPU
+                # The tuned 17 epochs (shifts of 4) with the training images held on the GPU
                 # (README, "Images held on the device"), not yet measured.
                 Method(
                     "cifar10_cnn.py, GPU overrides + whitening, tuned, 17 epochs, images on the GPU",
