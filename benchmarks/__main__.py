@@ -140,15 +140,7 @@ SUITES = {
                     "cifar10_cnn.py, GPU overrides + whitening, tuned, 17 epochs", "cifar10_cnn.py",
                     [*GPU_FAST["cifar10_cnn_whitened"], *WHITENED_TUNED, "--epochs=17"],
                 ),
-                # The same with shifts of at most 2 pixels, not 4: on the CPU, at
-                # width 16, 0.3 and 0.8 points more plain accuracy in 17 epochs
-                # (docs/measurements.md); not yet measured at width 64.
-                Method(
-                    "cifar10_cnn.py, GPU overrides + whitening, tuned, 17 epochs, shifts of 2 pixels",
-                    "cifar10_cnn.py",
-                    [*GPU_FAST["cifar10_cnn_whitened"], *WHITENED_TUNED, "--epochs=17", "--shift=2"],
-                ),
-                # The tuned 17 epochs (shifts of 4) with the training images held on the GPU
+                # The same with the training images held on the GPU
                 # (README, "Images held on the device"), not yet measured.
                 Method(
                     "cifar10_cnn.py, GPU overrides + whitening, tuned, 17 epochs, images on the GPU",
