@@ -7,10 +7,14 @@ A script defines its settings as plain globals and then calls
 which replaces any of them given as `--key=value` and returns the final values
 as a dict. Values are parsed with `ast.literal_eval`, so `--learning_rate=3e-4`,
 `--flip=False` and `--data_dir=/data/mnist` work and nothing is ever executed.
+`--help` lists the settings with their defaults and the comments beside them
+in the script.
 """
 
 import ast
+import io
 import sys
+import tokenize
 
 import keras
 
@@ -92,9 +96,7 @@ def apply_overrides(namespace, argv=None):
     argv = sys.argv[1:] if argv is None else argv
     keys = config_keys(namespace)
     if "--help" in argv or "-h" in argv:
-        print("settings (override any of them as --key=value):")
-        for key in keys:
-            print(f"  --{key}={namespace[key]!r}")
+        print_help(namespace, keys)
         raise SystemExit(0)
     for arg in argv:
         key, sep, text = arg.removeprefix("--").partition("=")
@@ -113,3 +115,34 @@ def apply_overrides(namespace, argv=None):
         if key in config and not is_valid(config[key]):
             raise UserError(f"--{key}={config[key]!r} is not allowed: {key} {rule}")
     return config
+
+
+def print_help(namespace, keys):
+    """Prints the first paragraph of the script's docstring, then one line
+    per setting: `--key=default`, and the comment beside it in the script."""
+    summary = (namespace.get("__doc__") or "").strip().partition("\n\n")[0]
+    if summary:
+        print(summary + "\n")
+    comments = _comments(namespace["__file__"]) if namespace.get("__file__") else {}
+    options = {key: f"--{key}={namespace[key]!r}" for key in keys}
+    column = max(map(len, options.values()), default=0)
+    print("settings (override any of them as --key=value):")
+    for key, option in options.items():
+        print(f"  {option:<{column}}  # {comments[key]}" if key in comments else f"  {option}")
+
+
+def _comments(path):
+    """The comment at the end of each top-level assignment's line in the
+    Python file at `path`, by the name assigned (its first assignment's)."""
+    with open(path, encoding="utf-8") as file:
+        source = file.read()
+    on_line = {
+        token.start[0]: token.string.removeprefix("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    comments = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.end_lineno in on_line:
+            comments.setdefault(node.targets[0].id, on_line[node.end_lineno])
+    return comments

@@ -86,8 +86,11 @@ def test_every_override_in_the_suites_is_a_setting_of_its_script(monkeypatch):
                         [sys.executable, *program, "--help"], cwd=REPO, capture_output=True, text=True, timeout=300
                     )
                     assert result.returncode == 0, result.stderr[-3000:]
-                    lines = result.stdout.strip().splitlines()[1:]
-                    defaults[method.command] = dict(line.strip().removeprefix("--").split("=", 1) for line in lines)
+                    # After the docstring's summary, one `--key=default  # comment` line each.
+                    lines = result.stdout.partition("settings (override any of them as --key=value):\n")[2]
+                    defaults[method.command] = dict(
+                        line.partition("  # ")[0].strip().removeprefix("--").split("=", 1) for line in lines.splitlines()
+                    )
                 # Parsed, and checked against the rules, as the script would.
                 settings = {key: ast.literal_eval(value) for key, value in defaults[method.command].items()}
                 try:

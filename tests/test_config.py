@@ -135,6 +135,29 @@ def test_help_lists_the_settings_and_exits(capsys):
     assert "--epochs=12" in out and "--data_dir=''" in out
 
 
+def test_help_gives_the_docstrings_summary_and_each_settings_comment(tmp_path, capsys):
+    script = tmp_path / "train.py"
+    script.write_text(
+        '"""Trains a model.\n\nMore about it."""\n'
+        "epochs = 3  # passes over the data\n"
+        "seed = 0\n"
+        'name = "a # b"  # the hash in the string is not a comment\n'
+        "epochs = 4  # a later assignment is not the setting\n"
+    )
+    namespace = {"__file__": str(script), "__doc__": "Trains a model.\n\nMore about it.",
+                 "epochs": 3, "seed": 0, "name": "a # b"}
+    with pytest.raises(SystemExit):
+        apply_overrides(namespace, ["--help"])
+    assert capsys.readouterr().out.splitlines() == [
+        "Trains a model.",
+        "",
+        "settings (override any of them as --key=value):",
+        "  --epochs=3      # passes over the data",
+        "  --seed=0",
+        "  --name='a # b'  # the hash in the string is not a comment",
+    ]
+
+
 def test_every_rule_is_for_a_setting_that_a_script_has():
     import glob
     import os

@@ -272,6 +272,9 @@ def test_help_lists_every_shared_setting():
         for key in ("data_dir", "epochs", "batch_size", "learning_rate", "seed", "out_dir",
                     "validation_split", "train_samples"):
             assert f"--{key}=" in result.stdout, (script, key)
+        # With the comment beside the setting in the script.
+        data_dir_line = result.stdout.partition("--data_dir=''")[2].partition("\n")[0]
+        assert "# folder" in data_dir_line, (script, data_dir_line)
 
 
 @needs_real_mnist
