@@ -49,10 +49,10 @@ image_size = 299  # photos are resized to image_size x image_size, Xception's ow
 epochs = 30  # phase 1: only the new head trains, on features computed once
 learning_rate = 3e-3  # phase 1: peak of the warm-up + cosine schedule
 fine_tune_epochs = 5  # phase 2: the base trains too (0 = skip phase 2)
-fine_tune_learning_rate = 1e-4  # 30x smaller, so the pretrained features change gently
+fine_tune_learning_rate = 1e-4  # 30x smaller than learning_rate, so the pretrained features change gently
 fine_tune_from = 13  # unfreeze Xception's blocks from this one on: 13 = the exit flow, 1 = all 14
 batch_size = 32
-block13_features = True  # the head sees block 13's features besides block 14's (see below)
+block13_features = True  # the head sees block 13's feature maps too, less tied to ImageNet's classes than block 14's
 dropout = 0.2  # fraction of the features dropped while training the head
 label_smoothing = 0.1  # targets of 0.9 + 0.1/classes instead of 1 and 0: less overconfidence
 patience = 3  # phase 2 stops after this many epochs without a better val_accuracy

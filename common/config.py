@@ -56,6 +56,7 @@ _CHECKS = {
     "test_split": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
 }
 _TYPES = (bool, int, float, str)
+HELP_HEADER = "settings (override any of them as --key=value):"
 _TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
 
 
@@ -126,23 +127,31 @@ def print_help(namespace, keys):
     comments = _comments(namespace["__file__"]) if namespace.get("__file__") else {}
     options = {key: f"--{key}={namespace[key]!r}" for key in keys}
     column = max(map(len, options.values()), default=0)
-    print("settings (override any of them as --key=value):")
+    print(HELP_HEADER)
     for key, option in options.items():
-        print(f"  {option:<{column}}  # {comments[key]}" if key in comments else f"  {option}")
+        if key in comments:
+            print(f"  {option:<{column}}  # {comments[key]}")
+        else:
+            print(f"  {option}")
 
 
 def _comments(path):
-    """The comment at the end of each top-level assignment's line in the
-    Python file at `path`, by the name assigned (its first assignment's)."""
-    with open(path, encoding="utf-8") as file:
-        source = file.read()
+    """The comment at the end of the line where each name is first assigned
+    at the top level of the Python file at `path` (`name = value  # comment`),
+    by name. A file that cannot be read or parsed gives none: --help then
+    lists the settings without them."""
+    try:
+        with tokenize.open(path) as file:
+            source = file.read()
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+        body = ast.parse(source).body
+    except (OSError, SyntaxError, UnicodeDecodeError, tokenize.TokenError):
+        return {}
     on_line = {
-        token.start[0]: token.string.removeprefix("#").strip()
-        for token in tokenize.generate_tokens(io.StringIO(source).readline)
-        if token.type == tokenize.COMMENT
+        token.start[0]: token.string.removeprefix("#").strip() for token in tokens if token.type == tokenize.COMMENT
     }
-    comments = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.end_lineno in on_line:
-            comments.setdefault(node.targets[0].id, on_line[node.end_lineno])
-    return comments
+    first = {}
+    for node in body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            first.setdefault(node.targets[0].id, node.end_lineno)
+    return {name: on_line[line] for name, line in first.items() if line in on_line}

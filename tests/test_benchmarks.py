@@ -87,7 +87,8 @@ def test_every_override_in_the_suites_is_a_setting_of_its_script(monkeypatch):
                     )
                     assert result.returncode == 0, result.stderr[-3000:]
                     # After the docstring's summary, one `--key=default  # comment` line each.
-                    lines = result.stdout.partition("settings (override any of them as --key=value):\n")[2]
+                    lines = result.stdout.partition(config.HELP_HEADER + "\n")[2]
+                    assert lines, result.stdout
                     defaults[method.command] = dict(
                         line.partition("  # ")[0].strip().removeprefix("--").split("=", 1) for line in lines.splitlines()
                     )

@@ -1,7 +1,7 @@
 import pytest
 
 from common import UserError
-from common.config import apply_overrides
+from common.config import HELP_HEADER, apply_overrides
 
 
 def defaults():
@@ -143,6 +143,7 @@ def test_help_gives_the_docstrings_summary_and_each_settings_comment(tmp_path, c
         "seed = 0\n"
         'name = "a # b"  # the hash in the string is not a comment\n'
         "epochs = 4  # a later assignment is not the setting\n"
+        "seed = 1  # nor here, where the first has no comment\n"
     )
     namespace = {"__file__": str(script), "__doc__": "Trains a model.\n\nMore about it.",
                  "epochs": 3, "seed": 0, "name": "a # b"}
@@ -151,11 +152,17 @@ def test_help_gives_the_docstrings_summary_and_each_settings_comment(tmp_path, c
     assert capsys.readouterr().out.splitlines() == [
         "Trains a model.",
         "",
-        "settings (override any of them as --key=value):",
+        HELP_HEADER,
         "  --epochs=3      # passes over the data",
         "  --seed=0",
         "  --name='a # b'  # the hash in the string is not a comment",
     ]
+
+
+def test_help_lists_the_settings_of_a_script_it_cannot_read(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        apply_overrides({"__file__": str(tmp_path / "gone.py"), "epochs": 3}, ["--help"])
+    assert capsys.readouterr().out.splitlines() == [HELP_HEADER, "  --epochs=3"]
 
 
 def test_every_rule_is_for_a_setting_that_a_script_has():
