@@ -61,11 +61,12 @@ _TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str:
 
 
 def config_keys(namespace):
-    """The overridable settings: public names bound to a bool, int, float or str."""
+    """The overridable settings: public names bound to a bool, int, float or
+    str, except constants (names in capitals, such as one a script imports)."""
     return [
         key
         for key, value in namespace.items()
-        if not key.startswith("_") and type(value) in _TYPES
+        if not key.startswith("_") and not key.isupper() and type(value) in _TYPES
     ]
 
 

@@ -8,7 +8,8 @@ def defaults():
     return {
         "__doc__": "not a setting",
         "_private": 1,
-        "keras": object(),  # Imported modules are not settings either.
+        "keras": object(),  # Imported modules are not settings either,
+        "BATCHES_PER_CALL": "--steps_per_execution=9",  # nor constants.
         "data_dir": "",
         "epochs": 12,
         "learning_rate": 1e-3,
@@ -38,7 +39,7 @@ def test_no_arguments_gives_the_defaults():
     namespace = defaults()
     config = apply_overrides(namespace, [])
     expected = defaults()
-    for not_a_setting in ("__doc__", "_private", "keras"):
+    for not_a_setting in ("__doc__", "_private", "keras", "BATCHES_PER_CALL"):
         del expected[not_a_setting]
     assert config == expected and list(config)[:2] == ["data_dir", "epochs"]
 
@@ -82,6 +83,7 @@ def test_values_are_never_executed(tmp_path):
     "argument, message",
     [
         ("--epoch=3", "unknown setting --epoch; valid keys: data_dir, epochs,"),
+        ("--BATCHES_PER_CALL=1", "unknown setting --BATCHES_PER_CALL"),
         ("--epochs=3.5", "--epochs=3.5 is not an integer (default epochs=12)"),
         ("--epochs=True", "is not an integer"),
         ("--augment=1", "--augment=1 is not True or False"),
