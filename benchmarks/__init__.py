@@ -7,8 +7,9 @@
 # seed's accuracy in a fraction of its time. README.md lists them with what
 # they measured. cifar10_cnn's trade far more accuracy for time than the
 # MNIST ones (about 55% against the seed's 50%): the seed's own time moves
-# a lot between machines of the same kind (56 s on one, 40 s on another), and
-# width 12 with batches of 128 (61%, 14 s) then took 0.35 of it.
+# a lot from run to run on the same CPU (56 s on 2026-11-28, 40 s on
+# 2026-12-02), and width 12 with batches of 128 (61%, 14 s) then took 0.35
+# of it.
 CPU_FAST = {
     "mnist_mlp": ["--epochs=3", "--batch_size=256", "--learning_rate=3e-3"],
     "mnist_cnn": ["--epochs=1", "--filters=8", "--shift=0", "--batch_size=512", "--learning_rate=1e-2"],
