@@ -202,7 +202,8 @@ with scope:
 callbacks = run.callbacks(
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
 )
-# On JAX the steps are compiled first, so that the epochs' times are training.
+# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
+# are training.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # fit copies each shuffled batch of the images from host memory to the
 # device; with resident=True they are copied there once, and DeviceBatches

@@ -102,7 +102,8 @@ callbacks = run.callbacks(
     output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
 )
-# On JAX the steps are compiled first, so that the epochs' times are training.
+# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
+# are training.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # initial_epoch is above 0 when this continues a run that was interrupted.
 model.fit(

@@ -68,7 +68,8 @@ with scope:
         steps_per_execution=steps_per_execution,
     )
 
-# On JAX the steps are compiled first, so that the epochs' times are training.
+# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
+# are training.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # initial_epoch is above 0 when this continues a run that was interrupted.
 model.fit(

@@ -178,7 +178,8 @@ with scope:
         steps_per_execution=steps_per_execution,
     )
 
-# On JAX the steps are compiled first, so that the epochs' times are training.
+# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
+# are training.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # With resident=True the training images are copied to the device once and
 # each batch is gathered there, as in cifar10_cnn.py (common/data.py); fit's

@@ -13,9 +13,11 @@ What the table says, per method (mean ± standard deviation over the seeds):
 test accuracy at the end (and with flip, and flip + shift, test-time
 augmentation where the script reports them); training seconds (time in
 `model.fit`); seconds to the target, read from the per-epoch validation
-accuracy and epoch times; training images per second; the seconds spent compiling the steps before training (on
-JAX, `common.device.compile_ahead`); the first epoch's seconds apart from the
-median of the others (on TensorFlow the difference is mostly tracing); the
+accuracy and epoch times; training images per second; the seconds spent
+compiling the steps before training (`common.device.compile_ahead`: XLA's
+compiling on JAX, tracing on TensorFlow; the seed baselines' too, with a
+line their code did not have); the first epoch's seconds apart from the
+median of the others; the
 seconds of `fit` outside the epochs' own clocks (mostly the callbacks after
 the epoch table: the checkpoint, the resume state, early stopping);
 the rest of the wall time (imports, data loading, model building, the final
@@ -25,9 +27,7 @@ On JAX the scripts' runs share XLA's persistent compilation cache, in a
 temporary folder that lives as long as the benchmark (unless
 JAX_COMPILATION_CACHE_DIR names a folder of your own): a method's later seeds
 load the steps its first seed compiled, so their "compile s" is mostly
-loading, and a lent GPU's minutes go to training. The seed baselines compile
-inside their first epoch, as a user's run of them would, so they do not use
-it: it would count as training time.
+loading, and a lent GPU's minutes go to training.
 """
 
 import collections
@@ -177,13 +177,12 @@ runs_dir = "/tmp/benchmark-runs"  # the scripts' run folders go to runs_dir/<res
 
 def invocation(method, cache_dir):
     """What runs a method: the Python arguments of a script or a seed
-    module, and its environment, with the repository on the Python path and,
-    for the scripts but not the seed baselines, the compilation cache."""
+    module, and its environment, with the repository on the Python path and
+    the compilation cache."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_REPO, os.environ.get("PYTHONPATH")]))}
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
     if method.command.endswith(".py"):
-        env.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
         return [os.path.join(_REPO, method.command)], env
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     return ["-m", method.command], env
 
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from common import device
+from common import augment, device
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,7 +108,7 @@ def test_compile_ahead_on_jax_leaves_training_unchanged():
 
 _STEPS_IN_ONE_CALL = """
 import collections, jax, keras, numpy as np
-from common import device
+from common import augment, device
 
 # Counts the calls of the functions that device.py compiles (Keras' own
 # step is compiled with the jax.jit it imported before this).
@@ -226,10 +226,26 @@ def test_device_batches_on_jax_train_with_the_steps_compiled_ahead():
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="checks the TensorFlow backend")
-def test_compile_ahead_does_nothing_on_tensorflow():
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile("sgd", "mse")
-    before = model.get_weights()
-    x = np.ones((5, 2), "float32")
-    assert device.compile_ahead(model, x, x[:, :1], 2, (x, x[:, :1])) == 0.0
-    assert all(np.array_equal(p, q) for p, q in zip(before, model.get_weights()))
+def test_compile_ahead_on_tensorflow_leaves_training_unchanged():
+    # TensorFlow traces its steps in their first call; tracing ahead runs
+    # them on a few batches and must then put every variable back. Shuffled,
+    # as the scripts train: fit shuffles through tf.data, whose seeds
+    # compiling ahead must not move.
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (70, 8, 8, 1)).astype("uint8")
+    y = keras.utils.to_categorical(rng.integers(0, 3, 70), 3)
+
+    def train(ahead):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([
+            keras.Input((8, 8, 1), dtype="uint8"), keras.layers.Rescaling(1 / 255), augment.RandomShift(1),
+            keras.layers.Flatten(), keras.layers.Dropout(0.3), keras.layers.Dense(3, activation="softmax"),
+        ])
+        model.compile("adam", "categorical_crossentropy")
+        if ahead:
+            assert device.compile_ahead(model, x, y, 16, (x[:30], y[:30])) > 0
+        model.fit(x, y, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0)
+        return model.get_weights()
+
+    plain, ahead = train(False), train(True)
+    assert all(np.array_equal(p, q) for p, q in zip(plain, ahead))
