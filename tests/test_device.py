@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from common import augment, device
+from common import device
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,20 +61,26 @@ def test_on_tensorflow_the_arrays_go_through_tf_data_without_autotuning(monkeypa
     assert built
 
 
-def _run_on_jax(code):
-    """Runs `code` in a Python process on the JAX backend; returns what it printed."""
-    pytest.importorskip("jax")
+def _run_on(backend, code):
+    """Runs `code` in a Python process on `backend`; returns what it printed."""
+    pytest.importorskip(backend)
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "KERAS_BACKEND": "jax"}, cwd=_REPO,
+        env={**os.environ, "KERAS_BACKEND": backend}, cwd=_REPO,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
 
+def _run_on_jax(code):
+    return _run_on("jax", code)
+
+
 _SAME_TRAINING = """
 import keras, numpy as np
 from common import augment, device
+
+SHUFFLE = {shuffle}
 
 def train(ahead):
     keras.utils.set_random_seed(0)
@@ -88,9 +94,7 @@ def train(ahead):
     y = keras.utils.to_categorical(rng.integers(0, 3, 70), 3)
     if ahead:
         assert device.compile_ahead(model, x, y, 16, (x[:30], y[:30])) > 0
-    # Unshuffled: a first fit peeks at one batch more (to build the model),
-    # which draws one more permutation from NumPy's generator.
-    model.fit(x, y, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=False)
+    model.fit(x, y, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=SHUFFLE)
     return model.get_weights()
 
 plain, ahead = train(False), train(True)
@@ -101,7 +105,9 @@ print("same" if all(np.array_equal(p, q) for p, q in zip(plain, ahead)) else "di
 def test_compile_ahead_on_jax_leaves_training_unchanged():
     # JAX compiles each batch shape once; compiling ahead runs the steps and
     # must then put every variable and generator back as it was.
-    stdout = _run_on_jax(_SAME_TRAINING)
+    # Unshuffled: on JAX a first fit peeks at one batch more (to build the
+    # model), which draws one more permutation from NumPy's generator.
+    stdout = _run_on_jax(_SAME_TRAINING.format(shuffle=False))
     assert stdout.splitlines()[-1] == "same"
     assert "compiled  the training and evaluation steps" in stdout
 
@@ -225,27 +231,10 @@ def test_device_batches_on_jax_train_with_the_steps_compiled_ahead():
     ]
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="checks the TensorFlow backend")
 def test_compile_ahead_on_tensorflow_leaves_training_unchanged():
     # TensorFlow traces its steps in their first call; tracing ahead runs
     # them on a few batches and must then put every variable back. Shuffled,
     # as the scripts train: fit shuffles through tf.data, whose seeds
-    # compiling ahead must not move.
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (70, 8, 8, 1)).astype("uint8")
-    y = keras.utils.to_categorical(rng.integers(0, 3, 70), 3)
-
-    def train(ahead):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([
-            keras.Input((8, 8, 1), dtype="uint8"), keras.layers.Rescaling(1 / 255), augment.RandomShift(1),
-            keras.layers.Flatten(), keras.layers.Dropout(0.3), keras.layers.Dense(3, activation="softmax"),
-        ])
-        model.compile("adam", "categorical_crossentropy")
-        if ahead:
-            assert device.compile_ahead(model, x, y, 16, (x[:30], y[:30])) > 0
-        model.fit(x, y, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0)
-        return model.get_weights()
-
-    plain, ahead = train(False), train(True)
-    assert all(np.array_equal(p, q) for p, q in zip(plain, ahead))
+    # tracing ahead must not move.
+    stdout = _run_on("tensorflow", _SAME_TRAINING.format(shuffle=True))
+    assert stdout.splitlines()[-1] == "same"
