@@ -23,7 +23,7 @@ the epoch table: the checkpoint, the resume state, early stopping);
 the rest of the wall time (imports, data loading, model building, the final
 evaluation and saving); and peak memory.
 
-On JAX the scripts' runs share XLA's persistent compilation cache, in a
+On JAX the runs share XLA's persistent compilation cache, in a
 temporary folder that lives as long as the benchmark (unless
 JAX_COMPILATION_CACHE_DIR names a folder of your own): a method's later seeds
 load the steps its first seed compiled, so their "compile s" is mostly
