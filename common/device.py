@@ -91,12 +91,6 @@ def compile_ahead(model, x, y, batch_size, validation_data):
             f"batches of {', '.join(map(str, uneven))} examples do not split evenly over {devices} devices; "
             f"choose a --batch_size that divides by {devices} and leaves last batches that do too"
         )
-    start = time.perf_counter()
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    state = model.variables + model.optimizer.variables
-    saved = [keras.ops.convert_to_numpy(v.value) for v in state]
-    shuffle_state = np.random.get_state()  # fit shuffles with NumPy's global generator
     # One short fit through the same code path meets every batch shape: a
     # full batch and the smaller last one.
     n, n_val = batch_size + len(x) % batch_size, batch_size + len(x_val) % batch_size
@@ -106,10 +100,20 @@ def compile_ahead(model, x, y, batch_size, validation_data):
         # of one, and one more to run alone where an epoch's last call has
         # fewer than N.
         n += batch_size * (steps - 1 + (full_batches % steps != 0))
-    model.fit(x[:n], y[:n], batch_size, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0)
-    for variable, value in zip(state, saved):
-        variable.assign(value)
-    np.random.set_state(shuffle_state)
+    # On TensorFlow with several devices the variables belong to the
+    # strategy the model was built under; they are made and set in its scope.
+    scope = model.distribute_strategy.scope() if backend == "tensorflow" else contextlib.nullcontext()
+    start = time.perf_counter()
+    with scope:
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        state = model.variables + model.optimizer.variables
+        saved = [v.numpy() for v in state]
+        shuffle_state = np.random.get_state()  # fit shuffles with NumPy's global generator
+        model.fit(x[:n], y[:n], batch_size, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0)
+        for variable, value in zip(state, saved):
+            variable.assign(value)
+        np.random.set_state(shuffle_state)
     seconds = time.perf_counter() - start
     print(f"compiled  the training and evaluation steps in {seconds:.1f} s (before the clock starts)")
     return seconds
