@@ -114,7 +114,7 @@ def test_compile_ahead_on_jax_leaves_training_unchanged():
 
 _STEPS_IN_ONE_CALL = """
 import collections, jax, keras, numpy as np
-from common import augment, device
+from common import device
 
 # Counts the calls of the functions that device.py compiles (Keras' own
 # step is compiled with the jax.jit it imported before this).
