@@ -3,8 +3,11 @@
 The seed tutorial's CIFAR-10 network stacked 3x3 convolutions of 32, 64, 128
 and 256 filters with pooling, then Flatten, Dense and Dropout (its code is
 benchmarks/seed_cifar10_cnn.py; the classic Keras example had two stages of
-32 and 64 filters). This version keeps that
-shape and adds what has since become standard: batch normalisation after each
+32 and 64 filters). This version keeps its doubling widths, 3x3
+convolutions, Flatten, Dense and Dropout, and grows it: same padding, six
+convolutions in place of four (the 64 and 128 come twice), pooling after
+four of them, a dense layer of 256 with dropout before and after it. And it
+adds what has since become standard: batch normalisation after each
 convolution, random flips and shifts of the training images, L1/L2 weight
 regularisation (as settings), label smoothing, and a warm-up + cosine
 learning-rate schedule. As an option (`whiten=True`), a frozen first layer
@@ -43,8 +46,8 @@ from common import augment, cifar10, data, device, output, schedules
 data_dir = ""  # folder with CIFAR-10 in any layout README.md lists; "" = Keras cache, else download
 out_dir = "runs"  # each run writes its files to out_dir/cifar10_cnn/<run id>/
 allow_pickle = False  # read pickled batches other than Keras' verified archive (a pickle can run code)
-epochs = 20
-batch_size = 128
+epochs = 20  # passes over the training images, unless early stopping ends the run sooner
+batch_size = 128  # images per training step
 steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
 resident = False  # keep the training images on the accelerator and gather each batch there (JAX, one device)
 optimizer = "adam"  # "adam", or "sgd" (with Nesterov momentum 0.9)
@@ -54,14 +57,14 @@ l1 = 0.0  # L1 penalty on the weights of every convolution and dense layer
 l2 = 1e-4  # L2 penalty on the same weights
 dropout = 0.1  # fraction of units dropped before and after the dense layer
 activation = "relu"  # after each convolution's batch norm ("gelu" is a smooth ReLU); the whitening keeps ReLU
-label_smoothing = 0.1  # targets of 0.9 + 0.01 instead of 1 and 0: less overconfidence
+label_smoothing = 0.1  # targets of 0.91 (0.9 + 0.1/10) and 0.01 instead of 1 and 0: less overconfidence
 shift = 4  # random shift while training, in whole pixels up/down and left/right
 flip = True  # random horizontal flips while training
 whiten = False  # a frozen first layer that whitens 2x2 patches of the images (see patch_whitening)
 patience = 8  # early stopping: epochs without a better val_accuracy before stopping
 validation_split = 0.1  # fraction of the training images held out for validation
 train_samples = 0  # use only the first N training images (0 = all)
-seed = 0
+seed = 0  # draws the first weights, the validation split, the order of the batches and the augmentation
 config = common.config.apply_overrides(globals())
 
 scope = device.setup(seed)
@@ -94,9 +97,9 @@ def conv(filters, pool=False):
     # the convolution needs no bias of its own. Where a stage ends, pooling
     # comes straight after the convolution: batch normalisation and the
     # activation then work on a quarter of the values, which makes the step
-    # cheaper. Its momentum of 0.9 (Keras' default is 0.99) lets the
-    # statistics used at test time keep up with the weights, even in a
-    # one-epoch run.
+    # cheaper. Batch normalisation's momentum of 0.9 (Keras' default is
+    # 0.99) lets the statistics used at test time keep up with the weights,
+    # even in a one-epoch run.
     return [
         layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=regularizer),
         *([layers.MaxPooling2D()] if pool else []),

@@ -24,8 +24,8 @@ from common import augment, data, device, output, schedules
 # Settings: edit them here, or override any of them as --key=value.
 data_dir = ""  # folder with mnist.npz or the IDX files; "" = Keras cache, else download
 out_dir = "runs"  # each run writes its files to out_dir/mnist_cnn/<run id>/
-epochs = 12
-batch_size = 128
+epochs = 12  # passes over the training images, unless early stopping ends the run sooner
+batch_size = 128  # images per training step
 steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
 learning_rate = 3e-3  # peak of the warm-up + cosine schedule
 filters = 32  # filters of the first convolution; each later stage doubles them
@@ -34,7 +34,7 @@ shift = 3  # random shift while training, in whole pixels up/down and left/right
 patience = 5  # early stopping: epochs without a better val_accuracy before stopping
 validation_split = 0.1  # fraction of the training images held out for validation
 train_samples = 0  # use only the first N training images (0 = all)
-seed = 0
+seed = 0  # draws the first weights, the validation split, the order of the batches and the shifts
 config = common.config.apply_overrides(globals())
 
 scope = device.setup(seed)
@@ -95,9 +95,10 @@ with scope:
         steps_per_execution=steps_per_execution,
     )
 
-# The checkpoint keeps the weights of the best epoch on disk, and early
-# stopping puts them back in the model at the end: the last epoch is not
-# always the best one.
+# The last epoch is not always the best one. Early stopping keeps the best
+# epoch's weights in memory and puts them back in the model at the end; the
+# checkpoint writes them to best.keras after each better epoch, so they are
+# on disk even if the run is stopped.
 callbacks = run.callbacks(
     output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),

@@ -17,14 +17,14 @@ from common import data, device, output, schedules
 # Settings: edit them here, or override any of them as --key=value.
 data_dir = ""  # folder with mnist.npz or the IDX files; "" = Keras cache, else download
 out_dir = "runs"  # each run writes its files to out_dir/mnist_mlp/<run id>/
-epochs = 12
-batch_size = 128
+epochs = 12  # passes over the training images
+batch_size = 128  # images per training step
 steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
 learning_rate = 2e-3  # peak of the warm-up + cosine schedule
 dropout = 0.2  # fraction of hidden units dropped while training
 validation_split = 0.1  # fraction of the training images held out for validation
 train_samples = 0  # use only the first N training images (0 = all)
-seed = 0
+seed = 0  # draws the first weights, the validation split and the order of the batches
 config = common.config.apply_overrides(globals())
 
 scope = device.setup(seed)

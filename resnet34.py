@@ -32,17 +32,17 @@ data_dir = ""  # folder with CIFAR-10 in any layout README.md lists; "" = Keras 
 out_dir = "runs"  # each run writes its files to out_dir/resnet34/<run id>/
 allow_pickle = False  # read pickled batches other than Keras' verified archive (a pickle can run code)
 stem = "cifar"  # "cifar": 3x3 conv for 32x32 images; "imagenet": 7x7/2 conv + max-pool
-epochs = 30
-batch_size = 256
+epochs = 30  # passes over the training images
+batch_size = 256  # images per training step
 steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
 resident = False  # keep the training images on the accelerator and gather each batch there (JAX, one device)
 learning_rate = 0.2  # peak of the warm-up + cosine schedule (SGD with Nesterov momentum)
 weight_decay = 5e-4  # decoupled weight decay of the SGD optimizer
-label_smoothing = 0.1  # targets of 0.9 + 0.01 instead of 1 and 0: less overconfidence
+label_smoothing = 0.1  # targets of 0.91 (0.9 + 0.1/10) and 0.01 instead of 1 and 0: less overconfidence
 shift = 4  # random shift while training, in whole pixels up/down and left/right
 validation_split = 0.1  # fraction of the training images held out for validation
 train_samples = 0  # use only the first N training images (0 = all)
-seed = 0
+seed = 0  # draws the first weights, the validation split, the order of the batches and the augmentation
 config = common.config.apply_overrides(globals())
 if stem not in ("cifar", "imagenet"):
     raise common.UserError(f"--stem={stem!r} is not a stem; use 'cifar' or 'imagenet'")

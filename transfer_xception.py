@@ -51,14 +51,14 @@ learning_rate = 3e-3  # phase 1: peak of the warm-up + cosine schedule
 fine_tune_epochs = 5  # phase 2: the base trains too (0 = skip phase 2)
 fine_tune_learning_rate = 1e-4  # 30x smaller than learning_rate, so the pretrained features change gently
 fine_tune_from = 13  # unfreeze Xception's blocks from this one on: 13 = the exit flow, 1 = all 14
-batch_size = 32
+batch_size = 32  # photos per training step, in both phases
 block13_features = True  # the head sees block 13's feature maps too, less tied to ImageNet's classes than block 14's
 dropout = 0.2  # fraction of the features dropped while training the head
 label_smoothing = 0.1  # targets of 0.9 + 0.1/classes instead of 1 and 0: less overconfidence
 patience = 3  # phase 2 stops after this many epochs without a better val_accuracy
 validation_split = 0.15  # fraction of each class held out for validation
 test_split = 0.2  # fraction of each class held out for the test, touched once per phase
-seed = 0
+seed = 0  # draws the split of the photos, the head's first weights, the order of the batches and phase 2's augmentation
 predict = ""  # comma-separated photo paths: print their most likely classes instead of training
 model = ""  # the model.keras that --predict uses; "" = the newest in out_dir/transfer_xception/
 config = common.config.apply_overrides(globals())
@@ -177,9 +177,10 @@ loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 # Phase 1. With the base frozen, a photo's features never change, so the
 # base runs once over the photos and their mirror images (the one augmentation
 # that is free here), and the head trains on those features: seconds per
-# epoch instead of minutes, with the same result as running the base every
-# epoch without rotations and zooms. A run that was interrupted after phase
-# 1's last epoch skips it.
+# epoch instead of minutes. Where random flips would show each photo once an
+# epoch, one way or the other, each epoch here shows it both ways (twice the
+# steps); phase 1 has no rotations or zooms. A run that was interrupted after
+# phase 1's last epoch skips it.
 head_trains = run.initial_epoch < epochs
 if head_trains:
     print("phase 1   the base is frozen; the new head trains on its features")

@@ -181,3 +181,24 @@ def test_every_rule_is_for_a_setting_that_a_script_has():
         block = open(path).read().partition("common.config.apply_overrides(")[0]
         settings |= set(re.findall(r"^(\w+) = ", block, flags=re.MULTILINE))
     assert set(_CHECKS) <= settings, set(_CHECKS) - settings
+
+
+def test_every_setting_of_the_collections_scripts_has_a_comment_for_help():
+    # README promises that each script's --help explains every setting by the
+    # comment beside it.
+    import glob
+    import os
+    import re
+
+    from common.config import _comments
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scripts = glob.glob(os.path.join(root, "*.py"))
+    assert len(scripts) == 5
+    bare = []
+    for path in scripts:
+        block = open(path).read().partition("config = common.config.apply_overrides(")[0]
+        settings = re.findall(r"^(\w+) = ", block, flags=re.MULTILINE)
+        assert settings, path
+        bare += [f"{os.path.basename(path)}: {name}" for name in settings if name not in _comments(path)]
+    assert not bare
