@@ -21,6 +21,9 @@ from common.data import checked, download, keras_datasets_dir, open_tar
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The hash that keras.datasets.cifar10 checks.
 CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+# The name under which keras.datasets.cifar10.load_data() keeps the same
+# archive in the Keras cache (Keras 3; it also extracts it beside).
+KERAS_ARCHIVE = "cifar-10-batches-py-target_archive"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -37,7 +40,9 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
     `cifar-10-batches-py/` folder (or its batch files), `cifar-10-python.tar.gz`,
     an image tree `train/<class>/*.jpg` + `test/<class>/*.jpg` (possibly one
     folder down), or a `.tar.gz` of such a tree. Without `data_dir`, the
-    Keras cache is used, else the archive is downloaded and its sha256 checked.
+    Keras cache is used (this project's download, or the archive that
+    `keras.datasets.cifar10.load_data()` left there), else the archive is
+    downloaded and its sha256 checked.
 
     The batches are pickles, and a pickle can run code as it loads. They are
     read from an archive whose sha256 is `file_hash` (Keras' download), and
@@ -45,7 +50,9 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
     an unpickler that builds NumPy arrays and nothing else reads them.
     """
     if not data_dir:
-        archive = download(origin, file_hash, cache_dir, "cifar-10-python.tar.gz", "CIFAR-10")
+        archive = os.path.join(keras_datasets_dir(cache_dir), KERAS_ARCHIVE)
+        if not (os.path.exists(archive) and _sha256(archive) == file_hash):
+            archive = download(origin, file_hash, cache_dir, "cifar-10-python.tar.gz", "CIFAR-10")
         return checked(_read_batches_from_tar(archive), (32, 32, 3), len(CLASSES))
     if not os.path.isdir(data_dir):
         raise UserError(

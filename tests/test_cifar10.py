@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from common import UserError
-from common.cifar10 import CLASSES, cache_path, load_cifar10
+from common.cifar10 import CLASSES, KERAS_ARCHIVE, cache_path, load_cifar10
 from conftest import make_tar_gz, synthetic_cifar10, write_cifar_batches, write_image_tree
 
 
@@ -56,6 +56,20 @@ def test_download_is_hash_checked_and_cached(tmp_path):
     assert os.path.exists(os.path.join(cache, "datasets", "cifar-10-python.tar.gz"))
     with pytest.raises(UserError, match="could not download CIFAR-10"):
         load_cifar10(cache_dir=str(tmp_path / "other"), origin=f"file://{archive}", file_hash="1" * 64)
+
+
+def test_the_archive_that_keras_own_loader_cached_is_reused_when_its_hash_is_right(tmp_path):
+    data = synthetic_cifar10(per_class_train=5)
+    batches = write_cifar_batches(str(tmp_path / "build" / "cifar-10-batches-py"), data)
+    cache = tmp_path / "cache"
+    (cache / "datasets").mkdir(parents=True)
+    archive = make_tar_gz(str(cache / "datasets" / KERAS_ARCHIVE), batches, "cifar-10-batches-py")
+    sha256 = hashlib.sha256(open(archive, "rb").read()).hexdigest()
+    offline = f"file://{tmp_path / 'unreachable.tar.gz'}"
+    assert_same(load_cifar10(cache_dir=str(cache), origin=offline, file_hash=sha256), data)
+    # A copy with another hash is not read; the download is tried and fails.
+    with pytest.raises(UserError, match="could not download CIFAR-10"):
+        load_cifar10(cache_dir=str(cache), origin=offline, file_hash="1" * 64)
 
 
 def test_a_pickle_that_would_run_code_is_refused(tmp_path):
