@@ -22,7 +22,9 @@ def load_run(folder):
     try:
         with open(os.path.join(folder, "config.json")) as f:
             config = json.load(f)
-        history = read_history(os.path.join(folder, "history.csv"))
+        # A run stopped before its first epoch ended has no history yet.
+        history_path = os.path.join(folder, "history.csv")
+        history = read_history(history_path) if os.path.exists(history_path) else {}
         result = {}
         if os.path.exists(os.path.join(folder, "result.json")):
             with open(os.path.join(folder, "result.json")) as f:
@@ -30,7 +32,7 @@ def load_run(folder):
     except (OSError, ValueError, KeyError) as error:
         raise UserError(
             f"{folder} is not a run folder ({error.__class__.__name__}: {error}); give folders "
-            "such as runs/mnist_cnn/<run id> that hold config.json and history.csv"
+            "such as runs/mnist_cnn/<run id> that hold config.json"
         ) from None
     script = result.get("script") or os.path.basename(os.path.dirname(os.path.normpath(folder)))
     name = f"{script}/{os.path.basename(os.path.normpath(folder))}"

@@ -36,6 +36,8 @@ def test_compare_tabulates_what_differs_and_draws_every_run(tmp_path):
         make_run(tmp_path / "b", epochs=3),
         make_run(tmp_path / "c", epochs=3, finish=False),  # Interrupted: no result yet.
     ]
+    # Stopped before its first epoch ended: settings only.
+    runs.append(output.Run("tiny", {"out_dir": str(tmp_path / "d"), "epochs": 4, "dropout": 0.2}).dir)
     out = tmp_path / "cmp.png"
     result = compare(*runs, f"--out={out}")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -43,10 +45,10 @@ def test_compare_tabulates_what_differs_and_draws_every_run(tmp_path):
     header = lines[0].split()
     # Only the setting that differs gets a column; out_dir never does.
     assert header[:2] == ["run", "epochs"] and "dropout" not in header and "out_dir" not in header
-    rows = [line.split() for line in lines[2:5]]
-    assert [row[1] for row in rows] == ["2", "3", "3"]
-    assert [row[-1] for row in rows] == ["2", "3", "3"]  # Epochs in each history.
-    assert rows[2][-3] == "unfinished" and rows[0][-3] != "unfinished"
+    rows = [line.split() for line in lines[2:6]]
+    assert [row[1] for row in rows] == ["2", "3", "3", "4"]
+    assert [row[-1] for row in rows] == ["2", "3", "3", "0"]  # Epochs in each history.
+    assert rows[2][-3] == "unfinished" and rows[3][-3] == "unfinished" and rows[0][-3] != "unfinished"
     assert os.path.getsize(out) > 5000
     assert lines[-1] == f"wrote     {out}"
 
