@@ -88,7 +88,6 @@ x_train, y_train, x_val, y_val = data.split_validation(
 y_train, y_val, y_test = (keras.utils.to_categorical(y, 10) for y in (y_train, y_val, y_test))
 print(f"data      x_train {x_train.shape} | x_val {x_val.shape} | x_test {x_test.shape}")
 
-run = output.Run("cifar10_cnn", config)
 regularizer = keras.regularizers.L1L2(l1=l1, l2=l2)
 
 
@@ -193,6 +192,10 @@ with scope:
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
+
+# The run folder is made only now, once the model is built: a setting the
+# model refuses (a shift wider than the images) leaves no folder behind.
+run = output.Run("cifar10_cnn", config)
 
 # Early stopping keeps the weights of the best epoch in memory and puts them
 # back in the model at the end (the last epoch is not always the best one),

@@ -49,8 +49,6 @@ x_train, x_val, x_test = (x[..., None] for x in (x_train, x_val, x_test))
 y_train, y_val, y_test = (keras.utils.to_categorical(y, 10) for y in (y_train, y_val, y_test))
 print(f"data      x_train {x_train.shape} | x_val {x_val.shape} | x_test {x_test.shape}")
 
-run = output.Run("mnist_cnn", config)
-
 
 def conv_block(filters):
     # Same padding keeps the grid, so only the pooling halves it. Pooling comes
@@ -94,6 +92,10 @@ with scope:
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
+
+# The run folder is made only now, once the model is built: a setting the
+# model refuses (a shift wider than the images) leaves no folder behind.
+run = output.Run("mnist_cnn", config)
 
 # The last epoch is not always the best one. Early stopping keeps the best
 # epoch's weights in memory and puts them back in the model at the end; the

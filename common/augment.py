@@ -34,10 +34,11 @@ class RandomShift(layers.Layer):
 
     def build(self, input_shape):
         # Reflection mirrors the image inside its border: it cannot reach
-        # further than the image is wide.
-        if self.fill_mode == "reflect" and self.pixels >= min(input_shape[1], input_shape[2]):
+        # further than the image is wide. Zeros could, but then some images
+        # would leave the frame whole and train as blanks.
+        if self.pixels >= min(input_shape[1], input_shape[2]):
             raise UserError(
-                f"a reflected shift of {self.pixels} pixels needs images larger than "
+                f"a shift of {self.pixels} pixels needs images larger than "
                 f"{input_shape[1]}x{input_shape[2]}; give a smaller --shift"
             )
         super().build(input_shape)

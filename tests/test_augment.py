@@ -42,5 +42,7 @@ def test_an_unknown_fill_mode_is_refused():
 def test_impossible_shifts_are_user_errors():
     with pytest.raises(UserError, match="not possible"):
         RandomShift(-2)
-    with pytest.raises(UserError, match="smaller --shift"):
-        RandomShift(32)(np.zeros((1, 32, 32, 3), "float32"))
+    for fill_mode in ("reflect", "constant"):
+        with pytest.raises(UserError, match="larger than 32x32; give a smaller --shift"):
+            RandomShift(32, fill_mode=fill_mode)(np.zeros((1, 32, 32, 3), "float32"))
+    RandomShift(31, fill_mode="constant")(np.zeros((1, 32, 32, 3), "float32"))

@@ -259,6 +259,17 @@ def test_bad_input_gives_one_clean_line(script, case, tmp_path):
     assert not run_folders(str(out_dir)), "a failed run must not leave a run folder"
 
 
+@pytest.mark.parametrize("script", ["mnist_cnn.py", "cifar10_cnn.py", "resnet34.py"])
+def test_a_shift_as_wide_as_the_images_stops_before_the_run_folder_is_made(script, dataset, tmp_path):
+    # The layer refuses it as the model is built, which is after the data loads.
+    data_dir, _ = dataset(SCRIPTS[script])
+    out_dir = tmp_path / "runs"
+    result = run_script(script, f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--shift=40", *TINY)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: a shift of 40 pixels needs images larger than")
+    assert not run_folders(str(out_dir))
+
+
 def test_resnet34_refuses_an_unknown_stem():
     result = run_script("resnet34.py", "--stem=vgg")
     assert result.returncode != 0
