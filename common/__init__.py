@@ -3,11 +3,16 @@
 Importing this package installs one behaviour worth knowing about: a `UserError`
 that nobody catches (a missing data file, an unknown override, ...) is printed
 as a single `error: ...` line, and the run exits with status 1, instead of a
-traceback: it is a mistake in the input, not in the program. Ctrl-C prints
-how to continue the run. Every other exception still prints its full traceback.
+traceback: it is a mistake in the input, not in the program. Ctrl-C during a
+training run prints how to continue it. Every other exception still prints its
+full traceback.
 """
 
 import sys
+
+# What Ctrl-C prints after "interrupted": set by common.output.Run once a run
+# folder that the same command would resume exists.
+on_interrupt = ""
 
 
 class UserError(ValueError):
@@ -24,13 +29,8 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)
     elif issubclass(exc_type, KeyboardInterrupt):
-        # Ctrl-C: the state after the last saved epoch is on disk
-        # (common/output.py), and Python still exits with the status of a
-        # process stopped by SIGINT.
-        print(
-            "\ninterrupted: run the same command again to continue from the last saved epoch",
-            file=sys.stderr,
-        )
+        # Ctrl-C: Python still exits with the status of a process stopped by SIGINT.
+        print("\ninterrupted" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr)
     else:
         _default(exc_type, exc, tb)
 

@@ -32,6 +32,7 @@ import zipfile
 import keras
 import numpy as np
 
+import common
 from common import UserError, device, plots, reason, schedules
 
 TABLE_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
@@ -81,6 +82,9 @@ class Run:
             print(f"run       {self.dir}")
         _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
         print("config    " + " ".join(f"{key}={value!r}" for key, value in config.items()))
+        if device.processes() == 1:
+            # The state after the last saved epoch is on disk (ResumeState).
+            common.on_interrupt = "run the same command again to continue from the last saved epoch"
 
     def path(self, name):
         return os.path.join(self.dir, name)

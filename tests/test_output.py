@@ -174,3 +174,26 @@ def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_
     )
     with pytest.raises(ValueError, match="flip_tta=True"):
         run.finish(model, images, y, shift_tta=1)
+
+
+@pytest.mark.parametrize("with_run", [False, True])
+def test_ctrl_c_says_how_to_continue_only_in_a_run_that_can(with_run, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = (
+        "import sys\n"
+        "from common import output\n"
+        f"if {with_run}:\n"
+        f"    output.Run('tiny', {{'out_dir': {str(tmp_path)!r}, 'epochs': 1}})\n"
+        "raise KeyboardInterrupt\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    if with_run:
+        assert last == "interrupted: run the same command again to continue from the last saved epoch"
+    else:
+        assert last == "interrupted"
