@@ -6,7 +6,8 @@ output of two 3x3 convolutions, so that every unit only has to learn a
 correction; that is what lets such a deep stack train at all. For 32x32
 images the stem is one 3x3 convolution and no pooling (`stem="cifar"`); the
 original ImageNet stem (7x7 stride-2 convolution and 3x3 max-pooling) is
-`stem="imagenet"`, meant for large images.
+`stem="imagenet"`, meant for large images: on CIFAR-10's it leaves an 8x8
+grid for the first unit, and is there to show the original.
 
 Parameters (10 classes): 21,299,146 with the CIFAR stem, 21,306,826 with the
 ImageNet stem, as `model.summary()` shows.
@@ -61,8 +62,6 @@ x_train, y_train, x_val, y_val = data.split_validation(
 )
 y_train, y_val, y_test = (keras.utils.to_categorical(y, 10) for y in (y_train, y_val, y_test))
 print(f"data      x_train {x_train.shape} | x_val {x_val.shape} | x_test {x_test.shape}")
-
-run = output.Run("resnet34", config)
 
 
 # Batch normalisation's running averages, used for validation and testing,
@@ -177,6 +176,10 @@ with scope:
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
+
+# The run folder is made only now, once the model is built: a setting the
+# model refuses (a shift wider than the images) leaves no folder behind.
+run = output.Run("resnet34", config)
 
 # The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
 # are training.

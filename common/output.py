@@ -248,7 +248,10 @@ class ResumeState(keras.callbacks.Callback):
     count drives the learning-rate schedule), the epoch, the training seconds
     so far, and the bests of the checkpoint and early-stopping callbacks. It
     comes last in the list so that it sees their state after each epoch, and
-    restores it after their own `on_train_begin` has reset it.
+    restores it after their own `on_train_begin` has reset it. (Keras'
+    `BackupAndRestore` keeps the weights, the optimizer and the epoch, but not
+    those bests, the seconds or, in `transfer_xception.py`, the phase, and
+    it writes every epoch in the training thread.)
 
     The values are copied at the end of an epoch and written to disk in a
     background thread while the next epoch trains. Saving after every epoch
