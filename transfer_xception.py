@@ -99,7 +99,7 @@ def predict_photos(paths, model_path):
 if predict:
     predict_photos(predict.split(","), model)
     raise SystemExit(0)
-if not 0 <= fine_tune_from - 1 < 14:
+if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")
 if image_size < 71:
     raise UserError(f"--image_size={image_size} is too small: Xception needs at least 71 pixels")
