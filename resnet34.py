@@ -129,7 +129,7 @@ class ResidualUnit(layers.Layer):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides}
 
 
-def resnet34(stem):
+def resnet34(stem, shift):
     if stem == "cifar":
         # One 3x3 convolution keeps the whole 32x32 grid for the residual units.
         stem_layers = [
@@ -171,7 +171,7 @@ def resnet34(stem):
 
 
 with scope:
-    model = resnet34(stem)
+    model = resnet34(stem, shift)
     total_steps = epochs * math.ceil(len(x_train) / batch_size)
     model.compile(
         optimizer=keras.optimizers.SGD(
