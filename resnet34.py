@@ -6,8 +6,8 @@ output of two 3x3 convolutions, so that every unit only has to learn a
 correction; that is what lets such a deep stack train at all. For 32x32
 images the stem is one 3x3 convolution and no pooling (`stem="cifar"`); the
 original ImageNet stem (7x7 stride-2 convolution and 3x3 max-pooling) is
-`stem="imagenet"`, meant for large images: on CIFAR-10's it leaves an 8x8
-grid for the first unit, and is there to show the original.
+`stem="imagenet"`, meant for large images: on CIFAR-10's 32x32 images it
+leaves an 8x8 grid for the first unit, and is there to show the original.
 
 Parameters (10 classes): 21,299,146 with the CIFAR stem, 21,306,826 with the
 ImageNet stem, as `model.summary()` shows.
