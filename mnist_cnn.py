@@ -5,7 +5,7 @@ normalisation) feed a dense layer with dropout. Random shifts of the training
 images and a warm-up + cosine learning-rate schedule do most of the work; a
 checkpoint keeps the best epoch and early stopping ends a run that stalls.
 
-Expected: 99.5% test accuracy after 12 epochs, in about 3.5 minutes (216 s) of
+Expected: 99.5% test accuracy after 12 epochs, in about 3.6 minutes (216 s) of
 training on a 2-core CPU (TensorFlow backend, measured 2026-11-28); see README.md.
 For a one-epoch run that beats the seed tutorial's code on the CPU, see the
 fast overrides in README.md's benchmark section.
