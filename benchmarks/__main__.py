@@ -253,13 +253,24 @@ def mean_std(values, digits=1, scale=1):
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def target_and_budget(task, runs):
+    """The task's target accuracy and the training seconds a method may take
+    for it: the GPU suite's given figures, or the seed's mean final test
+    accuracy and a third of its mean training seconds (None without them)."""
+    seed_runs = [run for run in runs if task.seed and run["method"] == task.seed.name]
+    target = task.target or statistics.mean(run["test_acc"] for run in seed_runs)
+    if task.seconds or not seed_runs:
+        return target, task.seconds
+    return target, statistics.mean(run["train_seconds"] for run in seed_runs) / 3
+
+
 def table(task_name, task, runs):
     """The markdown table of one task, and a line on the one-third rule."""
     by_method = collections.defaultdict(list)
     for run in runs:
         by_method[run["method"]].append(run)
     seed_runs = by_method.get(task.seed.name, []) if task.seed else []
-    target = task.target or statistics.mean(run["test_acc"] for run in seed_runs)
+    target, _ = target_and_budget(task, runs)
     tta = [key for key in TTA_COLUMNS if any(run.get(key) is not None for run in runs)]
     lines = [
         f"### {task_name}: target {target:.2%} "
@@ -311,12 +322,21 @@ def table(task_name, task, runs):
     return "\n".join(lines) + "\n"
 
 
-def plot(results, path):
-    """Validation accuracy against cumulative training seconds, per method."""
+def plot(results, tasks, path):
+    """Validation accuracy against cumulative training seconds, per method,
+    each line ending in a star at the method's final test accuracy and
+    training seconds (means over seeds), with the task's target accuracy
+    (dashed) and the seconds allowed for it (dotted): a method meets the
+    target where its star lies above and left of where they cross."""
     from common.plots import plt
 
     figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
     for ax, (task_name, runs) in zip(axes[0], results.items()):
+        target, budget = target_and_budget(tasks[task_name], runs)
+        ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target {target:.2%}")
+        if budget:
+            allowed = "allowed" if tasks[task_name].seconds else "(a third of the seed's)"
+            ax.axvline(budget, color="gray", linestyle=":", linewidth=1, label=f"{budget:.1f} s {allowed}")
         by_method = collections.defaultdict(list)
         for run in runs:
             by_method[run["method"]].append(run)
@@ -324,10 +344,14 @@ def plot(results, path):
             epochs = min(len(r["val_accuracy"]) for r in method_runs)
             seconds = [statistics.mean(sum(r["epoch_seconds"][: i + 1]) for r in method_runs) for i in range(epochs)]
             accuracy = [statistics.mean(r["val_accuracy"][i] for r in method_runs) for i in range(epochs)]
-            ax.plot(seconds, accuracy, "o-", label=name)
+            (line,) = ax.plot(seconds, accuracy, "o-", label=name)
+            test_accuracy = statistics.mean(r["test_acc"] for r in method_runs)
+            train_seconds = statistics.mean(r["train_seconds"] for r in method_runs)
+            ax.plot(train_seconds, test_accuracy, "*", markersize=12, color=line.get_color())
+        ax.plot([], [], "*", markersize=12, color="gray", label="final test accuracy")
         ax.set_title(task_name)
         ax.set_xlabel("training seconds (mean over seeds)")
-        ax.set_ylabel("validation accuracy")
+        ax.set_ylabel("validation accuracy; test accuracy at the stars")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     figure.tight_layout()
@@ -397,7 +421,7 @@ def main():
     report = header() + "\n" + "\n".join(table(name, SUITES[suite][name], runs) for name, runs in results.items())
     with open(stem + ".md", "w") as f:
         f.write(report)
-    plot(results, stem + ".png")
+    plot(results, SUITES[suite], stem + ".png")
     print(report)
     print(f"wrote     {stem}.md, {stem}.png, {stem}.jsonl")
 

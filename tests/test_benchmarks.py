@@ -11,7 +11,7 @@ import keras
 import pytest
 
 from benchmarks import WHITENED_TUNED
-from benchmarks.__main__ import SUITES, invocation
+from benchmarks.__main__ import SUITES, invocation, target_and_budget
 from common import UserError, config
 from conftest import REPO, write_mnist_npz, write_photo_tree
 
@@ -56,6 +56,22 @@ def test_every_run_shares_the_compilation_cache_unless_the_user_names_one(monkey
         assert invocation(method, "/tmp/cache")[1]["JAX_COMPILATION_CACHE_DIR"] == "/tmp/cache"
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/tmp/mine")
     assert invocation(task.seed, "/tmp/cache")[1]["JAX_COMPILATION_CACHE_DIR"] == "/tmp/mine"
+
+
+def test_the_target_and_the_seconds_allowed_are_the_suites_or_the_seeds():
+    # The table's verdict and the plot's dashed and dotted lines read these.
+    cpu = SUITES["cpu"]["mnist_mlp"]
+    runs = [
+        {"method": cpu.seed.name, "test_acc": 0.97, "train_seconds": 30.0},
+        {"method": cpu.seed.name, "test_acc": 0.98, "train_seconds": 60.0},
+        {"method": cpu.methods[0].name, "test_acc": 0.99, "train_seconds": 3.0},
+    ]
+    target, seconds = target_and_budget(cpu, runs)
+    assert target == pytest.approx(0.975) and seconds == pytest.approx(15.0)
+    gpu = SUITES["gpu"]["cifar10_cnn_whitened"]
+    assert target_and_budget(gpu, runs[2:]) == (0.907, 4)
+    # ResNet-34's GPU target is a time to 92%, with no seconds allowed.
+    assert target_and_budget(SUITES["gpu"]["resnet34"], []) == (0.92, None)
 
 
 def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
