@@ -177,6 +177,13 @@ def download(origin, file_hash, cache_dir, fname, name):
 
 def _read_npz(path):
     names = ("x_train", "y_train", "x_test", "y_test")
+    # An npz file is a zip archive of arrays; np.load would read anything
+    # else as a single array (.npy) or a pickle, with a misleading error.
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"{path} is not an npz file (an npz file is a zip archive of arrays); it may be "
+            "truncated, corrupt or something else saved under that name: replace it with a fresh copy"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [name for name in names if name not in f.files]

@@ -74,13 +74,21 @@ def test_truncated_npz(tmp_path):
     path = write_mnist_npz(str(tmp_path))
     content = open(path, "rb").read()
     open(path, "wb").write(content[: len(content) // 2])
-    with pytest.raises(UserError, match="mnist.npz is not a readable npz file"):
+    with pytest.raises(UserError, match="mnist.npz is not an npz file.*truncated"):
         data.load_mnist(str(tmp_path))
 
 
 def test_npz_that_is_not_a_zip(tmp_path):
     (tmp_path / "mnist.npz").write_text("<html>404 not found</html>")
-    with pytest.raises(UserError, match="not a readable npz file"):
+    with pytest.raises(UserError, match="mnist.npz is not an npz file"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_a_single_array_saved_as_mnist_npz_is_not_an_npz_file(tmp_path):
+    # np.load reads a .npy file as one array, whatever its name says.
+    with open(tmp_path / "mnist.npz", "wb") as f:
+        np.save(f, np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(UserError, match="mnist.npz is not an npz file"):
         data.load_mnist(str(tmp_path))
 
 
