@@ -23,8 +23,7 @@ def pretrained_base(application, weights, input_shape, **kwargs):
             "from scratch and is not transfer learning; expect far lower accuracy"
         )
         return application(include_top=False, weights=None, input_shape=input_shape, **kwargs)
-    if weights != "imagenet":
-        _check_weight_file(weights, name)
+    check_weights(weights, name)
     try:
         base = application(include_top=False, weights=weights, input_shape=input_shape, **kwargs)
     except Exception as error:  # Keras raises many kinds: offline, bad shapes, bad files.
@@ -42,15 +41,20 @@ def pretrained_base(application, weights, input_shape, **kwargs):
     return base
 
 
-def _check_weight_file(path, name):
-    if not os.path.isfile(path):
+def check_weights(weights, name):
+    """Stops with one line if `weights` names a local file that is missing or
+    not an HDF5 file; a script calls it before the slow work (loading the
+    photos) so that a wrong path stops it at once."""
+    if weights == "imagenet" or weights.lower() == "none":
+        return
+    if not os.path.isfile(weights):
         raise UserError(
-            f"weights file {path!r} does not exist; give the path to {name}'s ImageNet "
+            f"weights file {weights!r} does not exist; give the path to {name}'s ImageNet "
             "weights without top (.h5), 'imagenet' to download them, or 'none'"
         )
-    with open(path, "rb") as f:
+    with open(weights, "rb") as f:
         if f.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
             raise UserError(
-                f"{path} is not an HDF5 (.h5) weight file; it may be truncated or "
+                f"{weights} is not an HDF5 (.h5) weight file; it may be truncated or "
                 f"corrupt: replace it with a fresh copy of {name}'s weights"
             )

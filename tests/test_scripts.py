@@ -375,6 +375,8 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--test_split=0"], "--test_split=0 leaves no test photos"),
         (["--fine_tune_epochs=-1"], "fine_tune_epochs must be >= 0"),
         (["--weights=/no/such/weights.h5"], "does not exist"),
+        # The weights are checked before the photos are read.
+        (["--weights=/no/such/weights.h5", "--data_dir=/no/such/folder"], "weights file"),
         (["--predict=photo.jpg"], "no trained model in"),
         (["--predict=photo.jpg", "--model=/no/model.keras"], "must both exist"),
         (["--predict=photo.jpg", "--model=tests/conftest.py"], "must both exist"),
