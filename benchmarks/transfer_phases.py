@@ -69,6 +69,8 @@ except ValueError:
 if not 0 <= fine_tune_splits <= splits:
     raise UserError(f"--fine_tune_splits={fine_tune_splits} must be between 0 and --splits={splits}")
 
+pretrained.check_weights(weights, "Xception")  # before the photos load, which takes minutes
+
 device.setup(0)
 started = datetime.datetime.now()
 found = photos.load_photos(data_dir, image_size)

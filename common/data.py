@@ -177,14 +177,16 @@ def download(origin, file_hash, cache_dir, fname, name):
 
 def _read_npz(path):
     names = ("x_train", "y_train", "x_test", "y_test")
-    # An npz file is a zip archive of arrays; np.load would read anything
-    # else as a single array (.npy) or a pickle, with a misleading error.
-    if not zipfile.is_zipfile(path):
-        raise UserError(
-            f"{path} is not an npz file (an npz file is a zip archive of arrays); it may be "
-            "truncated, corrupt or something else saved under that name: replace it with a fresh copy"
-        )
     try:
+        # An npz file is a zip archive of arrays, and starts as every zip
+        # file does; np.load would read anything else as a single array
+        # (.npy) or a pickle, with a misleading error.
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise UserError(
+                    f"{path} is not an npz file (an npz file is a zip archive of arrays); it may be truncated, "
+                    "corrupt or something else saved under that name: replace it with a fresh copy"
+                )
         with np.load(path, allow_pickle=False) as f:
             missing = [name for name in names if name not in f.files]
             if missing:
@@ -192,8 +194,12 @@ def _read_npz(path):
                     f"{path} lacks the array {missing[0]!r}; a Keras-layout npz "
                     f"holds {', '.join(names)}"
                 )
-            x_train, y_train, x_test, y_test = (f[name] for name in names)
-            return (x_train, y_train), (x_test, y_test)
+            arrays = [f[name] for name in names]
+        # A zip member that is not a saved array comes back as bytes.
+        if not all(isinstance(array, np.ndarray) for array in arrays):
+            raise ValueError("its members are not saved arrays")
+        x_train, y_train, x_test, y_test = arrays
+        return (x_train, y_train), (x_test, y_test)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UserError(
             f"{path} is not a readable npz file ({error}); it may be truncated "

@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -74,7 +75,7 @@ def test_truncated_npz(tmp_path):
     path = write_mnist_npz(str(tmp_path))
     content = open(path, "rb").read()
     open(path, "wb").write(content[: len(content) // 2])
-    with pytest.raises(UserError, match="mnist.npz is not an npz file.*truncated"):
+    with pytest.raises(UserError, match="mnist.npz is not a readable npz file"):
         data.load_mnist(str(tmp_path))
 
 
@@ -89,6 +90,20 @@ def test_a_single_array_saved_as_mnist_npz_is_not_an_npz_file(tmp_path):
     with open(tmp_path / "mnist.npz", "wb") as f:
         np.save(f, np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(UserError, match="mnist.npz is not an npz file"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_a_zip_of_other_files_named_like_the_arrays_is_not_a_readable_npz(tmp_path):
+    with zipfile.ZipFile(tmp_path / "mnist.npz", "w") as archive:
+        for name in ("x_train", "y_train", "x_test", "y_test"):
+            archive.writestr(name + ".npy", b"not an array")
+    with pytest.raises(UserError, match="mnist.npz is not a readable npz file .*not saved arrays"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_a_folder_named_mnist_npz_is_reported_as_what_it_is(tmp_path):
+    (tmp_path / "mnist.npz").mkdir()
+    with pytest.raises(UserError, match="mnist.npz is not a readable npz file .*Is a directory"):
         data.load_mnist(str(tmp_path))
 
 
