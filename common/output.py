@@ -421,7 +421,8 @@ def _read_state(path):
         # No pickles: a state file holds plain arrays only.
         with np.load(path, allow_pickle=False) as state:
             return {key: state[key] for key in state.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        # TypeError: a single array (.npy) in its place is no context manager.
         raise UserError(
             f"{path} cannot be read ({reason(error)}); delete it to restart that run "
             "from its first epoch, or use another --out_dir"
