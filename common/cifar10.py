@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import pickle
+import zlib
 
 import numpy as np
 
@@ -141,7 +142,7 @@ def _read_batches(locate, opener):
             with opener(path) as f:
                 batch = _ArrayUnpickler(f, encoding="bytes").load()
             images, labels = batch[b"data"], batch[b"labels"]
-        except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
+        except (OSError, EOFError, KeyError, TypeError, ValueError, zlib.error, pickle.UnpicklingError) as error:
             where = getattr(path, "name", path)  # A path, or a member of a tar.
             raise UserError(
                 f"{where} is not a readable CIFAR-10 batch ({error}); it may be "

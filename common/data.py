@@ -11,6 +11,7 @@ import gzip
 import os
 import tarfile
 import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -145,8 +146,15 @@ def open_tar(archive):
     becomes one line that says what to do."""
     try:
         with tarfile.open(archive, "r:gz") as tar:
+            # tarfile takes a damaged header for the end of the archive, so a
+            # corrupt one could pass for a shorter one. Reading the rest of
+            # the gzip stream checks its length and checksum: damage anywhere
+            # stops the run instead.
+            tar.getmembers()
+            while tar.fileobj.read(1 << 20):
+                pass
             yield tar
-    except (OSError, EOFError, tarfile.TarError) as error:
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as error:
         raise UserError(
             f"{archive} is not a readable .tar.gz ({error}); it may be truncated "
             "or corrupt: replace it with a fresh copy"
@@ -228,7 +236,7 @@ def read_idx(path):
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise UserError(
             f"{path} cannot be read ({error}); replace it with a fresh copy"
         ) from None
@@ -261,12 +269,14 @@ def checked(data, image_shape, num_classes):
                 f"(N, {', '.join(map(str, image_shape))}) uint8: the data file is "
                 "not this dataset"
             )
+        if len(x) == 0:
+            raise UserError(f"the {part} set holds no images: the data file is damaged or not this dataset")
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
             raise UserError(
                 f"{part} labels have shape {y.shape} and dtype {y.dtype}; expected "
                 f"one integer label per image ({len(x)})"
             )
-        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        if y.min() < 0 or y.max() >= num_classes:
             raise UserError(
                 f"{part} labels range from {y.min()} to {y.max()}; expected 0 to "
                 f"{num_classes - 1}: the data file is corrupt"

@@ -152,6 +152,26 @@ def test_truncated_gzip_idx_file(tmp_path):
         data.load_mnist(str(tmp_path))
 
 
+def test_a_corrupt_gzipped_idx_file_is_one_line(tmp_path):
+    # Random pixels do not compress, so deflate stores them in blocks whose
+    # length (bytes 11-12 after the gzip header) is repeated inverted (13-14);
+    # a flipped byte there is a damaged stream, not a truncated one.
+    pixels = np.random.default_rng(0).integers(0, 256, (50, 28, 28))
+    stream = bytearray(gzip.compress(idx_bytes(pixels)))
+    stream[13] ^= 0xFF
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bytes(stream))
+    with pytest.raises(UserError, match="cannot be read .*replace it"):
+        data.read_idx(str(path))
+
+
+def test_a_data_file_with_no_test_images_is_refused(tmp_path):
+    (x_train, y_train), (x_test, y_test) = synthetic_mnist()
+    write_mnist_npz(str(tmp_path), ((x_train, y_train), (x_test[:0], y_test[:0])))
+    with pytest.raises(UserError, match="the test set holds no images"):
+        data.load_mnist(str(tmp_path))
+
+
 def test_idx_file_with_bad_magic_number(tmp_path):
     write_mnist_idx(str(tmp_path))
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x00\x00" + b"\x00" * 100)

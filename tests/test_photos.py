@@ -107,6 +107,21 @@ def test_bad_folders_stop_with_one_clear_line(tmp_path):
         photos.load_photos(str(broken), SIZE)
 
 
+def test_an_archive_damaged_anywhere_is_refused(tmp_path):
+    # tarfile takes a damaged header for the end of the archive, and a
+    # damaged photo may still decode: only the gzip checksum catches both.
+    root = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    archive = make_tar_gz(str(tmp_path / "photos.tgz"), root, "flower_photos")
+    whole = open(archive, "rb").read()
+    for where in (0.2, 0.5, 0.8):
+        damaged = bytearray(whole)
+        damaged[int(len(whole) * where)] ^= 0xFF
+        path = tmp_path / f"damaged-{where}.tgz"
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(UserError, match="is not a readable .tar.gz"):
+            photos.load_photos(str(path), SIZE)
+
+
 def test_a_split_folder_with_other_classes_is_a_user_error(tmp_path):
     write_photo_tree(str(tmp_path / "train"))
     write_photo_tree(str(tmp_path / "test"), classes=("cats", "dogs", "emus"))
