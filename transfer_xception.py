@@ -80,13 +80,21 @@ def predict_photos(paths, model_path):
             f"{model_path} and the classes.json beside it must both exist; give the "
             "model.keras of a finished transfer_xception run"
         )
-    with open(classes_path) as f:
-        classes = json.load(f)
+    try:
+        with open(classes_path) as f:
+            classes = json.load(f)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{classes_path} cannot be read ({error}); train again or give another --model") from None
     try:
         # Keras' safe mode (the default) refuses models that would run code when loaded.
         trained = keras.models.load_model(model_path, safe_mode=True)
     except Exception as error:  # Keras raises many kinds for a damaged file.
         raise UserError(f"{model_path} is not a loadable Keras model ({error}); train again or give another --model") from None
+    if len(trained.input_shape) != 4 or trained.output_shape[-1] != len(classes):
+        raise UserError(
+            f"{model_path} does not take photos to the {len(classes)} classes of {classes_path}; "
+            "give the model.keras of a finished transfer_xception run"
+        )
     size = trained.input_shape[1]
     x = np.stack([photos.read_image(path, size) for path in paths])
     probabilities = trained.predict(x, verbose=0)
@@ -97,7 +105,7 @@ def predict_photos(paths, model_path):
 
 
 if predict:
-    predict_photos(predict.split(","), model)
+    predict_photos([path for path in predict.split(",") if path], model)
     raise SystemExit(0)
 if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")

@@ -13,6 +13,7 @@ in the script.
 
 import ast
 import io
+import math
 import sys
 import tokenize
 
@@ -36,23 +37,23 @@ _CHECKS = {
         lambda v: v == 1 or (v > 1 and keras.backend.backend() != "torch"),
         "must be > 0, and 1 on the PyTorch backend (one step per call)",
     ),
-    "learning_rate": (lambda v: v > 0, "must be > 0"),
+    "learning_rate": (lambda v: 0 < v < math.inf, "must be > 0 and finite"),
     "optimizer": (lambda v: v in ("adam", "sgd"), "must be 'adam' or 'sgd'"),
     "validation_split": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"),
     "train_samples": (lambda v: v >= 0, "must be >= 0 (0 means all)"),
     "seed": (lambda v: 0 <= v < 2**32, "must be between 0 and 2**32 - 1 (NumPy's range)"),
     "dropout": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
     "label_smoothing": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
-    "l1": (lambda v: v >= 0, "must be >= 0 (0 means none)"),
-    "l2": (lambda v: v >= 0, "must be >= 0 (0 means none)"),
-    "weight_decay": (lambda v: v >= 0, "must be >= 0 (0 means none)"),
+    "l1": (lambda v: 0 <= v < math.inf, "must be >= 0 (0 means none) and finite"),
+    "l2": (lambda v: 0 <= v < math.inf, "must be >= 0 (0 means none) and finite"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "must be >= 0 (0 means none) and finite"),
     "width": (lambda v: v > 0, "must be > 0"),
     "activation": (lambda v: v in _ACTIVATIONS, f"must be one of {', '.join(_ACTIVATIONS)}"),
     "filters": (lambda v: v > 0, "must be > 0"),
     "shift": (lambda v: v >= 0, "must be >= 0 (0 means no shift)"),
     "patience": (lambda v: v >= 0, "must be >= 0"),
     "fine_tune_epochs": (lambda v: v >= 0, "must be >= 0 (0 skips phase 2)"),
-    "fine_tune_learning_rate": (lambda v: v > 0, "must be > 0"),
+    "fine_tune_learning_rate": (lambda v: 0 < v < math.inf, "must be > 0 and finite"),
     "test_split": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
 }
 _TYPES = (bool, int, float, str)

@@ -92,6 +92,9 @@ def test_values_are_never_executed(tmp_path):
         ("--epochs", "write settings as --key=value"),
         ("--epochs=0", "epochs must be > 0"),
         ("--learning_rate=-0.1", "learning_rate must be > 0"),
+        # 1e999 reads as infinity: training went on to NaN losses and exit 0.
+        ("--learning_rate=1e999", "learning_rate must be > 0 and finite"),
+        ("--l2=1e999", "l2 must be >= 0 (0 means none) and finite"),
         ("--optimizer=rmsprop", "optimizer must be 'adam' or 'sgd'"),
         ("--validation_split=1.0", "validation_split must be between 0 and 1"),
         ("--train_samples=-5", "train_samples must be >= 0"),

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -353,9 +354,11 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
 
     # --predict finds the newest model by itself and names a class per photo.
     photos = [os.path.join(photo_dir, "owls", "000.jpg"), os.path.join(photo_dir, "cats", "001.jpg")]
-    predicted = run_script("transfer_xception.py", f"--out_dir={out_dir}", f"--predict={','.join(photos)}")
+    # (A trailing comma names no photo; it ended in "cannot read" of an empty path.)
+    predicted = run_script("transfer_xception.py", f"--out_dir={out_dir}", f"--predict={','.join(photos)},")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     lines = predicted.stdout.strip().splitlines()
+    assert len(lines) == 1 + len(photos)
     assert lines[0] == f"model     {os.path.join(run_dir, 'model.keras')}"
     for path, line in zip(photos, lines[1:]):
         name, probabilities = line.split(": ")
@@ -412,6 +415,17 @@ def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
     predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model={damaged / 'model.keras'}")
     assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
     assert "is not a loadable Keras model" in predicted.stderr.strip().splitlines()[-1]
+
+    # So is a classes.json that is not JSON, or one that names other classes
+    # than the model predicts (both ended in tracebacks).
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(model, other / "model.keras")
+    for classes, message in (("{not json", "cannot be read"), ('["cats", "dogs"]', "does not take photos to the 2")):
+        (other / "classes.json").write_text(classes)
+        predicted = run_script("transfer_xception.py", f"--predict={photo},", f"--model={other / 'model.keras'}")
+        assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
+        assert message in predicted.stderr.strip().splitlines()[-1], predicted.stderr[-2000:]
 
 
 def test_transfer_killed_in_phase_2_resumes_there(tmp_path):
