@@ -141,18 +141,21 @@ def _read_batches(locate, opener):
         try:
             with opener(path) as f:
                 batch = _ArrayUnpickler(f, encoding="bytes").load()
-            images, labels = batch[b"data"], batch[b"labels"]
-        except (OSError, EOFError, KeyError, TypeError, ValueError, zlib.error, pickle.UnpicklingError) as error:
+            # Each row holds a 32x32 image as 1024 red, then green, then blue values.
+            images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            labels = np.asarray(batch[b"labels"])
+            if labels.shape != (len(images),):
+                raise ValueError(f"labels of shape {labels.shape} for {len(images)} images")
+        # LookupError: a missing key, or a damaged pickle's unknown text encoding;
+        # OverflowError: values beyond a byte's 0 to 255.
+        except (OSError, EOFError, LookupError, TypeError, ValueError, OverflowError, zlib.error,
+                pickle.UnpicklingError) as error:
             where = getattr(path, "name", path)  # A path, or a member of a tar.
             raise UserError(
                 f"{where} is not a readable CIFAR-10 batch ({error}); it may be "
                 "truncated or corrupt: replace it with a fresh copy"
             ) from None
-        # Each row holds a 32x32 image as 1024 red, then green, then blue values.
-        arrays[name] = (
-            np.asarray(images, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1),
-            np.asarray(labels),
-        )
+        arrays[name] = images, labels
     x_train = np.concatenate([arrays[name][0] for name in BATCHES[:5]])
     y_train = np.concatenate([arrays[name][1] for name in BATCHES[:5]])
     return (x_train, y_train), arrays["test_batch"]

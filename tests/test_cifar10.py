@@ -86,6 +86,23 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize(
+    "batch",
+    [
+        np.zeros(3),  # not a dictionary
+        {b"data": np.zeros((10, 100), np.uint8), b"labels": [0] * 10},  # rows too short for an image
+        {b"data": [[300] * 3072], b"labels": [0]},  # values beyond a byte
+        {b"data": np.zeros((10, 3072), np.uint8), b"labels": np.zeros((10, 1), np.int64)},  # labels not a list
+    ],
+)
+def test_a_batch_that_unpickles_to_something_else_is_one_line(batch, tmp_path):
+    folder = write_cifar_batches(str(tmp_path / "cifar-10-batches-py"))
+    with open(os.path.join(folder, "data_batch_1"), "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    with pytest.raises(UserError, match="data_batch_1 is not a readable CIFAR-10 batch"):
+        load_cifar10(str(tmp_path), allow_pickle=True)
+
+
 @pytest.mark.parametrize("extension", [".png", ".jpg"])
 def test_image_tree(tmp_path, extension):
     data = synthetic_cifar10()
