@@ -66,6 +66,8 @@ config = common.config.apply_overrides(globals())
 
 def predict_photos(paths, model_path):
     """Prints the three most likely classes of each photo."""
+    if not paths:
+        raise UserError("--predict names no photo; give one or more paths separated by commas, e.g. --predict=a.jpg,b.jpg")
     if not model_path:
         found = sorted(glob.glob(os.path.join(out_dir, "transfer_xception", "*", "model.keras")))
         if not found:

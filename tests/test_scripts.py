@@ -381,6 +381,7 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         # The weights are checked before the photos are read.
         (["--weights=/no/such/weights.h5", "--data_dir=/no/such/folder"], "weights file"),
         (["--predict=photo.jpg"], "no trained model in"),
+        (["--predict=,"], "--predict names no photo"),
         (["--predict=photo.jpg", "--model=/no/model.keras"], "must both exist"),
         (["--predict=photo.jpg", "--model=tests/conftest.py"], "must both exist"),
     ],
@@ -423,7 +424,7 @@ def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
     shutil.copy(model, other / "model.keras")
     for classes, message in (("{not json", "cannot be read"), ('["cats", "dogs"]', "does not take photos to the 2")):
         (other / "classes.json").write_text(classes)
-        predicted = run_script("transfer_xception.py", f"--predict={photo},", f"--model={other / 'model.keras'}")
+        predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model={other / 'model.keras'}")
         assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
         assert message in predicted.stderr.strip().splitlines()[-1], predicted.stderr[-2000:]
 
