@@ -208,6 +208,8 @@ def _read_npz(path):
             raise ValueError("its members are not saved arrays")
         x_train, y_train, x_test, y_test = arrays
         return (x_train, y_train), (x_test, y_test)
+    except UserError:
+        raise  # Already says what is wrong (a UserError is a ValueError too).
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UserError(
             f"{path} is not a readable npz file ({error}); it may be truncated "
