@@ -86,6 +86,9 @@ def parse_value(key, text, default):
             f"--{key}={text} is not {_TYPE_NAMES[type(default)]} "
             f"(default {key}={default!r}); give e.g. --{key}={default!r}"
         )
+    if type(value) is int and not -(2**63) <= value < 2**63:
+        # Python's integers have no limit; the tensors they end up in hold 64 bits.
+        raise UserError(f"--{key}={text} is too large: integers must lie within +-2**63")
     return value
 
 

@@ -114,6 +114,9 @@ def test_values_are_never_executed(tmp_path):
         ("--fine_tune_learning_rate=0", "fine_tune_learning_rate must be > 0"),
         ("--test_split=1.0", "test_split must be >= 0 and below 1"),
         ("--steps_per_execution=0", "steps_per_execution must be > 0"),
+        # Beyond 64 bits: a TypeError traceback once training had made its run folder.
+        ("--epochs=99999999999999999999", "--epochs=99999999999999999999 is too large: integers must lie within +-2**63"),
+        ("--train_samples=-99999999999999999999", "is too large"),
     ],
 )
 def test_bad_overrides_are_refused_with_a_helpful_message(argument, message):
