@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from common import UserError
-from common.data import checked, download, keras_datasets_dir, open_tar
+from common.data import checked, download, keras_datasets_dir, open_tar, read_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The hash that keras.datasets.cifar10 checks.
@@ -72,6 +72,9 @@ def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
                     "and cannot be verified: give cifar-10-python.tar.gz instead (checked against "
                     "Keras' sha256), or pass --allow_pickle=True if you trust them"
                 )
+            missing = [name for name in BATCHES if not os.path.exists(os.path.join(folder, name))]
+            if missing:
+                raise UserError(f"{folder} lacks the batch {missing[0]}; copy the whole folder again")
             return _read_batches(lambda name: os.path.join(folder, name), lambda path: open(path, "rb"))
     archive = os.path.join(data_dir, "cifar-10-python.tar.gz")
     if os.path.exists(archive):
@@ -187,7 +190,7 @@ def _read_image_tree(root):
     for split in ("train", "test"):
         for path in glob.glob(os.path.join(root, split, "*", "*")):
             files[os.path.relpath(path, root)] = path
-    return _decode_images(root, files, lambda path: open(path, "rb").read())
+    return _decode_images(root, files, read_file)
 
 
 def _read_image_tar(archive):
@@ -232,6 +235,8 @@ def _decode_images(source, files, read):
                 try:
                     with Image.open(io.BytesIO(read(files[path]))) as image:
                         images.append(np.asarray(image.convert("RGB")))
+                except UserError:
+                    raise  # read_file's line already says what is wrong.
                 except Exception as error:  # Pillow raises many kinds of errors.
                     raise UserError(
                         f"{source}: {path} is not a readable image ({error}); "

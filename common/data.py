@@ -8,7 +8,10 @@ somewhere inside training.
 
 import contextlib
 import gzip
+import io
+import math
 import os
+import stat
 import tarfile
 import zipfile
 import zlib
@@ -183,19 +186,33 @@ def download(origin, file_hash, cache_dir, fname, name):
         ) from None
 
 
+def read_file(path):
+    """The bytes of the file at `path`, or one line that says why they cannot
+    be read. A pipe or a device is refused, not read: reading one waits for a
+    writer, possibly forever."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # open() says "Is a directory".
+            raise UserError(f"{path} is not a regular file (a pipe, socket or device); give a file")
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable") from None
+
+
 def _read_npz(path):
     names = ("x_train", "y_train", "x_test", "y_test")
+    content = read_file(path)
     try:
         # An npz file is a zip archive of arrays, and starts as every zip
         # file does; np.load would read anything else as a single array
         # (.npy) or a pickle, with a misleading error.
-        with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":
-                raise UserError(
-                    f"{path} is not an npz file (an npz file is a zip archive of arrays); it may be truncated, "
-                    "corrupt or something else saved under that name: replace it with a fresh copy"
-                )
-        with np.load(path, allow_pickle=False) as f:
+        if content[:4] != b"PK\x03\x04":
+            raise UserError(
+                f"{path} is not an npz file (an npz file is a zip archive of arrays); it may be truncated, "
+                "corrupt or something else saved under that name: replace it with a fresh copy"
+            )
+        with np.load(io.BytesIO(content), allow_pickle=False) as f:
             missing = [name for name in names if name not in f.files]
             if missing:
                 raise UserError(
@@ -234,10 +251,10 @@ def _read_idx_folder(folder):
 
 def read_idx(path):
     """Reads one IDX file (the original MNIST format), gzipped or not."""
-    opener = gzip.open if path.endswith(".gz") else open
+    raw = read_file(path)
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
+        if path.endswith(".gz"):
+            raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as error:
         raise UserError(
             f"{path} cannot be read ({error}); replace it with a fresh copy"
@@ -253,7 +270,7 @@ def read_idx(path):
     shape = tuple(
         int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
     )
-    if len(raw) != header + int(np.prod(shape)):
+    if len(raw) != header + math.prod(shape):  # Python's integers: a crafted header cannot overflow.
         raise UserError(
             f"{path} is truncated or corrupt: its header promises shape {shape} "
             f"but it holds {len(raw) - header} bytes of data; replace it"

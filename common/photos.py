@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from common import UserError, reason
-from common.data import download, open_tar
+from common.data import download, open_tar, read_file
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
@@ -54,7 +54,7 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL):
             data_dir = archives[0]  # A folder that holds just the archive.
     if os.path.isdir(data_dir):
         entries = _folder_entries(data_dir)
-        return _decode_tree(data_dir, entries, lambda path: _read_file(os.path.join(data_dir, path)), image_size)
+        return _decode_tree(data_dir, entries, lambda path: read_file(os.path.join(data_dir, path)), image_size)
     if not data_dir.endswith(ARCHIVE_EXTENSIONS):
         raise UserError(f"data_dir {data_dir!r} is a file but not a .tgz or .tar.gz; give a folder of class folders or an archive of one")
     with open_tar(data_dir) as tar:
@@ -119,25 +119,24 @@ def _square(image, image_size):
 def read_image(path, image_size):
     """One photo file as `load_image` returns it, with a clear error."""
     try:
-        return load_image(_read_file(path), image_size)
+        return load_image(read_file(path), image_size)
     except UserError:
         raise
     except Exception as error:  # Pillow raises many kinds of errors.
         raise UserError(f"{path} is not a readable image ({error}); give a JPEG or PNG photo") from None
 
 
-def _read_file(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as error:
-        raise UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable") from None
-
-
 def _folder_entries(root):
-    """{relative path: is a folder} for everything under `root`."""
-    entries = {}
-    for folder, dirs, files in os.walk(root):
+    """{relative path: is a folder} for everything under `root`, through
+    linked folders too (each real folder once, so a link to a folder above
+    it cannot send the walk round in circles)."""
+    entries, seen = {}, {os.path.realpath(root)}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        for name in list(dirs):
+            real = os.path.realpath(os.path.join(folder, name))
+            if real in seen:
+                dirs.remove(name)
+            seen.add(real)
         for name in dirs + files:
             path = os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
             entries[path] = name in dirs

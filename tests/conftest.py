@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic datasets in the real on-disk formats, and a
 helper that runs a training script in a subprocess like a user would."""
 
+import contextlib
 import gzip
 import os
 import signal
@@ -107,6 +108,24 @@ def run_until(script, *args, printed):
     process.wait()
     assert process.returncode == -signal.SIGKILL, "".join(lines)
     return lines
+
+
+@contextlib.contextmanager
+def within(seconds):
+    """Fails the test, instead of hanging it, when the block takes longer
+    than `seconds` (such as a read that waits forever on a pipe)."""
+
+    def fail(*_):
+        # pytest's failure is no Exception, so no `except Exception` in the code can take it for bad input.
+        pytest.fail(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def final_fields(stdout):

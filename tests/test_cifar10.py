@@ -8,7 +8,7 @@ import pytest
 
 from common import UserError
 from common.cifar10 import CLASSES, KERAS_ARCHIVE, cache_path, load_cifar10
-from conftest import make_tar_gz, synthetic_cifar10, write_cifar_batches, write_image_tree
+from conftest import make_tar_gz, synthetic_cifar10, within, write_cifar_batches, write_image_tree
 
 
 def assert_same(loaded, expected):
@@ -212,6 +212,20 @@ def test_corrupt_image(tmp_path):
     (tmp_path / "c" / "train" / "cat" / "0001.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="train/cat/0001.png is not a readable image"):
         load_cifar10(str(tmp_path / "c"))
+
+
+def test_a_pipe_in_the_image_tree_is_refused_not_waited_on(tmp_path):
+    write_image_tree(str(tmp_path / "c"))
+    os.mkfifo(tmp_path / "c" / "train" / "cat" / "pipe.png")
+    with within(20), pytest.raises(UserError, match="^[^(]*pipe.png is not a regular file"):
+        load_cifar10(str(tmp_path / "c"))
+
+
+def test_a_batches_folder_without_a_batch_names_it(tmp_path):
+    write_cifar_batches(str(tmp_path / "cifar-10-batches-py"))
+    os.remove(tmp_path / "cifar-10-batches-py" / "test_batch")
+    with pytest.raises(UserError, match="cifar-10-batches-py lacks the batch test_batch; copy the whole folder again"):
+        load_cifar10(str(tmp_path), allow_pickle=True)
 
 
 def test_wrong_image_size(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from common import UserError
 from common import data
-from conftest import idx_bytes, synthetic_mnist, write_mnist_idx, write_mnist_npz
+from conftest import idx_bytes, synthetic_mnist, within, write_mnist_idx, write_mnist_npz
 
 
 def assert_same_as_synthetic(loaded):
@@ -105,7 +105,13 @@ def test_a_zip_of_other_files_named_like_the_arrays_is_not_a_readable_npz(tmp_pa
 
 def test_a_folder_named_mnist_npz_is_reported_as_what_it_is(tmp_path):
     (tmp_path / "mnist.npz").mkdir()
-    with pytest.raises(UserError, match="mnist.npz is not a readable npz file .*Is a directory"):
+    with pytest.raises(UserError, match="cannot read .*mnist.npz \\(Is a directory\\)"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_a_pipe_named_mnist_npz_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "mnist.npz")
+    with within(20), pytest.raises(UserError, match="mnist.npz is not a regular file"):
         data.load_mnist(str(tmp_path))
 
 
@@ -142,6 +148,15 @@ def test_truncated_idx_file(tmp_path):
     write_mnist_idx(str(tmp_path))
     path = tmp_path / "t10k-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte is truncated or corrupt"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_an_idx_header_whose_size_overflows_64_bits_is_corrupt(tmp_path):
+    write_mnist_idx(str(tmp_path))
+    # 2**31 * 2**31 * 4 images' bytes: 0 in 64-bit arithmetic, like the data that follows.
+    header = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (2**31, 2**31, 4))
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(header)
     with pytest.raises(UserError, match="t10k-images-idx3-ubyte is truncated or corrupt"):
         data.load_mnist(str(tmp_path))
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from common import UserError, photos
-from conftest import PHOTO_CLASSES, make_tar_gz, write_photo_tree
+from conftest import PHOTO_CLASSES, make_tar_gz, within, write_photo_tree
 
 SIZE = 24
 
@@ -147,6 +147,28 @@ def test_read_image_resizes_a_photo_and_refuses_anything_else(tmp_path):
         photos.read_image(os.path.join(root, "cats", "notes.txt"), 32)
     with pytest.raises(UserError, match="cannot read"):
         photos.read_image(os.path.join(root, "missing.jpg"), 32)
+    # A pipe is refused, not read: reading one waits for a writer, possibly forever.
+    os.mkfifo(os.path.join(root, "pipe.jpg"))
+    with within(20), pytest.raises(UserError, match="pipe.jpg is not a regular file"):
+        photos.read_image(os.path.join(root, "pipe.jpg"), 32)
+
+
+def test_a_pipe_in_a_class_folder_is_skipped_like_any_non_image(tmp_path):
+    root = write_photo_tree(str(tmp_path))
+    os.mkfifo(os.path.join(root, "owls", "pipe.jpg"))
+    with within(20):
+        found = photos.load_photos(root, SIZE)["all"]
+    assert len(found.x) == 30 and found.skipped == 3  # notes.txt, the truncated JPEG and the pipe.
+
+
+def test_linked_class_folders_are_read_and_a_link_upwards_does_not_loop(tmp_path):
+    root = write_photo_tree(str(tmp_path / "photos"))
+    os.rename(os.path.join(root, "owls"), tmp_path / "owls")
+    os.symlink(tmp_path / "owls", os.path.join(root, "owls"))
+    os.symlink(root, os.path.join(root, "cats", "back"))  # Back to the top.
+    found = photos.load_photos(root, SIZE)["all"]
+    assert found.classes == list(PHOTO_CLASSES)
+    assert np.bincount(found.y).tolist() == [10, 10, 10] and found.skipped == 2
 
 
 def test_without_a_test_split_only_train_and_validation_come_back(tmp_path):
