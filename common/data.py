@@ -148,6 +148,7 @@ def open_tar(archive):
     """Opens a .tar.gz; a damaged one, found at any point of reading it,
     becomes one line that says what to do."""
     try:
+        _refuse_special(archive)
         with tarfile.open(archive, "r:gz") as tar:
             # tarfile takes a damaged header for the end of the archive, so a
             # corrupt one could pass for a shorter one. Reading the rest of
@@ -191,13 +192,17 @@ def read_file(path):
     be read. A pipe or a device is refused, not read: reading one waits for a
     writer, possibly forever."""
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # open() says "Is a directory".
-            raise UserError(f"{path} is not a regular file (a pipe, socket or device); give a file")
+        _refuse_special(path)
         with open(path, "rb") as f:
             return f.read()
     except OSError as error:
         raise UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable") from None
+
+
+def _refuse_special(path):
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # open() says "Is a directory".
+        raise UserError(f"{path} is not a regular file (a pipe, socket or device); give a file")
 
 
 def _read_npz(path):

@@ -47,9 +47,10 @@ def check_weights(weights, name):
     photos) so that a wrong path stops it at once."""
     if weights == "imagenet" or weights.lower() == "none":
         return
-    if not os.path.isfile(weights):
+    if not os.path.isfile(weights):  # Missing, or a folder, a pipe, ...
+        what = "is not a file" if os.path.exists(weights) else "does not exist"
         raise UserError(
-            f"weights file {weights!r} does not exist; give the path to {name}'s ImageNet "
+            f"weights file {weights!r} {what}; give the path to {name}'s ImageNet "
             "weights without top (.h5), 'imagenet' to download them, or 'none'"
         )
     with open(weights, "rb") as f:

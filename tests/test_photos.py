@@ -161,6 +161,12 @@ def test_a_pipe_in_a_class_folder_is_skipped_like_any_non_image(tmp_path):
     assert len(found.x) == 30 and found.skipped == 3  # notes.txt, the truncated JPEG and the pipe.
 
 
+def test_a_pipe_named_like_an_archive_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "photos.tgz")
+    with within(20), pytest.raises(UserError, match="photos.tgz is not a regular file"):
+        photos.load_photos(str(tmp_path / "photos.tgz"), SIZE)
+
+
 def test_linked_class_folders_are_read_and_a_link_upwards_does_not_loop(tmp_path):
     root = write_photo_tree(str(tmp_path / "photos"))
     os.rename(os.path.join(root, "owls"), tmp_path / "owls")

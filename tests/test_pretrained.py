@@ -45,6 +45,9 @@ def test_a_missing_or_broken_weight_file_is_a_user_error(tmp_path):
     not_hdf5.write_bytes(b"<html>404 Not Found</html>")
     with pytest.raises(UserError, match="is not an HDF5"):
         mobilenet(str(not_hdf5))
+    # A folder (or a pipe) exists but is not a file: "does not exist" was wrong.
+    with pytest.raises(UserError, match=f"weights file '{tmp_path}' is not a file"):
+        mobilenet(str(tmp_path))
 
 
 @needs_mobilenet
