@@ -127,20 +127,34 @@ def read_image(path, image_size):
 
 
 def _folder_entries(root):
-    """{relative path: is a folder} for everything under `root`, through
-    linked folders too (each real folder once, so a link to a folder above
-    it cannot send the walk round in circles)."""
-    entries, seen = {}, {os.path.realpath(root)}
+    """{relative path: is a folder} for everything under `root`.
+
+    A linked folder is followed when it lies outside `root`, such as a class
+    gathered from elsewhere. One inside `root` is not (its photos are there
+    already, perhaps under another class), nor one that holds a folder the
+    walk is in (it would go round in circles); either stays an empty folder.
+    """
+    top = os.path.realpath(root)
+    enclosing = {root: [top]}  # Each walked folder: its real path and those of the folders it was reached through.
+    entries = {}
     for folder, dirs, files in os.walk(root, followlinks=True):
-        for name in list(dirs):
-            real = os.path.realpath(os.path.join(folder, name))
-            if real in seen:
-                dirs.remove(name)
-            seen.add(real)
         for name in dirs + files:
             path = os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
             entries[path] = name in dirs
+        for name in list(dirs):
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            circles = any(_holds(real, outer) for outer in enclosing[folder])
+            if circles or (os.path.islink(path) and _holds(top, real)):
+                dirs.remove(name)
+            else:
+                enclosing[path] = enclosing[folder] + [real]
     return entries
+
+
+def _holds(outer, inner):
+    """Whether the real folder `outer` is `inner` or one of the folders above it."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
 
 
 def _children(entries, prefix):

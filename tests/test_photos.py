@@ -167,14 +167,26 @@ def test_a_pipe_named_like_an_archive_is_refused_not_waited_on(tmp_path):
         photos.load_photos(str(tmp_path / "photos.tgz"), SIZE)
 
 
-def test_linked_class_folders_are_read_and_a_link_upwards_does_not_loop(tmp_path):
+def test_a_class_linked_from_elsewhere_is_read_and_no_photo_twice_or_from_above(tmp_path):
     root = write_photo_tree(str(tmp_path / "photos"))
     os.rename(os.path.join(root, "owls"), tmp_path / "owls")
-    os.symlink(tmp_path / "owls", os.path.join(root, "owls"))
-    os.symlink(root, os.path.join(root, "cats", "back"))  # Back to the top.
+    os.symlink(tmp_path / "owls", os.path.join(root, "owls"))  # Read: it was reported as empty.
+    os.symlink(root, tmp_path / "owls" / "back")  # Back to the top: not followed, or it would loop.
+    os.symlink(tmp_path, os.path.join(root, "cats", "up"))  # Above the top: not read.
+    os.makedirs(os.path.join(root, "dogs", "more"))
+    for name in ("000.jpg", "001.jpg"):
+        os.rename(os.path.join(root, "dogs", name), os.path.join(root, "dogs", "more", name))
+    os.symlink(os.path.join(root, "dogs", "more"), os.path.join(root, "cats", "more"))  # Dogs as cats: not read.
     found = photos.load_photos(root, SIZE)["all"]
     assert found.classes == list(PHOTO_CLASSES)
     assert np.bincount(found.y).tolist() == [10, 10, 10] and found.skipped == 2
+
+
+def test_a_class_linked_to_another_inside_the_folder_is_an_empty_class(tmp_path):
+    root = write_photo_tree(str(tmp_path))
+    os.symlink(os.path.join(root, "dogs"), os.path.join(root, "puppies"))
+    with pytest.raises(UserError, match="puppies holds no readable images"):
+        photos.load_photos(root, SIZE)
 
 
 def test_without_a_test_split_only_train_and_validation_come_back(tmp_path):
