@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from common import UserError
-from common.data import checked, download, keras_datasets_dir, open_tar, read_file
+from common.data import checked, download, keras_datasets_dir, open_tar, read_file, refuse_special
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The hash that keras.datasets.cifar10 checks.
@@ -75,7 +75,7 @@ def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
             missing = [name for name in BATCHES if not os.path.exists(os.path.join(folder, name))]
             if missing:
                 raise UserError(f"{folder} lacks the batch {missing[0]}; copy the whole folder again")
-            return _read_batches(lambda name: os.path.join(folder, name), lambda path: open(path, "rb"))
+            return _read_batches(lambda name: os.path.join(folder, name), lambda path: io.BytesIO(read_file(path)))
     archive = os.path.join(data_dir, "cifar-10-python.tar.gz")
     if os.path.exists(archive):
         if not allow_pickle and _sha256(archive) != file_hash:
@@ -100,6 +100,7 @@ def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
 
 def _sha256(path):
     digest = hashlib.sha256()
+    refuse_special(path)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -149,6 +150,8 @@ def _read_batches(locate, opener):
             labels = np.asarray(batch[b"labels"])
             if labels.shape != (len(images),):
                 raise ValueError(f"labels of shape {labels.shape} for {len(images)} images")
+        except UserError:
+            raise  # read_file's line already says what is wrong.
         # LookupError: a missing key, or a damaged pickle's unknown text encoding;
         # OverflowError: values beyond a byte's 0 to 255.
         except (OSError, EOFError, LookupError, TypeError, ValueError, OverflowError, zlib.error,

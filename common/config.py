@@ -80,7 +80,10 @@ def parse_value(key, text, default):
     if isinstance(default, str) and not isinstance(value, str):
         value = text  # --data_dir=2024 means the folder "2024".
     if isinstance(default, float) and type(value) is int:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # An integer of 309 digits or more.
+            raise UserError(f"--{key}={text} is out of range; give a number such as {default!r}") from None
     if type(value) is not type(default):
         raise UserError(
             f"--{key}={text} is not {_TYPE_NAMES[type(default)]} "
@@ -88,7 +91,7 @@ def parse_value(key, text, default):
         )
     if type(value) is int and not -(2**63) <= value < 2**63:
         # Python's integers have no limit; the tensors they end up in hold 64 bits.
-        raise UserError(f"--{key}={text} is too large: integers must lie within +-2**63")
+        raise UserError(f"--{key}={text} is out of range; give an integer between -2**63 and 2**63 - 1")
     return value
 
 

@@ -148,7 +148,7 @@ def open_tar(archive):
     """Opens a .tar.gz; a damaged one, found at any point of reading it,
     becomes one line that says what to do."""
     try:
-        _refuse_special(archive)
+        refuse_special(archive)
         with tarfile.open(archive, "r:gz") as tar:
             # tarfile takes a damaged header for the end of the archive, so a
             # corrupt one could pass for a shorter one. Reading the rest of
@@ -192,17 +192,20 @@ def read_file(path):
     be read. A pipe or a device is refused, not read: reading one waits for a
     writer, possibly forever."""
     try:
-        _refuse_special(path)
+        refuse_special(path)
         with open(path, "rb") as f:
             return f.read()
     except OSError as error:
         raise UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable") from None
 
 
-def _refuse_special(path):
+def refuse_special(path):
+    """Stops with one line if `path` is a pipe, a socket or a device, before
+    anything opens it: opening or reading one waits for a writer, possibly
+    forever. A folder passes, for open() to refuse with "Is a directory"."""
     mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # open() says "Is a directory".
-        raise UserError(f"{path} is not a regular file (a pipe, socket or device); give a file")
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise UserError(f"{path} is a pipe, socket or device, not a regular file; put the file itself there")
 
 
 def _read_npz(path):

@@ -113,7 +113,9 @@ def run_until(script, *args, printed):
 @contextlib.contextmanager
 def within(seconds):
     """Fails the test, instead of hanging it, when the block takes longer
-    than `seconds` (such as a read that waits forever on a pipe)."""
+    than `seconds` (such as a read that waits forever on a pipe). A whole
+    number of seconds, in the main thread, and not inside another `within`:
+    it uses the process's one alarm."""
 
     def fail(*_):
         # pytest's failure is no Exception, so no `except Exception` in the code can take it for bad input.

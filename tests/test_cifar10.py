@@ -217,8 +217,21 @@ def test_corrupt_image(tmp_path):
 def test_a_pipe_in_the_image_tree_is_refused_not_waited_on(tmp_path):
     write_image_tree(str(tmp_path / "c"))
     os.mkfifo(tmp_path / "c" / "train" / "cat" / "pipe.png")
-    with within(20), pytest.raises(UserError, match="^[^(]*pipe.png is not a regular file"):
+    line = "^[^(]*pipe.png is a pipe, socket or device, not a regular file; put the file itself there"
+    with within(20), pytest.raises(UserError, match=line):
         load_cifar10(str(tmp_path / "c"))
+
+
+def test_a_pipe_in_place_of_a_batch_or_the_archive_is_refused_not_waited_on(tmp_path):
+    write_cifar_batches(str(tmp_path / "cifar-10-batches-py"))
+    os.remove(tmp_path / "cifar-10-batches-py" / "data_batch_3")
+    os.mkfifo(tmp_path / "cifar-10-batches-py" / "data_batch_3")
+    with within(20), pytest.raises(UserError, match="^[^(]*data_batch_3 is a pipe, socket or device"):
+        load_cifar10(str(tmp_path), allow_pickle=True)
+    (tmp_path / "archive").mkdir()
+    os.mkfifo(tmp_path / "archive" / "cifar-10-python.tar.gz")
+    with within(20), pytest.raises(UserError, match="cifar-10-python.tar.gz is a pipe, socket or device"):
+        load_cifar10(str(tmp_path / "archive"))
 
 
 def test_a_batches_folder_without_a_batch_names_it(tmp_path):

@@ -115,8 +115,10 @@ def test_values_are_never_executed(tmp_path):
         ("--test_split=1.0", "test_split must be >= 0 and below 1"),
         ("--steps_per_execution=0", "steps_per_execution must be > 0"),
         # Beyond 64 bits: a TypeError traceback once training had made its run folder.
-        ("--epochs=99999999999999999999", "--epochs=99999999999999999999 is too large: integers must lie within +-2**63"),
-        ("--train_samples=-99999999999999999999", "is too large"),
+        ("--epochs=99999999999999999999", "--epochs=99999999999999999999 is out of range; give an integer between"),
+        ("--train_samples=-9223372036854775809", "is out of range; give an integer between -2**63 and 2**63 - 1"),
+        # An integer beyond a float's range, where a number is expected: an OverflowError traceback.
+        ("--learning_rate=" + "9" * 400, "is out of range; give a number such as 0.001"),
     ],
 )
 def test_bad_overrides_are_refused_with_a_helpful_message(argument, message):

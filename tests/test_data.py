@@ -111,7 +111,7 @@ def test_a_folder_named_mnist_npz_is_reported_as_what_it_is(tmp_path):
 
 def test_a_pipe_named_mnist_npz_is_refused_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "mnist.npz")
-    with within(20), pytest.raises(UserError, match="mnist.npz is not a regular file"):
+    with within(20), pytest.raises(UserError, match="mnist.npz is a pipe, socket or device"):
         data.load_mnist(str(tmp_path))
 
 
