@@ -41,7 +41,7 @@ _HEADER = "epoch  train_loss  train_acc  val_loss  val_acc        lr  seconds"
 _ROW = "{:>5d}  {:>10.4f}  {:>9.4f}  {:>8.4f}  {:>7.4f}  {:>8.2e}  {:>7.1f}"
 
 
-RESUME_STATE = "resume.npz"  # the state after the last saved epoch; gone once the run finishes
+RESUME_STATE = "resume.npz"  # the state after the last saved epoch; gone once the run finishes (result.json)
 _LOCK = "running.pid"  # the process that is writing to the run folder
 
 
@@ -155,10 +155,6 @@ class Run:
         labels, predicted = np.argmax(y_test, axis=1), np.argmax(probabilities, axis=1)
         test_acc = float(np.mean(predicted == labels))
         test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
-        # The run is complete: it is no longer one to resume.
-        for name in (RESUME_STATE, _LOCK):
-            if os.path.exists(self.path(name)):
-                os.remove(self.path(name))
         title = f"{self.script}  {os.path.basename(self.dir)}"
         plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
         class_names = list(class_names or map(str, range(probabilities.shape[1])))
@@ -181,7 +177,12 @@ class Run:
                 votes = _shift_votes(model, x_test, votes, shift_tta, batch_size)
                 fields["test_acc_flip_shift_tta"] = f"{_accuracy(votes, labels):.4f}"
         # The final figures, for `python -m common.compare` and other tools.
+        # Written last: until it exists, the same command resumes the run
+        # from its saved state and finishes it again.
         write_json(self.path("result.json"), {"script": self.script, **fields})
+        for name in (RESUME_STATE, _LOCK):
+            if os.path.exists(self.path(name)):
+                os.remove(self.path(name))
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
         print("final " + " ".join(f"{key}={value}" for key, value in {**fields, "run_dir": self.dir}.items()))
         return test_acc, test_loss
@@ -436,7 +437,7 @@ def _unfinished_run(parent, config):
         return None
     for name in sorted(os.listdir(parent), reverse=True):
         folder = os.path.join(parent, name)
-        if os.path.exists(os.path.join(folder, "model.keras")) or _running(folder):
+        if os.path.exists(os.path.join(folder, "result.json")) or _running(folder):
             continue
         try:
             with open(os.path.join(folder, "config.json")) as f:

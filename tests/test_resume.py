@@ -112,6 +112,32 @@ def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path):
     assert again.initial_epoch == 12  # Nothing left to train.
 
 
+def test_a_run_interrupted_while_finishing_finishes_again_without_training(tmp_path, monkeypatch):
+    x, y = tiny_data()
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("tiny", config)
+    trained = train(first)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(output.plots, "confusion", ctrl_c)  # After model.keras, before result.json.
+        with pytest.raises(KeyboardInterrupt):
+            first.finish(trained, x, y)
+    assert os.path.exists(first.path("model.keras")) and not os.path.exists(first.path("result.json"))
+    os.remove(first.path("running.pid"))  # As if the process had died.
+
+    again = output.Run("tiny", config)  # It started over from epoch 1 in a new folder.
+    assert again.dir == first.dir and again.initial_epoch == 6
+    resumed = train(again)
+    again.finish(resumed, x, y)
+    assert len(history_rows(again.dir)) == 6
+    for a, b in zip(resumed.get_weights(), trained.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not os.path.exists(again.path(output.RESUME_STATE))
+
+
 def saved_epochs(monkeypatch, delay=0.0):
     """Records the epoch of each state saved from now on; each save takes
     `delay` seconds longer, like a slow disk."""
