@@ -46,7 +46,7 @@ import time
 
 import common.config
 from benchmarks import CPU_FAST, GPU_FAST, NINE_STEPS_PER_CALL, WHITENED_TUNED
-from common import UserError
+from common import UserError, reason
 from common.output import read_history
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,7 +192,7 @@ def run_method(method, dataset, seed, cache_dir, runs):
     """One run in a subprocess, writing its run folder under `runs`; returns its figures."""
     program, env = invocation(method, cache_dir)
     args = [
-        f"--data_dir={os.path.join(data_dir, dataset) if data_dir else ''}",
+        f"--data_dir={os.path.abspath(os.path.join(data_dir, dataset)) if data_dir else ''}",
         f"--out_dir={runs}",
         f"--seed={seed}",
         *method.overrides,
@@ -379,53 +379,93 @@ def header():
 
 def main():
     config = common.config.apply_overrides(globals())
-    if suite not in SUITES:
-        raise UserError(f"--suite={suite!r} is not a suite; use one of {', '.join(SUITES)}")
-    chosen = tasks.split(",") if tasks else list(SUITES[suite])
-    unknown = [name for name in chosen if name not in SUITES[suite]]
-    if unknown:
-        raise UserError(f"--tasks: {', '.join(unknown)} not in the {suite} suite; use {', '.join(SUITES[suite])}")
-    needs_seed = [name for name in chosen if not SUITES[suite][name].target]
-    if baseline_seeds == 0 and needs_seed:
-        raise UserError(
-            f"--baseline_seeds=0: {', '.join(needs_seed)} take their target from the seed baseline; "
-            "run at least one seed baseline for them"
-        )
-    os.makedirs(out_dir, exist_ok=True)
-    # The start time and the tasks name the files, so no earlier results are overwritten.
-    started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    stem = os.path.join(out_dir, "-".join([suite, started, *(chosen if tasks else [])]))
+    chosen = chosen_tasks()
+    stem, raw = new_results_file(chosen)
     # Each benchmark run writes its runs' folders into a fresh folder of its
     # own: a script resumes an unfinished run with the same settings, and one
     # left in runs_dir by an interrupted benchmark would otherwise be
-    # continued, its earlier epochs' seconds counted as this run's.
-    runs_folder = os.path.join(runs_dir, os.path.basename(stem))
+    # continued, its earlier epochs' seconds counted as this run's. (The
+    # runs start in the repository's folder, so a relative path means one
+    # from where the benchmark started.)
+    runs_folder = os.path.join(os.path.abspath(runs_dir), os.path.basename(stem))
     print(f"benchmark {config}")
     results = {}
-    with open(stem + ".jsonl", "w") as raw, tempfile.TemporaryDirectory(prefix="jax-cache-") as cache_dir:
-        for task_name in chosen:
-            task = SUITES[suite][task_name]
-            results[task_name] = []
-            for method in [task.seed, *task.methods]:
-                if method is None:
-                    continue
-                runs = baseline_seeds if method is task.seed and baseline_seeds >= 0 else seeds
-                for seed in range(runs):
-                    run = run_method(method, task.dataset, seed, cache_dir, runs_folder)
-                    results[task_name].append(run)
-                    raw.write(json.dumps({"task": task_name, **run}) + "\n")
-                    raw.flush()
-                    print(
-                        f"{task_name:12s} {method.name:50s} seed {seed}: test_acc={run['test_acc']:.4f} "
-                        f"train_seconds={run['train_seconds']:.1f}",
-                        flush=True,
-                    )
+    try:
+        with raw, tempfile.TemporaryDirectory(prefix="jax-cache-") as cache_dir:
+            for task_name in chosen:
+                task = SUITES[suite][task_name]
+                results[task_name] = []
+                for method in [task.seed, *task.methods]:
+                    if method is None:
+                        continue
+                    runs = baseline_seeds if method is task.seed and baseline_seeds >= 0 else seeds
+                    for seed in range(runs):
+                        run = run_method(method, task.dataset, seed, cache_dir, runs_folder)
+                        results[task_name].append(run)
+                        raw.write(json.dumps({"task": task_name, **run}) + "\n")
+                        raw.flush()
+                        print(
+                            f"{task_name:12s} {method.name:50s} seed {seed}: test_acc={run['test_acc']:.4f} "
+                            f"train_seconds={run['train_seconds']:.1f}",
+                            flush=True,
+                        )
+    except BaseException:
+        if not results or not any(results.values()):
+            os.remove(stem + ".jsonl")  # No run finished: nothing to keep.
+        raise
     report = header() + "\n" + "\n".join(table(name, SUITES[suite][name], runs) for name, runs in results.items())
     with open(stem + ".md", "w") as f:
         f.write(report)
     plot(results, SUITES[suite], stem + ".png")
     print(report)
     print(f"wrote     {stem}.md, {stem}.png, {stem}.jsonl")
+
+
+def chosen_tasks():
+    """The tasks to run, once the benchmark's own settings are checked."""
+    if suite not in SUITES:
+        raise UserError(f"--suite={suite!r} is not a suite; use one of {', '.join(SUITES)}")
+    chosen = tasks.split(",") if tasks else list(SUITES[suite])
+    unknown = [name for name in chosen if name not in SUITES[suite]]
+    if unknown:
+        raise UserError(f"--tasks: {', '.join(unknown)} not in the {suite} suite; use {', '.join(SUITES[suite])}")
+    twice = sorted({name for name in chosen if chosen.count(name) > 1})
+    if twice:
+        raise UserError(f"--tasks names {', '.join(twice)} more than once; name each task once")
+    if seeds < 1:
+        raise UserError(f"--seeds={seeds} is not allowed: each method needs at least one run")
+    if baseline_seeds < -1:
+        raise UserError(f"--baseline_seeds={baseline_seeds} is not allowed: give -1 (as many as seeds), 0 (none) or more")
+    needs_seed = [name for name in chosen if not SUITES[suite][name].target]
+    if baseline_seeds == 0 and needs_seed:
+        raise UserError(
+            f"--baseline_seeds=0: {', '.join(needs_seed)} take their target from the seed baseline; "
+            "run at least one seed baseline for them"
+        )
+    return chosen
+
+
+def new_results_file(chosen):
+    """The stem of this benchmark run's files in out_dir, named by the suite,
+    the start time and the tasks, and its .jsonl, opened for writing. The
+    .jsonl is created only where none exists (with -2, -3, ... added to the
+    name if it must), so no earlier results are overwritten, even those of
+    a benchmark started in the same second."""
+    started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(out_dir, "-".join([suite, started, *(chosen if tasks else [])]))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        number = 1
+        while True:
+            stem = base if number == 1 else f"{base}-{number}"
+            try:
+                return stem, open(stem + ".jsonl", "x")
+            except FileExistsError:
+                number += 1
+    except OSError as error:
+        raise UserError(
+            f"cannot write the results to --out_dir={out_dir!r} ({reason(error)}); give a folder you can write to"
+        ) from None
 
 
 if __name__ == "__main__":

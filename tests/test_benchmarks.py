@@ -1,6 +1,7 @@
 """The benchmark commands end to end, on tiny synthetic MNIST and photo folders."""
 
 import ast
+import datetime
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import keras
 import pytest
 
 from benchmarks import WHITENED_TUNED
+import benchmarks.__main__ as benchmark
 from benchmarks.__main__ import SUITES, invocation, target_and_budget
 from common import UserError, config
 from conftest import REPO, write_mnist_npz, write_photo_tree
@@ -19,10 +21,13 @@ from conftest import REPO, write_mnist_npz, write_photo_tree
 def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     write_mnist_npz(str(tmp_path / "data" / "mnist"))
     out_dir = tmp_path / "results"
+    # Started elsewhere than the repository, with paths relative to there (the
+    # runs start in the repository, and wrote into <repo>/runs before).
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--seeds=2",
-         f"--data_dir={tmp_path / 'data'}", f"--out_dir={out_dir}", f"--runs_dir={tmp_path / 'runs'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+         "--data_dir=data", "--out_dir=results", "--runs_dir=runs"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONPATH": REPO},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     stems = {name.rsplit(".", 1)[0] for name in os.listdir(out_dir)}
@@ -82,6 +87,43 @@ def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: --baseline_seeds=0: mnist_mlp take their target")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("seeds", 0, "--seeds=0 is not allowed: each method needs at least one run"),
+        ("baseline_seeds", -2, "--baseline_seeds=-2 is not allowed: give -1 (as many as seeds), 0 (none) or more"),
+        ("tasks", "mnist_mlp,mnist_mlp", "--tasks names mnist_mlp more than once; name each task once"),
+    ],
+)
+def test_the_benchmarks_own_settings_are_checked(monkeypatch, setting, value, message):
+    # --seeds=0 ended in a StatisticsError traceback; --seeds=-2 on the GPU
+    # suite in an empty table and exit 0; a task named twice ran twice.
+    monkeypatch.setattr(benchmark, setting, value)
+    with pytest.raises(UserError) as error:
+        benchmark.chosen_tasks()
+    assert str(error.value) == message
+
+
+def test_results_files_are_never_overwritten_and_out_dir_must_be_writable(monkeypatch, tmp_path):
+    class SameSecond:  # Two benchmarks started in the same second overwrote each other's files.
+        class datetime:
+            @staticmethod
+            def now():
+                return datetime.datetime(2026, 12, 4, 20, 0, 0)
+
+    monkeypatch.setattr(benchmark, "datetime", SameSecond)
+    monkeypatch.setattr(benchmark, "out_dir", str(tmp_path / "results"))
+    first, first_file = benchmark.new_results_file(["mnist_mlp"])
+    second, second_file = benchmark.new_results_file(["mnist_mlp"])
+    first_file.close(), second_file.close()
+    assert first == str(tmp_path / "results" / "cpu-20261204-200000")
+    assert second == first + "-2"
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(benchmark, "out_dir", str(tmp_path / "file"))
+    with pytest.raises(UserError, match=f"^cannot write the results to --out_dir='{tmp_path}/file' \\(.*\\); give a folder"):
+        benchmark.new_results_file(["mnist_mlp"])
 
 
 def test_every_override_in_the_suites_is_a_setting_of_its_script(monkeypatch):
