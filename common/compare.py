@@ -22,18 +22,30 @@ def load_run(folder):
     try:
         with open(os.path.join(folder, "config.json")) as f:
             config = json.load(f)
-        # A run stopped before its first epoch ended has no history yet.
-        history_path = os.path.join(folder, "history.csv")
-        history = read_history(history_path) if os.path.exists(history_path) else {}
-        result = {}
-        if os.path.exists(os.path.join(folder, "result.json")):
-            with open(os.path.join(folder, "result.json")) as f:
-                result = json.load(f)
-    except (OSError, ValueError, KeyError) as error:
+        if not isinstance(config, dict):
+            raise ValueError("its config.json holds no settings")
+    except (OSError, ValueError) as error:
         raise UserError(
             f"{folder} is not a run folder ({error.__class__.__name__}: {error}); give folders "
             "such as runs/mnist_cnn/<run id> that hold config.json"
         ) from None
+    history, result = {}, {}
+    for name in ("history.csv", "result.json"):
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            continue  # A run stopped before its first epoch ended has no history yet.
+        try:
+            if name == "history.csv":
+                history = read_history(path)
+            else:
+                with open(path) as f:
+                    result = json.load(f)
+                if not isinstance(result, dict):
+                    raise ValueError("it holds no figures")
+        except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
+            raise UserError(
+                f"{path} is damaged ({error.__class__.__name__}: {error}); leave that run out of the comparison"
+            ) from None
     script = result.get("script") or os.path.basename(os.path.dirname(os.path.normpath(folder)))
     name = f"{script}/{os.path.basename(os.path.normpath(folder))}"
     return {"name": name, "config": config, "history": history, "result": result}
@@ -62,8 +74,8 @@ def table(runs, keys):
             *(str(run["config"].get(key, "-")) for key in keys),
             f"{max(val):.4f}" if val else "-",
             f"{val[-1]:.4f}" if val else "-",
-            result.get("test_acc", "unfinished"),
-            result.get("train_seconds", "-"),
+            str(result.get("test_acc", "unfinished")),
+            str(result.get("train_seconds", "-")),
             str(len(run["history"].get("loss", []))),
         ])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -84,6 +96,12 @@ def main(argv):
             folders.append(arg)
     if not folders:
         raise UserError("no run folders given; use: python -m common.compare runs/<script>/* [--out=compare.png]")
+    if not out.endswith(".png") or os.path.basename(out) == ".png":
+        raise UserError(f"--out={out} is not a .png file's path; give e.g. --out=compare.png")
+    # A run's own plots (curves.png, ...) stay as the run drew them.
+    inside = [folder for folder in folders if os.path.realpath(os.path.dirname(os.path.abspath(out))) == os.path.realpath(folder)]
+    if inside:
+        raise UserError(f"--out={out} is inside the run folder {inside[0]}; give a path outside the run folders")
     runs = [load_run(folder) for folder in folders]
     keys = differing_keys(runs)
     print(table(runs, keys))

@@ -24,6 +24,7 @@ half-written file that a later run would load.
 
 import csv
 import json
+import math
 import os
 import threading
 import time
@@ -43,6 +44,8 @@ _ROW = "{:>5d}  {:>10.4f}  {:>9.4f}  {:>8.4f}  {:>7.4f}  {:>8.2e}  {:>7.1f}"
 
 RESUME_STATE = "resume.npz"  # the state after the last saved epoch; gone once the run finishes (result.json)
 _LOCK = "running.pid"  # the process that is writing to the run folder
+# What ResumeState saves beside the arrays of the model, optimizer and early stopping.
+_STATE_KEYS = ("epochs_done", "initial_epoch", "train_seconds", "phase", "callbacks")
 
 
 class Run:
@@ -74,13 +77,20 @@ class Run:
                 # stopping had already ended it.
                 self.initial_epoch = int(self._state["initial_epoch"])
                 self.train_seconds = float(self._state["train_seconds"])
-            _keep_history_rows(self.path("history.csv"), done)
+            try:
+                _keep_history_rows(self.path("history.csv"), done)
+                _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
+            except OSError as error:
+                raise UserError(
+                    f"cannot write to the run folder {self.dir} ({reason(error)}); make it writable to "
+                    "continue that run, or use another --out_dir"
+                ) from None
             print(f"resume    {self.dir} after epoch {done}")
         else:
             self.dir = _new_run_dir(parent, _process_suffix())
             write_json(os.path.join(self.dir, "config.json"), config)
+            _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
             print(f"run       {self.dir}")
-        _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
         print("config    " + " ".join(f"{key}={value!r}" for key, value in config.items()))
         if device.processes() == 1:
             # The state after the last saved epoch is on disk (ResumeState).
@@ -406,6 +416,11 @@ def _assign(variables, values):
             "belongs to another model; start a new run with another --out_dir"
         )
     for variable, value in zip(variables, values):
+        if tuple(variable.shape) != value.shape:
+            raise UserError(
+                f"the saved state holds a value of shape {value.shape} for the variable {variable.path} of "
+                f"shape {tuple(variable.shape)}: it belongs to another model; start a new run with another --out_dir"
+            )
         variable.assign(value)
 
 
@@ -421,6 +436,9 @@ def _read_state(path):
     try:
         # No pickles: a state file holds plain arrays only.
         with np.load(path, allow_pickle=False) as state:
+            missing = [key for key in _STATE_KEYS if key not in state.files]
+            if missing:
+                raise ValueError(f"it lacks {missing[0]!r}")
             return {key: state[key] for key in state.files}
     except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
         # TypeError: a single array (.npy) in its place is no context manager.
@@ -502,21 +520,47 @@ def _shifted(images, offset):
 
 
 def read_history(path):
-    """history.csv as {column: [values per epoch]}, without the epoch column."""
+    """history.csv as {column: [values per epoch]}, without the epoch column.
+    Raises ValueError (or OSError) when it is not a table of numbers."""
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns = [key for key in (rows[0] if rows else {}) if key != "epoch"]
-    return {key: [float(row[key]) for row in rows] for key in columns}
+        return _history(f.read().splitlines(keepends=True))
+
+
+def _history(lines):
+    header, *rows = list(csv.reader(lines)) or [[]]
+    columns = {key: [] for key in header if key != "epoch"}
+    for number, row in enumerate(rows, 1):
+        if len(row) != len(header):
+            raise ValueError(f"row {number} has {len(row)} values for {len(header)} columns")
+        for key, text in zip(header, row):
+            if key in columns:
+                try:
+                    # CSVLogger writes NA for a value that an epoch did not log.
+                    columns[key].append(math.nan if text == "NA" else float(text))
+                except ValueError:
+                    raise ValueError(f"row {number}'s {key} is {text!r}, not a number") from None
+    return columns
 
 
 def _keep_history_rows(path, epochs):
     """Keeps the header and the first `epochs` rows of history.csv: a row
-    written after the last saved state belongs to an epoch that will run again."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = f.read().splitlines(keepends=True)
-    _write_atomically(path, lambda tmp: _write_text(tmp, "".join(lines[: 1 + epochs])))
+    written after the last saved state belongs to an epoch that will run
+    again. Stops with one line if it lacks them."""
+    try:
+        if epochs == 0 and not os.path.exists(path):
+            return  # Stopped before its first epoch ended.
+        with open(path, newline="") as f:
+            lines = f.read().splitlines(keepends=True)[: 1 + epochs]
+        rows = len(next(iter(_history(lines).values()), []))
+        if rows < epochs:
+            raise ValueError(f"it holds {rows} of the {epochs} epochs saved")
+    except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
+        raise UserError(
+            f"{path} is damaged ({reason(error)}); delete it and {RESUME_STATE} beside it to restart that "
+            "run from its first epoch, or use another --out_dir"
+        ) from None
+    # A last row cut short loses its newline, and the next row would join it.
+    _write_atomically(path, lambda tmp: _write_text(tmp, "".join(line.rstrip("\r\n") + "\n" for line in lines)))
 
 
 def write_json(path, data):

@@ -67,7 +67,36 @@ def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
         f.write("{half a file")
     result = compare(run)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run} is not a run folder")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run}/result.json is damaged")
+
+
+def test_damaged_files_of_a_run_and_a_bad_out_are_one_line(tmp_path):
+    # Each ended in a traceback, or wrote elsewhere than it said.
+    run = make_run(tmp_path / "runs")
+    history = os.path.join(run, "history.csv")
+    cases = [
+        (["--out=cmp.txt"], "--out=cmp.txt is not a .png file's path"),
+        (["--out="], "--out= is not a .png file's path"),
+        ([f"--out={run}/curves.png"], f"--out={run}/curves.png is inside the run folder {run}"),
+    ]
+    for args, line in cases:
+        result = compare(run, *args)
+        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == f"error: {line}; give " + (
+            "e.g. --out=compare.png" if "png file" in line else "a path outside the run folders"
+        )
+    for name, text, line in [
+        ("result.json", "[]", "result.json is damaged (ValueError: it holds no figures)"),
+        ("history.csv", open(history).read() + "4,0.7\n", "history.csv is damaged (ValueError: row 4 has 2 values"),
+        ("config.json", '"abc"', "is not a run folder (ValueError: its config.json holds no settings)"),
+    ]:
+        before = open(os.path.join(run, name)).read()
+        open(os.path.join(run, name), "w").write(text)
+        result = compare(run, f"--out={tmp_path / 'cmp.png'}")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert line in result.stderr.strip().splitlines()[-1]
+        open(os.path.join(run, name), "w").write(before)
+    open(os.path.join(run, "result.json"), "w").write('{"test_acc": 0.9, "train_seconds": 12.5}')  # Numbers.
+    assert compare(run, f"--out={tmp_path / 'cmp.png'}").returncode == 0
 
 
 def test_a_finished_run_writes_its_result(tmp_path):

@@ -237,6 +237,80 @@ def test_a_damaged_state_file_is_one_clear_line(damaged, tmp_path):
         output.Run("tiny", config)
 
 
+def interrupted_after_two_epochs(tmp_path):
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("tiny", config)
+    with pytest.raises(KeyboardInterrupt):
+        train(first, stop_after=2)
+    for thread in threading.enumerate():
+        if isinstance(thread, output._Writer):
+            thread.join()
+    os.remove(first.path("running.pid"))
+    return config, first
+
+
+@pytest.mark.parametrize("damage", ["garbled", "rows lost", "deleted", "not text", "a folder"])
+def test_a_damaged_history_stops_the_resumed_run_with_one_line(damage, tmp_path):
+    # Each trained on from there and ended with a traceback, a stuck run or a wrong history.
+    config, first = interrupted_after_two_epochs(tmp_path)
+    path = first.path("history.csv")
+    text = open(path).read()
+    os.remove(path)
+    if damage == "garbled":
+        open(path, "w").write("garbage junk\nfoo,bar\nbaz\n")
+    elif damage == "rows lost":
+        open(path, "w").write("".join(text.splitlines(keepends=True)[:2]))  # The header and epoch 1.
+    elif damage == "not text":
+        open(path, "wb").write(b"\xff\xfe" + text.encode())
+    elif damage == "a folder":
+        os.mkdir(path)
+    with pytest.raises(UserError) as error:
+        output.Run("tiny", config)
+    assert str(error.value).startswith(f"{path} is damaged (")
+    assert str(error.value).endswith("delete it and resume.npz beside it to restart that run from its first epoch, "
+                                     "or use another --out_dir")
+
+
+def test_a_last_history_row_cut_short_keeps_its_own_line(tmp_path):
+    config, first = interrupted_after_two_epochs(tmp_path)
+    path = first.path("history.csv")
+    text = open(path).read()
+    open(path, "w").write(text[:-3])  # Mid-way through epoch 2's seconds, and its newline.
+    again = output.Run("tiny", config)
+    train(again)
+    rows = history_rows(again.dir)
+    assert len(rows) == 6 and rows[:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    config, first = interrupted_after_two_epochs(tmp_path)
+
+    def read_only(path, text):  # As in a read-only folder, for a user other than root.
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(output, "_write_text", read_only)
+    with pytest.raises(UserError, match=f"^cannot write to the run folder {first.dir} .*make it writable"):
+        output.Run("tiny", config)
+
+
+def test_a_state_of_another_model_is_one_line(tmp_path):
+    config, first = interrupted_after_two_epochs(tmp_path)
+    again = output.Run("tiny", config)
+    # The same number of variables, of other shapes: a Dense layer of 4 units, not 3.
+    wider = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dropout(0.2), keras.layers.Dense(4, activation="softmax")])
+    with pytest.raises(UserError, match=r"a value of shape \(4, 3\) for the variable .*of shape \(4, 4\): it belongs to another model"):
+        again.restore("", wider)
+
+
+def test_a_state_without_its_epoch_is_one_line(tmp_path):
+    config, first = interrupted_after_two_epochs(tmp_path)
+    state = dict(np.load(first.path(output.RESUME_STATE)))
+    del state["epochs_done"]
+    np.savez(first.path(output.RESUME_STATE), **state)
+    with pytest.raises(UserError, match="cannot be read \\(it lacks 'epochs_done'\\); delete it"):
+        output.Run("tiny", config)
+
+
 def test_a_crash_while_checkpointing_keeps_the_previous_best(tmp_path):
     run = output.Run("tiny", {"out_dir": str(tmp_path)})
     train(run, epochs=2)
