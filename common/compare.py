@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from matplotlib.backend_bases import FigureCanvasBase
+
 from common import UserError, plots
 from common.output import read_history
 
@@ -96,12 +98,13 @@ def main(argv):
             folders.append(arg)
     if not folders:
         raise UserError("no run folders given; use: python -m common.compare runs/<script>/* [--out=compare.png]")
-    if not out.endswith(".png") or os.path.basename(out) == ".png":
-        raise UserError(f"--out={out} is not a .png file's path; give e.g. --out=compare.png")
+    name, extension = os.path.splitext(os.path.basename(out))
+    if not name or extension[1:].lower() not in FigureCanvasBase.get_supported_filetypes():
+        raise UserError(f"--out={out} is not an image file's path; give e.g. --out=compare.png (or .svg, .pdf)")
     # A run's own plots (curves.png, ...) stay as the run drew them.
-    inside = [folder for folder in folders if os.path.realpath(os.path.dirname(os.path.abspath(out))) == os.path.realpath(folder)]
-    if inside:
-        raise UserError(f"--out={out} is inside the run folder {inside[0]}; give a path outside the run folders")
+    where = os.path.dirname(os.path.abspath(out))
+    if os.path.exists(os.path.join(where, "config.json")):
+        raise UserError(f"--out={out} would write into the run folder {where}; give --out a path outside run folders")
     runs = [load_run(folder) for folder in folders]
     keys = differing_keys(runs)
     print(table(runs, keys))

@@ -327,7 +327,14 @@ class ResumeState(keras.callbacks.Callback):
         copying = time.perf_counter() - start
         self._wait_for_writer()
         path = self.run.path(RESUME_STATE)
-        self.writer = _Writer(lambda: _write_atomically(path, lambda tmp: _save_npz(tmp, arrays)))
+        history = self.run.path("history.csv")  # CSVLogger has written this epoch's row.
+
+        def write():
+            # On disk before the state: after a power cut, the state never holds more epochs than the history.
+            _sync(history)
+            _write_atomically(path, lambda tmp: _save_npz(tmp, arrays))
+
+        self.writer = _Writer(write)
         self.writer.start()
         self.save_start, self.copy_seconds = start, copying
 
@@ -455,7 +462,7 @@ def _unfinished_run(parent, config):
         return None
     for name in sorted(os.listdir(parent), reverse=True):
         folder = os.path.join(parent, name)
-        if os.path.exists(os.path.join(folder, "result.json")) or _running(folder):
+        if _finished(folder) or _running(folder):
             continue
         try:
             with open(os.path.join(folder, "config.json")) as f:
@@ -464,6 +471,16 @@ def _unfinished_run(parent, config):
         except (OSError, ValueError):
             continue
     return None
+
+
+def _finished(folder):
+    """Whether the run in `folder` finished: it wrote result.json last. (Runs
+    of the collection before 2026-12-04 removed their state before they drew
+    their plots, so one with a model and no state finished, or stopped too
+    late to resume.)"""
+    if os.path.exists(os.path.join(folder, "result.json")):
+        return True
+    return os.path.exists(os.path.join(folder, "model.keras")) and not os.path.exists(os.path.join(folder, RESUME_STATE))
 
 
 def _running(folder):
@@ -529,6 +546,7 @@ def read_history(path):
 def _history(lines):
     header, *rows = list(csv.reader(lines)) or [[]]
     columns = {key: [] for key in header if key != "epoch"}
+    rows = [row for row in rows if row]  # Blank lines, such as a last one or \r\r\n endings, hold no epoch.
     for number, row in enumerate(rows, 1):
         if len(row) != len(header):
             raise ValueError(f"row {number} has {len(row)} values for {len(header)} columns")
@@ -546,9 +564,14 @@ def _keep_history_rows(path, epochs):
     """Keeps the header and the first `epochs` rows of history.csv: a row
     written after the last saved state belongs to an epoch that will run
     again. Stops with one line if it lacks them."""
-    try:
-        if epochs == 0 and not os.path.exists(path):
+    if not os.path.exists(path):
+        if epochs == 0:
             return  # Stopped before its first epoch ended.
+        raise UserError(
+            f"{path} is missing, and its run has saved {epochs} epochs; delete {RESUME_STATE} in that folder to "
+            "restart that run from its first epoch, or use another --out_dir"
+        )
+    try:
         with open(path, newline="") as f:
             lines = f.read().splitlines(keepends=True)[: 1 + epochs]
         rows = len(next(iter(_history(lines).values()), []))

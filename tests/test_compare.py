@@ -74,16 +74,19 @@ def test_damaged_files_of_a_run_and_a_bad_out_are_one_line(tmp_path):
     # Each ended in a traceback, or wrote elsewhere than it said.
     run = make_run(tmp_path / "runs")
     history = os.path.join(run, "history.csv")
+    other = make_run(tmp_path / "other")
     cases = [
-        (["--out=cmp.txt"], "--out=cmp.txt is not a .png file's path"),
-        (["--out="], "--out= is not a .png file's path"),
-        ([f"--out={run}/curves.png"], f"--out={run}/curves.png is inside the run folder {run}"),
+        ("--out=cmp.txt", "--out=cmp.txt is not an image file's path; give e.g. --out=compare.png (or .svg, .pdf)"),
+        ("--out=", "--out= is not an image file's path; give e.g. --out=compare.png (or .svg, .pdf)"),
+        ("--out=noext", "--out=noext is not an image file's path; give e.g. --out=compare.png (or .svg, .pdf)"),
+        # Any run folder, compared or not: its own plot stays.
+        (f"--out={other}/curves.png", f"--out={other}/curves.png would write into the run folder {other}; "
+                                      "give --out a path outside run folders"),
     ]
-    for args, line in cases:
-        result = compare(run, *args)
-        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == f"error: {line}; give " + (
-            "e.g. --out=compare.png" if "png file" in line else "a path outside the run folders"
-        )
+    for arg, line in cases:
+        result = compare(run, arg)
+        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == f"error: {line}"
+    assert compare(run, f"--out={tmp_path / 'cmp.SVG'}").returncode == 0
     for name, text, line in [
         ("result.json", "[]", "result.json is damaged (ValueError: it holds no figures)"),
         ("history.csv", open(history).read() + "4,0.7\n", "history.csv is damaged (ValueError: row 4 has 2 values"),

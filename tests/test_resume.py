@@ -266,9 +266,40 @@ def test_a_damaged_history_stops_the_resumed_run_with_one_line(damage, tmp_path)
         os.mkdir(path)
     with pytest.raises(UserError) as error:
         output.Run("tiny", config)
-    assert str(error.value).startswith(f"{path} is damaged (")
-    assert str(error.value).endswith("delete it and resume.npz beside it to restart that run from its first epoch, "
-                                     "or use another --out_dir")
+    if damage == "deleted":
+        assert str(error.value) == (f"{path} is missing, and its run has saved 2 epochs; delete resume.npz in that "
+                                    "folder to restart that run from its first epoch, or use another --out_dir")
+    else:
+        assert str(error.value).startswith(f"{path} is damaged (")
+        assert str(error.value).endswith("delete it and resume.npz beside it to restart that run from its first "
+                                         "epoch, or use another --out_dir")
+
+
+def test_a_blank_last_line_in_the_history_holds_no_epoch(tmp_path):
+    config, first = interrupted_after_two_epochs(tmp_path)
+    with open(first.path("history.csv"), "a") as f:
+        f.write("\n")
+    assert len(output.read_history(first.path("history.csv"))["loss"]) == 2
+    assert output.Run("tiny", config).initial_epoch == 2
+
+
+def test_a_folder_of_a_run_finished_by_earlier_code_is_not_resumed(tmp_path):
+    # Before result.json marked a finished run, finish removed the state before its plots: a run
+    # stopped then, or one finished by such code and missing result.json, was trained again in place.
+    config, first = interrupted_after_two_epochs(tmp_path)
+    os.remove(first.path(output.RESUME_STATE))
+    open(first.path("model.keras"), "wb").write(b"a trained model")
+    assert output.Run("tiny", config).dir != first.dir
+    assert open(first.path("model.keras"), "rb").read() == b"a trained model"
+
+
+def test_the_history_is_on_disk_before_the_state_that_counts_its_epochs(tmp_path, monkeypatch):
+    synced = []
+    sync, save = output._sync, output._save_npz
+    monkeypatch.setattr(output, "_sync", lambda path: (synced.append(os.path.basename(path)), sync(path)))
+    monkeypatch.setattr(output, "_save_npz", lambda path, arrays: (synced.append("state"), save(path, arrays)))
+    train(output.Run("tiny", {"out_dir": str(tmp_path)}), epochs=2)
+    assert [name for name in synced if name in ("history.csv", "state")] == ["history.csv", "state"] * 2
 
 
 def test_a_last_history_row_cut_short_keeps_its_own_line(tmp_path):
