@@ -549,7 +549,7 @@ def _history(lines):
     rows = [row for row in rows if row]  # Blank lines, such as a last one or \r\r\n endings, hold no epoch.
     for number, row in enumerate(rows, 1):
         if len(row) != len(header):
-            raise ValueError(f"row {number} has {len(row)} values for {len(header)} columns")
+            raise ValueError(f"row {number} has {len(row)} values where the header names {len(header)}")
         for key, text in zip(header, row):
             if key in columns:
                 try:
