@@ -410,7 +410,7 @@ def main():
                             flush=True,
                         )
     except BaseException:
-        if not results or not any(results.values()):
+        if not any(results.values()):
             os.remove(stem + ".jsonl")  # No run finished: nothing to keep.
         raise
     report = header() + "\n" + "\n".join(table(name, SUITES[suite][name], runs) for name, runs in results.items())

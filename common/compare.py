@@ -32,22 +32,20 @@ def load_run(folder):
             "such as runs/mnist_cnn/<run id> that hold config.json"
         ) from None
     history, result = {}, {}
-    for name in ("history.csv", "result.json"):
-        path = os.path.join(folder, name)
-        if not os.path.exists(path):
-            continue  # A run stopped before its first epoch ended has no history yet.
-        try:
-            if name == "history.csv":
-                history = read_history(path)
-            else:
-                with open(path) as f:
-                    result = json.load(f)
-                if not isinstance(result, dict):
-                    raise ValueError("it holds no figures")
-        except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
-            raise UserError(
-                f"{path} is damaged ({error.__class__.__name__}: {error}); leave that run out of the comparison"
-            ) from None
+    path = os.path.join(folder, "history.csv")  # The file being read, for the error.
+    try:
+        if os.path.exists(path):  # A run stopped before its first epoch ended has no history yet,
+            history = read_history(path)
+        path = os.path.join(folder, "result.json")
+        if os.path.exists(path):  # and an unfinished one no result.
+            with open(path) as f:
+                result = json.load(f)
+            if not isinstance(result, dict):
+                raise ValueError("it holds no figures")
+    except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
+        raise UserError(
+            f"{path} is damaged ({error.__class__.__name__}: {error}); leave that run out of the comparison"
+        ) from None
     script = result.get("script") or os.path.basename(os.path.dirname(os.path.normpath(folder)))
     name = f"{script}/{os.path.basename(os.path.normpath(folder))}"
     return {"name": name, "config": config, "history": history, "result": result}

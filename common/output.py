@@ -78,8 +78,7 @@ class Run:
                 self.initial_epoch = int(self._state["initial_epoch"])
                 self.train_seconds = float(self._state["train_seconds"])
             try:
-                _keep_history_rows(self.path("history.csv"), done)
-                _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
+                _keep_history_rows(self.path("history.csv"), done)  # The first write into the folder.
             except OSError as error:
                 raise UserError(
                     f"cannot write to the run folder {self.dir} ({reason(error)}); make it writable to "
@@ -89,8 +88,8 @@ class Run:
         else:
             self.dir = _new_run_dir(parent, _process_suffix())
             write_json(os.path.join(self.dir, "config.json"), config)
-            _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
             print(f"run       {self.dir}")
+        _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
         print("config    " + " ".join(f"{key}={value!r}" for key, value in config.items()))
         if device.processes() == 1:
             # The state after the last saved epoch is on disk (ResumeState).
