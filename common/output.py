@@ -228,7 +228,12 @@ class EpochTable(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         trainable = sum(int(np.prod(weight.shape)) for weight in self.model.trainable_weights)
         print(f"model     {self.model.name}: {self.model.count_params():,} parameters, {trainable:,} trainable")
-        print(_HEADER)
+        # A resumed run whose saved state holds all its epochs (or early
+        # stopping's end) has nothing left for this fit to train.
+        if self.run.initial_epoch >= self.params["epochs"]:
+            print("epochs    none left to train: history.csv holds the run's epochs")
+        else:
+            print(_HEADER)
         self.train_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):

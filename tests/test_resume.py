@@ -102,14 +102,19 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     assert output.Run("tiny", {"out_dir": str(tmp_path / "b")}).dir != again.dir
 
 
-def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path):
+def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path, capsys):
     # With patience 1 this run stops early; interrupt it right at that epoch.
     probe = output.Run("tiny", {"out_dir": str(tmp_path / "probe")})
     train(probe, epochs=12, patience=1)
     stopped_at = len(history_rows(probe.dir))
     assert stopped_at < 12
+    capsys.readouterr()
     straight, again = interrupted_then_resumed(tmp_path, stop_after=stopped_at, epochs=12, patience=1)
     assert again.initial_epoch == 12  # Nothing left to train.
+    # The resumed fit prints no empty epoch table, but says why it trains nothing.
+    resumed = capsys.readouterr().out.split(f"resume    {again.dir}")[1]
+    assert output._HEADER not in resumed
+    assert "epochs    none left to train" in resumed
 
 
 def test_a_run_interrupted_while_finishing_finishes_again_without_training(tmp_path, monkeypatch):
