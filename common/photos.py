@@ -10,7 +10,10 @@ of `image_size` pixels and kept in memory as uint8.
 
 Files that are not images, or do not decode, are skipped and counted: a photo
 collection often holds a stray LICENSE.txt or a half-copied JPEG, and one bad
-file should not cost a run. An empty class or a single class stops the run.
+file should not cost a run. Hidden files and folders (names that start with a
+dot, such as .DS_Store or .ipynb_checkpoints/) are left out unread, so that
+no tool's folder becomes a class. An empty class or a single class stops the
+run, and so does a class folder whose name is not UTF-8 text.
 """
 
 import collections
@@ -113,6 +116,12 @@ def _square(image, image_size):
     cropped to a part that may miss the subject."""
     from PIL import Image
 
+    if image.mode.startswith("I"):
+        # 16-bit greyscale (Pillow's "I;16", or "I" for some PNGs and TIFFs):
+        # converting it to RGB would clip every value above 255 and turn most
+        # of the photo white, so it is scaled to bytes first.
+        pixels = np.asarray(image, dtype=np.float64) / 257
+        image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
     return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
 
 
@@ -123,7 +132,11 @@ def read_image(path, image_size):
     except UserError:
         raise
     except Exception as error:  # Pillow raises many kinds of errors.
-        raise UserError(f"{path} is not a readable image ({error}); give a JPEG or PNG photo") from None
+        from PIL import UnidentifiedImageError
+
+        # Pillow names the in-memory copy it read ("<_io.BytesIO object at 0x...>"), not the file.
+        detail = "no image format Pillow can decode" if isinstance(error, UnidentifiedImageError) else error
+        raise UserError(f"{path} is not a readable image ({detail}); give a JPEG or PNG photo") from None
 
 
 def _folder_entries(root):
@@ -195,10 +208,20 @@ def _find_classes(entries):
 
 
 def _decode_tree(source, entries, read, image_size):
+    entries = {path: is_dir for path, is_dir in entries.items() if not _hidden(path)}
     splits = {}
     for split, prefix in _find_classes(entries).items():
         where = f"{source}/{prefix}".rstrip("/") if prefix else source
         classes = _children(entries, prefix)[0]
+        for name in classes:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # Bytes of another encoding, kept as surrogates.
+                shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise UserError(
+                    f"the class folder {where}/{shown} has a name that is not UTF-8 text, which the "
+                    "plots and classes.json cannot hold; rename it"
+                ) from None
         if len(classes) < 2:
             raise UserError(
                 f"{where} holds {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
@@ -211,6 +234,12 @@ def _decode_tree(source, entries, read, image_size):
             )
         splits[split] = _decode_classes(where, entries, prefix, classes, read, image_size)
     return splits
+
+
+def _hidden(path):
+    """Whether a path inside the photo folder is, or lies in, a hidden file or
+    folder (an archive's "./" is the folder itself)."""
+    return any(part.startswith(".") and part not in (".", "..") for part in path.split("/"))
 
 
 def _decode_classes(where, entries, prefix, classes, read, image_size):

@@ -194,3 +194,47 @@ def test_without_a_test_split_only_train_and_validation_come_back(tmp_path):
     splits = photos.split_photos(collection, validation_split=0.2, test_split=0, seed=0)
     assert sorted(splits) == ["train", "validation"]
     assert len(splits["train"].x) == 24 and len(splits["validation"].x) == 6
+
+
+def test_hidden_files_and_folders_are_left_out_in_a_folder_and_an_archive(tmp_path):
+    root = write_photo_tree(str(tmp_path / "tree" / "photos"))
+    # A tool's hidden folder of photos beside the classes, and another's inside one.
+    write_photo_tree(str(tmp_path / "tree" / "photos" / ".thumbnails"), classes=("small",), per_class=4)
+    write_photo_tree(str(tmp_path / "tree" / "photos" / "owls" / ".cache"), classes=("old",), per_class=4)
+    with open(os.path.join(root, "cats", ".DS_Store"), "wb") as f:
+        f.write(b"\x00\x00\x00\x01Bud1")
+    archive = make_tar_gz(str(tmp_path / "photos.tgz"), str(tmp_path / "tree"), ".")
+    for source in (root, archive):
+        found = photos.load_photos(source, SIZE)["all"]
+        assert found.classes == list(PHOTO_CLASSES)
+        assert np.bincount(found.y).tolist() == [10, 10, 10]
+        assert found.skipped == 2  # notes.txt and the truncated JPEG, as without the hidden files
+
+
+def test_a_class_folder_named_in_another_encoding_is_one_line(tmp_path):
+    root = write_photo_tree(str(tmp_path / "photos"))
+    # "café" in Latin-1, as an old archive or another system may have written it.
+    os.rename(os.path.join(root, "owls"), os.path.join(os.fsencode(root), b"caf\xe9"))
+    with pytest.raises(UserError, match=r"photos/caf\\xe9 has a name that is not UTF-8 text.*rename it"):
+        photos.load_photos(root, SIZE)
+
+
+def test_a_16_bit_greyscale_photo_keeps_its_shades(tmp_path):
+    from PIL import Image
+
+    # A left half of mid grey and a right half of white, in 16 bits a channel.
+    pixels = np.full((40, 40), 65535, dtype=np.uint16)
+    pixels[:, :20] = 128 * 257
+    Image.fromarray(pixels).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode.startswith("I")
+    image = photos.read_image(str(tmp_path / "grey16.png"), 40)
+    assert image.shape == (40, 40, 3)
+    assert (image[:, :18] == 128).all() and (image[:, 22:] == 255).all()
+
+
+def test_a_file_that_is_no_image_is_named_without_pillows_internals(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("not a photo\n")
+    with pytest.raises(UserError) as error:
+        photos.read_image(str(path), 32)
+    assert str(error.value) == f"{path} is not a readable image (no image format Pillow can decode); give a JPEG or PNG photo"
