@@ -30,12 +30,15 @@ _ACTIVATIONS = ("relu", "gelu", "silu", "elu", "selu", "mish", "leaky_relu", "ta
 # script that has it. They run before any work, so a bad value stops a run
 # before it makes its folder.
 _CHECKS = {
-    "epochs": (lambda v: v > 0, "must be > 0"),
+    # Far more epochs than any run needs would overflow the schedule's step
+    # count (epochs x steps) in 64 bits, after the run folder is made.
+    "epochs": (lambda v: 0 < v <= 10**6, "must be > 0 and at most 1,000,000"),
     "batch_size": (lambda v: v > 0, "must be > 0"),
     # Keras on PyTorch runs one training step per call only.
     "steps_per_execution": (
-        lambda v: v == 1 or (v > 1 and keras.backend.backend() != "torch"),
-        "must be > 0, and 1 on the PyTorch backend (one step per call)",
+        # Keras counts the steps of a call in 32 bits.
+        lambda v: v == 1 or (1 < v < 2**31 and keras.backend.backend() != "torch"),
+        "must be > 0 and below 2**31, and 1 on the PyTorch backend (one step per call)",
     ),
     "learning_rate": (lambda v: 0 < v < math.inf, "must be > 0 and finite"),
     "optimizer": (lambda v: v in ("adam", "sgd"), "must be 'adam' or 'sgd'"),
@@ -52,9 +55,11 @@ _CHECKS = {
     "filters": (lambda v: v > 0, "must be > 0"),
     "shift": (lambda v: v >= 0, "must be >= 0 (0 means no shift)"),
     "patience": (lambda v: v >= 0, "must be >= 0"),
-    "fine_tune_epochs": (lambda v: v >= 0, "must be >= 0 (0 skips phase 2)"),
+    "fine_tune_epochs": (lambda v: 0 <= v <= 10**6, "must be >= 0 (0 skips phase 2) and at most 1,000,000"),
     "fine_tune_learning_rate": (lambda v: 0 < v < math.inf, "must be > 0 and finite"),
     "test_split": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
+    # An empty one wrote the runs into the folder the script started from.
+    "out_dir": (lambda v: v.strip() != "", "must name a folder (the default is runs)"),
 }
 _TYPES = (bool, int, float, str)
 HELP_HEADER = "settings (override any of them as --key=value):"

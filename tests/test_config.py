@@ -32,6 +32,7 @@ def defaults():
         "fine_tune_learning_rate": 1e-4,
         "test_split": 0.2,
         "steps_per_execution": 1,
+        "out_dir": "runs",
     }
 
 
@@ -114,6 +115,14 @@ def test_values_are_never_executed(tmp_path):
         ("--fine_tune_learning_rate=0", "fine_tune_learning_rate must be > 0"),
         ("--test_split=1.0", "test_split must be >= 0 and below 1"),
         ("--steps_per_execution=0", "steps_per_execution must be > 0"),
+        # Beyond what Keras counts in 32 bits: no step trained, then a KeyError traceback in the plots.
+        ("--steps_per_execution=2147483648", "steps_per_execution must be > 0 and below 2**31"),
+        # epochs x steps beyond 64 bits: a TypeError traceback after the run folder was made.
+        ("--epochs=9223372036854775807", "epochs must be > 0 and at most 1,000,000"),
+        ("--fine_tune_epochs=9223372036854775807", "fine_tune_epochs must be >= 0 (0 skips phase 2) and at most"),
+        # The runs went into the folder the script started from.
+        ("--out_dir=", "out_dir must name a folder (the default is runs)"),
+        ("--out_dir=' '", "out_dir must name a folder"),
         # Beyond 64 bits: a TypeError traceback once training had made its run folder.
         ("--epochs=99999999999999999999", "--epochs=99999999999999999999 is out of range; give an integer between"),
         ("--train_samples=-9223372036854775809", "is out of range; give an integer between -2**63 and 2**63 - 1"),
