@@ -24,7 +24,7 @@ image vote together), in 15 minutes of training (18.5 minutes in all) on a
     python transfer_xception.py --predict=photo.jpg,other.jpg
 
 The second command prints the most likely classes of each photo, using the
-newest model.keras in out_dir/transfer_xception/ (or --model=...) and the class
+newest model.keras in out_dir/transfer_xception/ (or --model_file=...) and the class
 names saved beside it.
 """
 
@@ -33,6 +33,7 @@ import json
 import math
 import os
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -60,7 +61,7 @@ validation_split = 0.15  # fraction of each class held out for validation
 test_split = 0.2  # fraction of each class held out for the test, touched once per phase
 seed = 0  # draws the split of the photos, the head's first weights, the order of the batches and phase 2's augmentation
 predict = ""  # comma-separated photo paths: print their most likely classes instead of training
-model = ""  # the model.keras that --predict uses; "" = the newest in out_dir/transfer_xception/
+model_file = ""  # the model.keras that --predict uses; "" = the newest in out_dir/transfer_xception/
 config = common.config.apply_overrides(globals())
 
 
@@ -73,7 +74,7 @@ def predict_photos(paths, model_path):
         if not found:
             raise UserError(
                 f"no trained model in {out_dir}/transfer_xception/; train one first, "
-                "or pass --model=path/to/model.keras"
+                "or pass --model_file=path/to/model.keras"
             )
         model_path = found[-1]
     classes_path = os.path.join(os.path.dirname(model_path), "classes.json")
@@ -85,13 +86,20 @@ def predict_photos(paths, model_path):
     try:
         with open(classes_path) as f:
             classes = json.load(f)
+        if not (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes)):
+            raise ValueError("not a list of class names")
     except (OSError, ValueError) as error:
-        raise UserError(f"{classes_path} cannot be read ({error}); train again or give another --model") from None
+        raise UserError(f"{classes_path} cannot be read ({error}); train again or give another --model_file") from None
     try:
+        # A .keras file is a zip archive; for one cut short Keras says "File not found".
+        if not zipfile.is_zipfile(model_path):
+            raise ValueError("not a zip archive: cut short or not a .keras file")
         # Keras' safe mode (the default) refuses models that would run code when loaded.
         trained = keras.models.load_model(model_path, safe_mode=True)
     except Exception as error:  # Keras raises many kinds for a damaged file.
-        raise UserError(f"{model_path} is not a loadable Keras model ({error}); train again or give another --model") from None
+        raise UserError(
+            f"{model_path} is not a loadable Keras model ({error}); train again or give another --model_file"
+        ) from None
     if len(trained.input_shape) != 4 or trained.output_shape[-1] != len(classes):
         raise UserError(
             f"{model_path} does not take photos to the {len(classes)} classes of {classes_path}; "
@@ -107,7 +115,7 @@ def predict_photos(paths, model_path):
 
 
 if predict:
-    predict_photos([path for path in predict.split(",") if path], model)
+    predict_photos([path for path in predict.split(",") if path], model_file)
     raise SystemExit(0)
 if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")

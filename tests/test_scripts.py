@@ -382,8 +382,8 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--weights=/no/such/weights.h5", "--data_dir=/no/such/folder"], "weights file"),
         (["--predict=photo.jpg"], "no trained model in"),
         (["--predict=,"], "--predict names no photo"),
-        (["--predict=photo.jpg", "--model=/no/model.keras"], "must both exist"),
-        (["--predict=photo.jpg", "--model=tests/conftest.py"], "must both exist"),
+        (["--predict=photo.jpg", "--model_file=/no/model.keras"], "must both exist"),
+        (["--predict=photo.jpg", "--model_file=tests/conftest.py"], "must both exist"),
     ],
 )
 def test_transfer_bad_input_gives_one_clean_line(args, message, tmp_path):
@@ -403,7 +403,7 @@ def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     model = os.path.join(final_fields(result.stdout)["run_dir"], "model.keras")
     bad = os.path.join(photo_dir, "cats", "notes.txt")
-    predicted = run_script("transfer_xception.py", f"--predict={bad}", f"--model={model}")
+    predicted = run_script("transfer_xception.py", f"--predict={bad}", f"--model_file={model}")
     assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
     assert predicted.stderr.strip().splitlines()[-1].startswith(f"error: {bad} is not a readable image")
 
@@ -413,18 +413,25 @@ def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
     (damaged / "model.keras").write_bytes(b"PK\x03\x04 half a model")
     (damaged / "classes.json").write_text('["cats", "dogs", "owls"]')
     photo = os.path.join(photo_dir, "cats", "000.jpg")
-    predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model={damaged / 'model.keras'}")
+    predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model_file={damaged / 'model.keras'}")
     assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
-    assert "is not a loadable Keras model" in predicted.stderr.strip().splitlines()[-1]
+    assert "is not a loadable Keras model (not a zip archive" in predicted.stderr.strip().splitlines()[-1]
 
     # So is a classes.json that is not JSON, or one that names other classes
     # than the model predicts (both ended in tracebacks).
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(model, other / "model.keras")
-    for classes, message in (("{not json", "cannot be read"), ('["cats", "dogs"]', "does not take photos to the 2")):
+    # JSON of another shape gave a KeyError or TypeError traceback, or a wrong class per letter of a string.
+    for classes, message in (
+        ("{not json", "cannot be read"),
+        ('["cats", "dogs"]', "does not take photos to the 2"),
+        ('{"cats": 0, "dogs": 1, "owls": 2}', "cannot be read (not a list of class names)"),
+        ("3", "cannot be read (not a list of class names)"),
+        ('"cdo"', "cannot be read (not a list of class names)"),
+    ):
         (other / "classes.json").write_text(classes)
-        predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model={other / 'model.keras'}")
+        predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model_file={other / 'model.keras'}")
         assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
         assert message in predicted.stderr.strip().splitlines()[-1], predicted.stderr[-2000:]
 
