@@ -1,12 +1,13 @@
 """Compares finished or interrupted runs, of one script or several.
 
     python -m common.compare runs/mnist_cnn/*
-    python -m common.compare runs/mnist_cnn/20261122-* runs/cifar10_cnn/20261123-101500 --out=cmp.png
+    python -m common.compare runs/mnist_cnn/20261122-* runs/cifar10_cnn/20261123-101500 --out=cmp.svg
 
 Prints a table (run, the settings that differ between the runs, best and last
-validation accuracy, test accuracy, training seconds) and writes one PNG with
-every run's validation accuracy and loss per epoch (`compare.png` unless
-`--out` says otherwise). A run that has not finished shows its epochs so far.
+validation accuracy, test accuracy, training seconds) and draws every run's
+validation accuracy and loss per epoch in one image: `compare.png` unless
+`--out` names another path, in any format Matplotlib writes (.png, .svg,
+.pdf, ...). A run that has not finished shows its epochs so far.
 """
 
 import json
@@ -88,6 +89,9 @@ def main(argv):
     out = "compare.png"
     folders = []
     for arg in argv:
+        if arg in ("-h", "--help"):
+            print(__doc__.strip())
+            return
         if arg.startswith("--out="):
             out = arg.removeprefix("--out=")
         elif arg.startswith("-"):

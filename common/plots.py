@@ -1,4 +1,5 @@
-"""Plots written as PNG files, never shown, so they work on a headless server."""
+"""Plots written as image files (PNG, or for the comparison any format Matplotlib writes),
+never shown, so they work on a headless server."""
 
 import matplotlib
 import numpy as np

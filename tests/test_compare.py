@@ -53,6 +53,13 @@ def test_compare_tabulates_what_differs_and_draws_every_run(tmp_path):
     assert lines[-1] == f"wrote     {out}"
 
 
+def test_help_prints_the_usage_and_exits_zero():
+    for flag in ("--help", "-h"):
+        result = compare(flag)
+        assert result.returncode == 0 and result.stdout.startswith("Compares finished or interrupted runs")
+        assert "python -m common.compare runs/mnist_cnn/*" in result.stdout
+
+
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     result = compare(str(tmp_path))
     assert result.returncode == 1
