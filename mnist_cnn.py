@@ -28,7 +28,7 @@ epochs = 12  # passes over the training images, unless early stopping ends the r
 batch_size = 128  # images per training step
 steps_per_execution = 1  # batches per call of the compiled training step; more cut Python overhead on a GPU
 learning_rate = 3e-3  # peak of the warm-up + cosine schedule
-filters = 32  # filters of the first convolution; each later stage doubles them
+width = 32  # filters of the first convolution; each later stage doubles them
 dropout = 0.4  # fraction of the dense layer's units dropped while training
 shift = 3  # random shift while training, in whole pixels up/down and left/right
 patience = 5  # early stopping: epochs without a better val_accuracy before stopping
@@ -72,13 +72,13 @@ with scope:
             layers.Rescaling(1 / 255),
             # Augmentation changes the images only while training.
             augment.RandomShift(shift, fill_mode="constant"),
-            *conv_block(filters),
-            *conv_block(2 * filters),
-            *conv_block(4 * filters),
+            *conv_block(width),
+            *conv_block(2 * width),
+            *conv_block(4 * width),
             layers.Flatten(),
             layers.Dense(128, activation="relu"),
             layers.Dropout(dropout),
-            # Softmax in float32 keeps the probabilities exact under mixed precision.
+            # Softmax in float32: under mixed precision, bfloat16 would round the probabilities to 2-3 digits.
             layers.Dense(10, activation="softmax", dtype="float32"),
         ],
         name="cnn",

@@ -12,7 +12,7 @@
 # of it.
 CPU_FAST = {
     "mnist_mlp": ["--epochs=3", "--batch_size=256", "--learning_rate=3e-3"],
-    "mnist_cnn": ["--epochs=1", "--filters=8", "--shift=0", "--batch_size=512", "--learning_rate=1.5e-2"],
+    "mnist_cnn": ["--epochs=1", "--width=8", "--shift=0", "--batch_size=512", "--learning_rate=1.5e-2"],
     "cifar10_cnn": ["--epochs=1", "--width=8", "--batch_size=256", "--flip=False", "--shift=0", "--learning_rate=1.6e-2"],
 }
 

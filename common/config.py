@@ -52,7 +52,6 @@ _CHECKS = {
     "weight_decay": (lambda v: 0 <= v < math.inf, "must be >= 0 (0 means none) and finite"),
     "width": (lambda v: v > 0, "must be > 0"),
     "activation": (lambda v: v in _ACTIVATIONS, f"must be one of {', '.join(_ACTIVATIONS)}"),
-    "filters": (lambda v: v > 0, "must be > 0"),
     "shift": (lambda v: v >= 0, "must be >= 0 (0 means no shift)"),
     "patience": (lambda v: v >= 0, "must be >= 0"),
     "fine_tune_epochs": (lambda v: 0 <= v <= 10**6, "must be >= 0 (0 skips phase 2) and at most 1,000,000"),

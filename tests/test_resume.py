@@ -371,7 +371,7 @@ def test_the_same_seed_gives_the_same_history(tmp_path, mnist_dir):
     for name in ("a", "b"):
         result = run_script(
             "mnist_cnn.py", f"--data_dir={mnist_dir}", f"--out_dir={tmp_path / name}",
-            "--train_samples=200", "--epochs=2", "--batch_size=32", "--filters=4",
+            "--train_samples=200", "--epochs=2", "--batch_size=32", "--width=4",
         )
         assert result.returncode == 0, result.stderr[-3000:]
         runs.append(final_fields(result.stdout))
