@@ -50,7 +50,7 @@ image_size = 299  # photos are resized to image_size x image_size, Xception's ow
 epochs = 30  # phase 1: only the new head trains, on features computed once
 learning_rate = 3e-3  # phase 1: peak of the warm-up + cosine schedule
 fine_tune_epochs = 5  # phase 2: the base trains too (0 = skip phase 2)
-fine_tune_learning_rate = 1e-4  # 30x smaller than learning_rate, so the pretrained features change gently
+fine_tune_learning_rate = 1e-4  # far below learning_rate (30x at the defaults), so the pretrained features change gently
 fine_tune_from = 13  # unfreeze Xception's blocks from this one on: 13 = the exit flow, 1 = all 14
 batch_size = 32  # photos per training step, in both phases
 block13_features = True  # the head sees block 13's feature maps too, less tied to ImageNet's classes than block 14's
@@ -172,7 +172,7 @@ with scope:
     x = keras.applications.xception.preprocess_input(x)
     # training=False keeps the base's batch normalisation in inference mode in
     # both phases: its statistics come from ImageNet, and updating them from
-    # small batches of a few hundred photos would undo much of the pretraining.
+    # a few hundred photos, 32 at a time, would undo much of the pretraining.
     maps = base(x, training=False)
     # Each map averaged over the image: one number per channel.
     pooled = [layers.GlobalAveragePooling2D()(m) for m in maps]

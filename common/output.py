@@ -17,9 +17,11 @@ where it stopped when the same command is run again: after each epoch (every
 few where epochs are short: see ResumeState) the model's weights, the
 optimizer's state, the epoch and the callbacks' bests go to `resume.npz`, and
 a new `Run` with the same settings and `out_dir` picks up the newest
-unfinished run folder instead of starting a new one. Every file is
-written under a temporary name and then renamed, so a crash never leaves a
-half-written file that a later run would load.
+unfinished run folder instead of starting a new one. Every file that a
+later run loads (the model, checkpoint, state and JSON files) is written
+under a temporary name and then renamed, so a crash never leaves it
+half-written; history.csv grows a row at a time, and a row cut short is
+mended on resuming.
 """
 
 import csv

@@ -90,6 +90,10 @@ def test_smoke(script, dataset, tmp_path):
     assert config["epochs"] == 2 and config["train_samples"] == 200
     assert config["data_dir"] == data_dir
     assert len(open(os.path.join(run_dir, "history.csv")).read().strip().splitlines()) == 1 + 2
+    if SCRIPTS[script] == "cifar10":
+        # Trained with flips and shifts, so scored with their votes as well.
+        result_json = json.load(open(os.path.join(run_dir, "result.json")))
+        assert {"test_acc_flip_tta", "test_acc_flip_shift_tta"} <= set(result_json)
 
     if script == "resnet34.py":
         # Its custom layer is defined in the script, which trains when
@@ -212,6 +216,19 @@ def test_cifar10_cnn_whitening_layer_decorrelates_the_training_patches(tmp_path)
     np.testing.assert_allclose(whitened[:, :12].mean(axis=0), 0, atol=1e-3)
     np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0, atol=1e-3)
     assert np.all(np.diag(covariance) < 1) and np.diag(covariance).max() > 0.95
+
+
+@pytest.mark.parametrize("script", ["cifar10_cnn.py", "resnet34.py"])
+def test_test_time_augmentation_can_be_left_out(script, dataset, tmp_path):
+    # Six passes over the test images cost a short CPU run more than its training.
+    data_dir, _ = dataset("cifar10")
+    result = run_script(
+        script, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--test_time_augmentation=False", *TINY
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    fields = final_fields(result.stdout)
+    result_json = json.load(open(os.path.join(fields["run_dir"], "result.json")))
+    assert "test_acc" in result_json and not any("tta" in key for key in list(result_json) + list(fields))
 
 
 @pytest.mark.parametrize("stem", ["cifar", "imagenet"])
