@@ -61,7 +61,7 @@ label_smoothing = 0.1  # targets of 0.91 (0.9 + 0.1/10) and 0.01 instead of 1 an
 shift = 4  # random shift while training, in whole pixels up/down and left/right
 flip = True  # random horizontal flips while training
 whiten = False  # a frozen first layer that whitens 2x2 patches of the images (see patch_whitening)
-test_time_augmentation = True  # also score the test images with their flips and shifts: six passes, not one
+test_time_augmentation = True  # with flip, also score the test images' flips (and shifts): 2 or 6 passes, not 1
 patience = 8  # early stopping: epochs without a better val_accuracy before stopping
 validation_split = 0.1  # fraction of the training images held out for validation
 train_samples = 0  # use only the first N training images (0 = all)
@@ -235,7 +235,8 @@ model.fit(
 # With flips in training, each test image and its mirror image also vote
 # together (test-time augmentation), reported beside the plain accuracy; with
 # shifts too, the image moved one pixel diagonally either way votes as well,
-# each time with its mirror image.
+# each time with its mirror image. --test_time_augmentation=False leaves
+# these votes out.
 votes = test_time_augmentation and flip
 run.finish(
     model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, flip_tta=votes,

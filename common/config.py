@@ -58,7 +58,8 @@ _CHECKS = {
     "fine_tune_learning_rate": (lambda v: 0 < v < math.inf, "must be > 0 and finite"),
     "test_split": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
     # An empty one wrote the runs into the folder the script started from.
-    "out_dir": (lambda v: v.strip() != "", "must name a folder (the default is runs)"),
+    "out_dir": (lambda v: v.strip() != "", "must name a folder"),
+    "runs_dir": (lambda v: v.strip() != "", "must name a folder"),
 }
 _TYPES = (bool, int, float, str)
 HELP_HEADER = "settings (override any of them as --key=value):"

@@ -231,7 +231,10 @@ class EpochTable(keras.callbacks.Callback):
         trainable = sum(int(np.prod(weight.shape)) for weight in self.model.trainable_weights)
         print(f"model     {self.model.name}: {self.model.count_params():,} parameters, {trainable:,} trainable")
         # A resumed run whose saved state holds all its epochs (or early
-        # stopping's end) has nothing left for this fit to train.
+        # stopping's end) has nothing left for this fit to train. (A script
+        # that trains in phases may start a later phase's fit at a higher
+        # epoch than run.initial_epoch, but never at a lower one, so this
+        # holds exactly when the fit has no epoch to run.)
         if self.run.initial_epoch >= self.params["epochs"]:
             print("epochs    none left to train: history.csv holds the run's epochs")
         else:

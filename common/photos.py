@@ -116,10 +116,11 @@ def _square(image, image_size):
     cropped to a part that may miss the subject."""
     from PIL import Image
 
-    if image.mode.startswith("I"):
-        # 16-bit greyscale (Pillow's "I;16", or "I" for some PNGs and TIFFs):
-        # converting it to RGB would clip every value above 255 and turn most
-        # of the photo white, so it is scaled to bytes first.
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.getextrema()[1] > 255):
+        # 16-bit greyscale (Pillow's "I;16", or its 32-bit "I" holding 16-bit
+        # values): converting it to RGB would clip every value above 255 and
+        # turn most of the photo white, so it is scaled to bytes first
+        # (65535 / 257 = 255).
         pixels = np.asarray(image, dtype=np.float64) / 257
         image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
     return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
@@ -224,8 +225,9 @@ def _decode_tree(source, entries, read, image_size):
                 ) from None
         if len(classes) < 2:
             raise UserError(
-                f"{where} holds {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); "
-                "transfer learning needs a folder of at least two class folders, one per class"
+                f"{where} holds {len(classes)} class folder(s) ({', '.join(classes) or 'none'}; hidden "
+                "ones, named with a leading dot, are left out); transfer learning needs a folder of at "
+                "least two class folders, one per class"
             )
         if split != "train" and "train" in splits and classes != splits["train"].classes:
             raise UserError(

@@ -32,6 +32,7 @@ def defaults():
         "test_split": 0.2,
         "steps_per_execution": 1,
         "out_dir": "runs",
+        "runs_dir": "/tmp/benchmark-runs",
     }
 
 
@@ -119,7 +120,8 @@ def test_values_are_never_executed(tmp_path):
         ("--epochs=9223372036854775807", "epochs must be > 0 and at most 1,000,000"),
         ("--fine_tune_epochs=9223372036854775807", "fine_tune_epochs must be >= 0 (0 skips phase 2) and at most"),
         # The runs went into the folder the script started from.
-        ("--out_dir=", "out_dir must name a folder (the default is runs)"),
+        ("--out_dir=", "out_dir must name a folder"),
+        ("--runs_dir=", "runs_dir must name a folder"),
         ("--out_dir=' '", "out_dir must name a folder"),
         # Beyond 64 bits: a TypeError traceback once training had made its run folder.
         ("--epochs=99999999999999999999", "--epochs=99999999999999999999 is out of range; give an integer between"),
@@ -182,7 +184,7 @@ def test_help_lists_the_settings_of_a_script_it_cannot_read(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == [HELP_HEADER, "  --epochs=3"]
 
 
-def test_every_rule_is_for_a_setting_that_a_script_has():
+def test_every_rule_is_for_a_setting_that_a_script_or_benchmark_has():
     import glob
     import os
     import re
@@ -191,7 +193,7 @@ def test_every_rule_is_for_a_setting_that_a_script_has():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     settings = set()
-    for path in glob.glob(os.path.join(root, "*.py")):
+    for path in glob.glob(os.path.join(root, "*.py")) + glob.glob(os.path.join(root, "benchmarks", "*.py")):
         # A script's settings are the names it assigns before apply_overrides.
         block = open(path).read().partition("common.config.apply_overrides(")[0]
         settings |= set(re.findall(r"^(\w+) = ", block, flags=re.MULTILINE))

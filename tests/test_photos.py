@@ -238,3 +238,18 @@ def test_a_file_that_is_no_image_is_named_without_pillows_internals(tmp_path):
     with pytest.raises(UserError) as error:
         photos.read_image(str(path), 32)
     assert str(error.value) == f"{path} is not a readable image (no image format Pillow can decode); give a JPEG or PNG photo"
+
+
+def test_a_32_bit_greyscale_photo_of_byte_values_keeps_them(tmp_path):
+    from PIL import Image
+
+    # Pillow's mode "I" holds 32-bit integers; values up to 255 are bytes already.
+    Image.fromarray(np.full((40, 40), 200, dtype=np.int32)).save(tmp_path / "grey32.tif")
+    assert Image.open(tmp_path / "grey32.tif").mode == "I"
+    assert (photos.read_image(str(tmp_path / "grey32.tif"), 40) == 200).all()
+
+
+def test_a_hidden_folder_alone_is_named_as_left_out(tmp_path):
+    write_photo_tree(str(tmp_path / ".photos"))
+    with pytest.raises(UserError, match=r"holds 0 class folder\(s\) \(none; hidden ones, named with a leading dot, are left out\)"):
+        photos.load_photos(str(tmp_path), SIZE)
