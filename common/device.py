@@ -119,6 +119,22 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     return seconds
 
 
+def predict(model, x, batch_size):
+    """`model.predict(x)` in batches of `batch_size`, quietly. Over several
+    devices (Keras' distribution API on JAX) every batch, the last one too,
+    must split evenly between them: compile_ahead checks the training and
+    validation batches before training, and here the images to predict are
+    padded with copies of the first one up to a multiple of the device
+    count, and the predictions for the copies dropped."""
+    distribution = keras.distribution.distribution()
+    devices = len(distribution.device_mesh.devices.flatten()) // processes() if distribution else 1
+    count = len(x)
+    padding = -count % devices
+    if padding:
+        x = np.concatenate([x, np.repeat(x[:1], padding, axis=0)])
+    return model.predict(x, batch_size=batch_size, verbose=0)[:count]
+
+
 def _steps_in_one_call(model, steps):
     """A training function for `fit` on JAX that runs `steps` training steps
     in one compiled call: `jax.lax.scan` repeats Keras' own `train_step` over
@@ -207,7 +223,8 @@ def _join_processes(backend):
             "KERAS_DISTRIBUTION_* variables (README.md, \"Several machines\"), or unset TF_CONFIG"
         )
     count = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
-    if not count.isdigit() or int(count) < 1:
+    # isdecimal, not isdigit: int() refuses digits such as "²".
+    if not count.isdecimal() or int(count) < 1:
         raise UserError(f"KERAS_DISTRIBUTION_NUM_PROCESSES={count!r} is not a number of processes; give 1 or more")
     if int(count) == 1:
         return 1
@@ -218,7 +235,9 @@ def _join_processes(backend):
         )
     address = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES", "")
     index = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "")
-    if not address or not index.isdigit() or int(index) >= int(count):
+    # gRPC ends the process with a segmentation fault for a port it cannot read.
+    _host, _, port = address.rpartition(":")
+    if not (_host and port.isdecimal() and 0 < int(port) < 65536) or not index.isdecimal() or int(index) >= int(count):
         raise UserError(
             f"KERAS_DISTRIBUTION_NUM_PROCESSES={count} needs KERAS_DISTRIBUTION_JOB_ADDRESSES (host:port of "
             f"process 0) and KERAS_DISTRIBUTION_PROCESS_ID (0 to {int(count) - 1}) on every machine; "
@@ -294,7 +313,13 @@ def _gpus(backend):
     if backend == "jax":
         import jax
 
-        devices = [d for d in jax.devices() if d.platform == "gpu"]
+        try:
+            devices = [d for d in jax.devices() if d.platform == "gpu"]
+        except (RuntimeError, AssertionError) as error:  # A platform in JAX_PLATFORMS that this machine lacks.
+            raise UserError(
+                f"JAX could not start its devices ({reason(error)}); check JAX_PLATFORMS and XLA_FLAGS, "
+                "or unset them"
+            ) from None
         names = [d.device_kind for d in devices]
         bf16 = all(float(getattr(d, "compute_capability", "0")) >= 8 for d in devices)
         return names, bf16

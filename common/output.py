@@ -162,7 +162,7 @@ class Run:
         save_model(model, self.path("model.keras"))
         if device.processes() > 1:
             model = device.local_copy(self.path("model.keras"))
-        probabilities = np.asarray(model.predict(x_test, batch_size=batch_size, verbose=0), dtype="float64")
+        probabilities = np.asarray(device.predict(model, x_test, batch_size), dtype="float64")
         labels, predicted = np.argmax(y_test, axis=1), np.argmax(probabilities, axis=1)
         test_acc = float(np.mean(predicted == labels))
         test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
@@ -517,7 +517,7 @@ def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32):
 def _flip_votes(model, images, probabilities, batch_size):
     """`probabilities`, the model's for `images`, plus its probabilities for
     their mirror images."""
-    return probabilities + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)
+    return probabilities + device.predict(model, images[:, :, ::-1], batch_size)
 
 
 def _shift_votes(model, images, votes, shift, batch_size):
@@ -528,7 +528,7 @@ def _shift_votes(model, images, votes, shift, batch_size):
     for offset in (-shift, shift):
         moved = _shifted(images, offset)
         for view in (moved, moved[:, :, ::-1]):
-            votes = votes + model.predict(view, batch_size=batch_size, verbose=0)
+            votes = votes + device.predict(model, view, batch_size)
     return votes
 
 

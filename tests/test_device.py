@@ -238,3 +238,38 @@ def test_compile_ahead_on_tensorflow_leaves_training_unchanged():
     # tracing ahead must not move.
     stdout = _run_on("tensorflow", _SAME_TRAINING.format(shuffle=True))
     assert stdout.splitlines()[-1] == "same"
+
+
+_PREDICT_OVER_THREE_DEVICES = """
+import keras, numpy as np
+from common import device
+
+device.setup(seed=0)  # Three CPU devices: data-parallel through keras.distribution.
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+x = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
+kernel, bias = model.get_weights()
+logits = x @ kernel + bias
+expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+predicted = device.predict(model, x, batch_size=6)
+print("device.predict:", predicted.shape, np.allclose(predicted, expected, atol=1e-5))
+# Batches of 6, 4: the last one does not split over three devices.
+try:
+    model.predict(x, batch_size=6, verbose=0)
+    print("plain predict: worked")
+except Exception as error:
+    print("plain predict: failed")
+"""
+
+
+def test_predict_over_devices_that_the_last_batch_does_not_split_over():
+    # The test set's last batch was not checked before training: the run
+    # trained, then stopped with a traceback as it scored the test set.
+    pytest.importorskip("jax")
+    result = subprocess.run(
+        [sys.executable, "-c", _PREDICT_OVER_THREE_DEVICES], capture_output=True, text=True, timeout=300, cwd=_REPO,
+        env={**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=3"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "data-parallel over 3 devices" in result.stdout
+    assert "plain predict: failed" in result.stdout  # What the scripts met, Keras' own.
+    assert "device.predict: (10, 3) True" in result.stdout
