@@ -24,7 +24,7 @@ import time
 
 import keras
 
-from common import device, output
+from common import UserError, device, output
 
 totals = collections.defaultdict(float)
 waits, steps = [], []  # seconds before each epoch's first step, and of every step
@@ -71,6 +71,8 @@ def timed_save(path, arrays):
 
 
 def report():
+    if not totals:
+        return  # The script stopped before its training started (a bad setting, say): nothing was timed.
     print("callbacks " + " ".join(f"{k}={v:.3f}" for k, v in sorted(totals.items())))
     if steps:
         print(f"first-step waits {' '.join(f'{wait:.2f}' for wait in waits)} | median step {statistics.median(steps):.3f} s")
@@ -79,6 +81,12 @@ def report():
         print(f"resume states after epochs {epochs} | savez {statistics.mean(s for _, s in saves):.2f} s each")
 
 
+if sys.argv[1:2] in (["-h"], ["--help"]):
+    print(__doc__.strip())
+    raise SystemExit(0)
+if len(sys.argv) < 2 or not os.path.isfile(sys.argv[1]):
+    given = f"{sys.argv[1]!r} is not a script's file; " if len(sys.argv) > 1 else ""
+    raise UserError(f"{given}use: python -m benchmarks.time_callbacks SCRIPT.py [--key=value ...]")
 output.Run.callbacks = timed_callbacks
 output._save_npz = timed_save
 if os.environ.get("TF_DATA_AUTOTUNE") == "1":

@@ -34,6 +34,7 @@ import math
 import os
 import platform
 import statistics
+import tempfile
 import time
 
 import keras
@@ -41,7 +42,7 @@ import numpy as np
 from keras import layers
 
 import common.config
-from common import UserError, device, photos, pretrained, schedules
+from common import UserError, device, photos, pretrained, reason, schedules
 
 # The script's defaults, and what the benchmark varies.
 data_dir = ""  # a folder of class folders, or a .tgz of one (the benchmark makes its own splits)
@@ -68,6 +69,17 @@ except ValueError:
     raise UserError(f"--fine_tune_learning_rates={fine_tune_learning_rates!r} must be numbers separated by commas, e.g. 1e-4,1e-5") from None
 if not 0 <= fine_tune_splits <= splits:
     raise UserError(f"--fine_tune_splits={fine_tune_splits} must be between 0 and --splits={splits}")
+if fine_tune_splits and not fine_tune_epochs:
+    raise UserError("--fine_tune_epochs=0 leaves phase 2 nothing to measure; give 1 or more, or --fine_tune_splits=0")
+if image_size < 71:
+    raise UserError(f"--image_size={image_size} is too small: Xception needs at least 71 pixels")
+# The results are written at the end, after hours on the real photos: a folder they cannot go to stops the run now.
+try:
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out_dir):
+        pass
+except OSError as error:
+    raise UserError(f"cannot write to --out_dir={out_dir} ({reason(error)}); give a folder that can be written") from None
 
 pretrained.check_weights(weights, "Xception")  # before the photos load, which takes minutes
 
@@ -244,11 +256,10 @@ lines += ["", "Phase 2's test accuracy after each epoch (mean over its splits):"
 for method in methods[2:]:
     runs = [r["per_epoch"] for r in records if r["method"] == method]
     lines.append(f"- {method}: " + ", ".join(percent([run[e]["test"] for run in runs]) for e in range(fine_tune_epochs)))
-os.makedirs(out_dir, exist_ok=True)
+print("\n".join(lines))  # First, so that the figures are on screen even if writing them fails.
 stem = os.path.join(out_dir, f"cpu-{started:%Y%m%d-%H%M%S}-transfer_phases")
 with open(stem + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
 with open(stem + ".jsonl", "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in records)
-print("\n".join(lines))
 print(f"results   {stem}.md")

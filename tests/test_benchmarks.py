@@ -219,3 +219,43 @@ def test_transfer_phases_refuses_a_bad_list_of_learning_rates(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: --fine_tune_learning_rates='fast' must be numbers")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "error: use: python -m benchmarks.time_callbacks SCRIPT.py"),  # An IndexError traceback.
+        (["nosuch.py"], "error: 'nosuch.py' is not a script's file; use:"),  # A FileNotFoundError traceback.
+        (["mnist_mlp.py", "--bogus=1"], "error: unknown setting --bogus"),  # Followed by an empty 'callbacks' line.
+    ],
+)
+def test_time_callbacks_bad_input_is_one_line(args, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.time_callbacks", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert "callbacks" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # An IndexError traceback once every feature had been computed.
+        (["--fine_tune_epochs=0"], "--fine_tune_epochs=0 leaves phase 2 nothing to measure"),
+        # It blamed the weights file, after the photos had loaded.
+        (["--image_size=32"], "--image_size=32 is too small: Xception needs at least 71 pixels"),
+        # A FileExistsError traceback at the very end, the results lost.
+        (["--out_dir={file}"], "cannot write to --out_dir={file} ("),
+    ],
+)
+def test_transfer_phases_bad_input_stops_before_any_work(args, message, tmp_path):
+    (tmp_path / "a file").write_text("")
+    file = str(tmp_path / "a file")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.transfer_phases", "--data_dir=/no/such/photos", "--weights=none",
+         *(arg.format(file=file) for arg in args)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert message.format(file=file) in result.stderr.strip().splitlines()[-1]
