@@ -25,6 +25,7 @@ mended on resuming.
 """
 
 import csv
+import fcntl
 import json
 import math
 import os
@@ -45,7 +46,7 @@ _ROW = "{:>5d}  {:>10.4f}  {:>9.4f}  {:>8.4f}  {:>7.4f}  {:>8.2e}  {:>7.1f}"
 
 
 RESUME_STATE = "resume.npz"  # the state after the last saved epoch; gone once the run finishes (result.json)
-_LOCK = "running.pid"  # the process that is writing to the run folder
+_LOCK = "running.pid"  # locked by the process that is writing to the run folder, whose id it holds
 # What ResumeState saves beside the arrays of the model, optimizer and early stopping.
 _STATE_KEYS = ("epochs_done", "initial_epoch", "train_seconds", "phase", "callbacks")
 
@@ -66,7 +67,7 @@ class Run:
         parent = os.path.join(config["out_dir"], script)
         # A run over several machines is not resumed: its processes would
         # have to resume from the same epoch, which nothing here ensures.
-        self.dir = _unfinished_run(parent, config) if device.processes() == 1 else None
+        self.dir, self._lock = _unfinished_run(parent, config) if device.processes() == 1 else (None, None)
         self.initial_epoch = 0
         self.train_seconds = None
         self._state = None
@@ -80,18 +81,16 @@ class Run:
                 self.initial_epoch = int(self._state["initial_epoch"])
                 self.train_seconds = float(self._state["train_seconds"])
             try:
-                _keep_history_rows(self.path("history.csv"), done)  # The first write into the folder.
+                _keep_history_rows(self.path("history.csv"), done)
             except OSError as error:
-                raise UserError(
-                    f"cannot write to the run folder {self.dir} ({reason(error)}); make it writable to "
-                    "continue that run, or use another --out_dir"
-                ) from None
+                raise _unwritable(self.dir, error) from None
             print(f"resume    {self.dir} after epoch {done}")
         else:
             self.dir = _new_run_dir(parent, _process_suffix())
+            # Claimed before config.json makes it look like a run to resume.
+            self._lock = _claim(self.dir)
             write_json(os.path.join(self.dir, "config.json"), config)
             print(f"run       {self.dir}")
-        _write_atomically(self.path(_LOCK), lambda tmp: _write_text(tmp, f"{os.getpid()}\n"))
         print("config    " + " ".join(f"{key}={value!r}" for key, value in config.items()))
         if device.processes() == 1:
             # The state after the last saved epoch is on disk (ResumeState).
@@ -194,6 +193,7 @@ class Run:
         for name in (RESUME_STATE, _LOCK):
             if os.path.exists(self.path(name)):
                 os.remove(self.path(name))
+        self._lock.close()  # Lets go of the lock.
         print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
         print("final " + " ".join(f"{key}={value}" for key, value in {**fields, "run_dir": self.dir}.items()))
         return test_acc, test_loss
@@ -466,20 +466,61 @@ def _read_state(path):
 
 def _unfinished_run(parent, config):
     """The newest run folder under `parent` with these settings that has not
-    finished and that no live process is writing to; None if there is none."""
+    finished and that no live process is writing to, claimed for this one:
+    (folder, its lock from `_claim`), or (None, None) if there is none."""
     if not os.path.isdir(parent):
-        return None
+        return None, None
     for name in sorted(os.listdir(parent), reverse=True):
         folder = os.path.join(parent, name)
-        if _finished(folder) or _running(folder):
+        if _finished(folder):
             continue
         try:
             with open(os.path.join(folder, "config.json")) as f:
-                if json.load(f) == config:
-                    return folder
+                if json.load(f) != config:
+                    continue
         except (OSError, ValueError):
             continue
+        lock = _claim(folder)
+        # Another process may have finished the run since it was looked at.
+        if lock and _finished(folder):
+            lock.close()
+        elif lock:
+            return folder, lock
+    return None, None
+
+
+def _claim(folder):
+    """Locks the folder's running.pid for this process and writes its id
+    there; returns the open file, which holds the lock until it is closed
+    or the process ends, however it ends. None if another live process holds
+    it: two runs started together with the same settings then never write
+    into the same folder. (A process id alone could not tell: after a
+    restart another process may have the id of the dead one.)"""
+    path = os.path.join(folder, _LOCK)
+    try:
+        lock = open(path, "a+")
+    except OSError as error:
+        raise _unwritable(folder, error) from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The process that held it may have finished the run and removed
+        # the file since it was opened here: that lock is of no use.
+        if os.path.exists(path) and os.path.samestat(os.stat(path), os.fstat(lock.fileno())):
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+            return lock
+    except BlockingIOError:
+        pass
+    lock.close()
     return None
+
+
+def _unwritable(folder, error):
+    return UserError(
+        f"cannot write to the run folder {folder} ({reason(error)}); make it writable to "
+        "continue that run, or use another --out_dir"
+    )
 
 
 def _finished(folder):
@@ -490,21 +531,6 @@ def _finished(folder):
     if os.path.exists(os.path.join(folder, "result.json")):
         return True
     return os.path.exists(os.path.join(folder, "model.keras")) and not os.path.exists(os.path.join(folder, RESUME_STATE))
-
-
-def _running(folder):
-    try:
-        with open(os.path.join(folder, _LOCK)) as f:
-            pid = int(f.read())
-    except (OSError, ValueError):
-        return False
-    try:
-        os.kill(pid, 0)  # Signal 0 checks that the process exists.
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # It exists, and belongs to another user.
-    return True
 
 
 def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32):

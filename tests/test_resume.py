@@ -2,6 +2,8 @@
 
 import csv
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 
 from common import UserError, output, schedules
-from conftest import final_fields, run_script, run_until_epoch, synthetic_mnist, write_mnist_npz
+from conftest import REPO, final_fields, run_script, run_until_epoch, synthetic_mnist, write_mnist_npz
 from test_output import tiny_data, tiny_model
 
 # Columns of history.csv that depend only on the computation, not on the clock.
@@ -220,6 +222,61 @@ def test_a_folder_that_a_live_process_writes_to_is_not_taken(tmp_path):
     config = {"out_dir": str(tmp_path)}
     first = output.Run("tiny", config)  # Its running.pid names this (live) process.
     assert output.Run("tiny", config).dir != first.dir
+
+
+# Takes the run folder of `config` in a process of its own. A process that
+# chooses the interrupted run's folder waits, before it reads its state, until
+# the other process has chosen one too (for 5 s at most): if both could
+# choose it, both would go on to write into it.
+_TAKE_TOGETHER = """
+import os, sys, time
+from common import output
+
+config, sync = {"out_dir": sys.argv[1]}, sys.argv[2]
+read_state = output._read_state
+
+def when_both_have_chosen(path):
+    open(os.path.join(sync, str(os.getpid())), "w").close()
+    waited = time.monotonic() + 5
+    while len(os.listdir(sync)) < 2 and time.monotonic() < waited:
+        time.sleep(0.01)
+    return read_state(path)
+
+output._read_state = when_both_have_chosen
+run = output.Run("tiny", config)
+print(run.dir, flush=True)
+time.sleep(3)  # Holds the folder while the other process chooses.
+"""
+
+
+def test_two_processes_never_take_the_same_folder(tmp_path):
+    config = {"out_dir": str(tmp_path / "runs")}
+    interrupted = output.Run("tiny", config)
+    interrupted._lock.close()  # As if its process had died: the lock goes with it, the file stays.
+    assert os.path.exists(interrupted.path("running.pid"))
+    (tmp_path / "sync").mkdir()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TAKE_TOGETHER, config["out_dir"], str(tmp_path / "sync")],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
+    folders = [out.strip().splitlines()[-1] for out, _ in outputs]
+    # One resumes the interrupted run; the other starts a folder of its own.
+    assert interrupted.dir in folders and len(set(folders)) == 2
+
+
+def test_a_lock_file_whose_process_is_gone_does_not_keep_its_folder(tmp_path):
+    # After a restart, the id in running.pid may belong to another live process.
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("tiny", config)
+    first._lock.close()
+    with open(first.path("running.pid"), "w") as f:
+        f.write(f"{os.getppid()}\n")  # A live process, but not one holding the lock.
+    assert output.Run("tiny", config).dir == first.dir
 
 
 def test_other_settings_start_a_new_run(tmp_path):
