@@ -4,10 +4,13 @@ Importing this package installs one behaviour worth knowing about: a `UserError`
 that nobody catches (a missing data file, an unknown override, ...) is printed
 as a single `error: ...` line, and the run exits with status 1, instead of a
 traceback: it is a mistake in the input, not in the program. Ctrl-C during a
-training run prints how to continue it. Every other exception still prints its
-full traceback.
+training run prints how to continue it, and so does SIGTERM (what `kill`, a job
+scheduler or `docker stop` sends), which still ends the process as it would
+have. Every other exception still prints its full traceback.
 """
 
+import os
+import signal
 import sys
 
 # What Ctrl-C prints after "interrupted": set by common.output.Run once a run
@@ -35,4 +38,12 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
         _default(exc_type, exc, tb)
 
 
+def _on_terminate(signum, frame):
+    print("\nterminated" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr, flush=True)
+    # Then the default: the process ends at once, with the status of one that SIGTERM stopped.
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
 sys.excepthook = _excepthook
+signal.signal(signal.SIGTERM, _on_terminate)

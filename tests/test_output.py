@@ -197,3 +197,29 @@ def test_ctrl_c_says_how_to_continue_only_in_a_run_that_can(with_run, tmp_path):
         assert last == "interrupted: run the same command again to continue from the last saved epoch"
     else:
         assert last == "interrupted"
+
+
+@pytest.mark.parametrize("with_run", [False, True])
+def test_sigterm_says_how_to_continue_and_still_ends_the_process(with_run, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = (
+        "import os, signal, time\n"
+        "from common import output\n"
+        f"if {with_run}:\n"
+        f"    output.Run('tiny', {{'out_dir': {str(tmp_path)!r}, 'epochs': 1}})\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(60)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    # It printed nothing at all.
+    assert result.returncode == -signal.SIGTERM and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    if with_run:
+        assert last == "terminated: run the same command again to continue from the last saved epoch"
+    else:
+        assert last == "terminated"
