@@ -4,14 +4,15 @@ Importing this package installs one behaviour worth knowing about: a `UserError`
 that nobody catches (a missing data file, an unknown override, ...) is printed
 as a single `error: ...` line, and the run exits with status 1, instead of a
 traceback: it is a mistake in the input, not in the program. Ctrl-C during a
-training run prints how to continue it, and so does SIGTERM (what `kill`, a job
-scheduler or `docker stop` sends), which still ends the process as it would
-have. Every other exception still prints its full traceback.
+training run prints how to continue it, and so does SIGTERM once a run has
+called `print_on_terminate`. Every other exception still prints its full
+traceback.
 """
 
 import os
 import signal
 import sys
+import threading
 
 # What Ctrl-C prints after "interrupted": set by common.output.Run once a run
 # folder that the same command would resume exists.
@@ -38,12 +39,25 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
         _default(exc_type, exc, tb)
 
 
+def print_on_terminate():
+    """From now on SIGTERM (what `kill`, a job scheduler or `docker stop`
+    sends) prints what Ctrl-C prints, then ends the process as SIGTERM would
+    have. Only a training run installs it (common.output.Run): Python runs a
+    handler between bytecodes, so a process in a long call into compiled code
+    (an XLA compile, a compiled step) ends only once that call returns."""
+    if threading.current_thread() is threading.main_thread():  # The only thread that may set a handler.
+        signal.signal(signal.SIGTERM, _on_terminate)
+
+
 def _on_terminate(signum, frame):
-    print("\nterminated" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr, flush=True)
-    # Then the default: the process ends at once, with the status of one that SIGTERM stopped.
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    try:
+        print("\nterminated" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr, flush=True)
+    except Exception:
+        pass  # Such as a closed stderr: the process ends all the same.
+    finally:
+        # Then the default: the process ends at once, with the status of one that SIGTERM stopped.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 sys.excepthook = _excepthook
-signal.signal(signal.SIGTERM, _on_terminate)

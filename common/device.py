@@ -235,9 +235,7 @@ def _join_processes(backend):
         )
     address = os.environ.get("KERAS_DISTRIBUTION_JOB_ADDRESSES", "")
     index = os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "")
-    # gRPC ends the process with a segmentation fault for a port it cannot read.
-    _host, _, port = address.rpartition(":")
-    if not (_host and port.isdecimal() and 0 < int(port) < 65536) or not index.isdecimal() or int(index) >= int(count):
+    if not (address and all(map(_host_and_port, address.split(","))) and index.isdecimal() and int(index) < int(count)):
         raise UserError(
             f"KERAS_DISTRIBUTION_NUM_PROCESSES={count} needs KERAS_DISTRIBUTION_JOB_ADDRESSES (host:port of "
             f"process 0) and KERAS_DISTRIBUTION_PROCESS_ID (0 to {int(count) - 1}) on every machine; "
@@ -293,6 +291,13 @@ def _turn_off_tf_data_autotuning():
 
     get_tf_dataset.autotuning_off = True
     adapter.get_tf_dataset = get_tf_dataset
+
+
+def _host_and_port(address):
+    """Whether `address` reads as host:port, as gRPC needs: it ends the
+    process with a segmentation fault for a port it cannot read."""
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdecimal() and 0 < int(port) < 65536
 
 
 def _backend_version(backend):

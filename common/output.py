@@ -95,6 +95,7 @@ class Run:
         if device.processes() == 1:
             # The state after the last saved epoch is on disk (ResumeState).
             common.on_interrupt = "run the same command again to continue from the last saved epoch"
+            common.print_on_terminate()
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -481,8 +482,10 @@ def _unfinished_run(parent, config):
         except (OSError, ValueError):
             continue
         lock = _claim(folder)
-        # Another process may have finished the run since it was looked at.
+        # Another process may have finished the run since it was looked at,
+        # and removed its lock file: the one _claim made is removed again.
         if lock and _finished(folder):
+            os.remove(lock.name)
             lock.close()
         elif lock:
             return folder, lock

@@ -279,6 +279,26 @@ def test_a_lock_file_whose_process_is_gone_does_not_keep_its_folder(tmp_path):
     assert output.Run("tiny", config).dir == first.dir
 
 
+def test_a_run_finished_while_it_was_being_chosen_keeps_no_lock_file(tmp_path, monkeypatch):
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("tiny", config)
+    first._lock.close()  # Its process is gone; it left the folder unfinished.
+    looked_at = []
+
+    def finished_after_the_first_look(folder):
+        # The first look finds it unfinished; then another process finishes it and removes its lock file.
+        looked_at.append(folder)
+        if len(looked_at) == 1:
+            os.remove(first.path("running.pid"))
+            return False
+        open(first.path("result.json"), "w").close()
+        return True
+
+    monkeypatch.setattr(output, "_finished", finished_after_the_first_look)
+    assert output.Run("tiny", config).dir != first.dir
+    assert sorted(os.listdir(first.dir)) == ["config.json", "result.json"]
+
+
 def test_other_settings_start_a_new_run(tmp_path):
     first = output.Run("tiny", {"out_dir": str(tmp_path), "epochs": 3})
     os.remove(first.path("running.pid"))

@@ -659,6 +659,11 @@ def test_one_machine_settings_over_several_machines_stop_with_one_line(setting, 
                       "KERAS_DISTRIBUTION_JOB_ADDRESSES": "localhost:abc"},
                      "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES",
                      marks=pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")),
+        # Keras takes the first of several addresses: its port too.
+        pytest.param({"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+                      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "localhost:abc,localhost:1234"},
+                     "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES",
+                     marks=pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")),
         # A digit that int() cannot read: a ValueError traceback.
         ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "\u00b2"}, "error: KERAS_DISTRIBUTION_NUM_PROCESSES='\u00b2' is not a number"),
         # A platform this machine lacks: a RuntimeError traceback.
