@@ -172,7 +172,7 @@ with scope:
     x = keras.applications.xception.preprocess_input(x)
     # training=False keeps the base's batch normalisation in inference mode in
     # both phases: its statistics come from ImageNet, and updating them from
-    # a few hundred photos, 32 at a time, would undo much of the pretraining.
+    # a few hundred photos, a batch at a time, would undo much of the pretraining.
     maps = base(x, training=False)
     # Each map averaged over the image: one number per channel.
     pooled = [layers.GlobalAveragePooling2D()(m) for m in maps]

@@ -84,7 +84,7 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     if backend == "jax" and steps > 1 and distribution is None and model.jit_compile and not model.run_eagerly:
         model.train_function = _steps_in_one_call(model, steps)
     # Each process's batches split over its own devices.
-    devices = len(distribution.device_mesh.devices.flatten()) // processes() if distribution else 1
+    devices = _local_devices(distribution)
     uneven = sorted({batch_size, len(x) % batch_size, len(x_val) % batch_size} - {0})
     if any(size % devices for size in uneven):
         raise UserError(
@@ -126,13 +126,18 @@ def predict(model, x, batch_size):
     validation batches before training, and here the images to predict are
     padded with copies of the first one up to a multiple of the device
     count, and the predictions for the copies dropped."""
-    distribution = keras.distribution.distribution()
-    devices = len(distribution.device_mesh.devices.flatten()) // processes() if distribution else 1
+    devices = _local_devices(keras.distribution.distribution())
     count = len(x)
     padding = -count % devices
     if padding:
         x = np.concatenate([x, np.repeat(x[:1], padding, axis=0)])
     return model.predict(x, batch_size=batch_size, verbose=0)[:count]
+
+
+def _local_devices(distribution):
+    """How many devices of this process a batch is split over under
+    `distribution` (Keras' distribution API; None: one device)."""
+    return len(distribution.device_mesh.devices.flatten()) // processes() if distribution else 1
 
 
 def _steps_in_one_call(model, steps):

@@ -176,21 +176,27 @@ def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_
         run.finish(model, images, y, shift_tta=1)
 
 
-@pytest.mark.parametrize("with_run", [False, True])
-def test_ctrl_c_says_how_to_continue_only_in_a_run_that_can(with_run, tmp_path):
+def stopped(tmp_path, with_run, how):
+    """Runs a process that makes a run folder (if `with_run`), then stops
+    itself with the Python line `how`; returns what it printed and its status."""
     import subprocess
     import sys
 
     from conftest import REPO
 
     code = (
-        "import sys\n"
+        "import os, signal, time\n"
         "from common import output\n"
         f"if {with_run}:\n"
         f"    output.Run('tiny', {{'out_dir': {str(tmp_path)!r}, 'epochs': 1}})\n"
-        "raise KeyboardInterrupt\n"
+        f"{how}\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("with_run", [False, True])
+def test_ctrl_c_says_how_to_continue_only_in_a_run_that_can(with_run, tmp_path):
+    result = stopped(tmp_path, with_run, "raise KeyboardInterrupt")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     if with_run:
@@ -202,20 +208,8 @@ def test_ctrl_c_says_how_to_continue_only_in_a_run_that_can(with_run, tmp_path):
 @pytest.mark.parametrize("with_run", [False, True])
 def test_sigterm_in_a_run_says_how_to_continue_and_still_ends_the_process(with_run, tmp_path):
     import signal
-    import subprocess
-    import sys
 
-    from conftest import REPO
-
-    code = (
-        "import os, signal, time\n"
-        "from common import output\n"
-        f"if {with_run}:\n"
-        f"    output.Run('tiny', {{'out_dir': {str(tmp_path)!r}, 'epochs': 1}})\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\n"
-        "time.sleep(60)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = stopped(tmp_path, with_run, "os.kill(os.getpid(), signal.SIGTERM); time.sleep(60)")
     assert result.returncode == -signal.SIGTERM and "Traceback" not in result.stderr
     if with_run:  # It printed nothing at all.
         assert result.stderr.strip().splitlines()[-1] == (

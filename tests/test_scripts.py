@@ -42,6 +42,8 @@ SCRIPTS = {
     "resnet34.py": "cifar10",
 }
 TINY = ["--train_samples=200", "--epochs=2", "--batch_size=32"]
+# Marks a test, or a case, that runs a script on the JAX backend.
+needs_jax = pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
 
 
 @pytest.fixture
@@ -157,7 +159,7 @@ def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(datase
     assert activations(model) == ["relu"] + ["gelu"] * 6
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
+@needs_jax
 @pytest.mark.parametrize("script", ["cifar10_cnn.py", "resnet34.py"])
 def test_cifar10_scripts_train_on_batches_gathered_on_the_device(script, dataset, tmp_path):
     # --resident=True: the same network and schedule, fed by DeviceBatches in
@@ -597,7 +599,7 @@ def _run_two_processes(script, *args, timeout=600):
 
 
 @needs_real_mnist
-@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
+@needs_jax
 def test_two_processes_train_as_one_machine_would(tmp_path):
     # Two processes on this machine stand in for two machines: each reads
     # its half of the data, and passes half of each global batch of 100.
@@ -618,7 +620,7 @@ def test_two_processes_train_as_one_machine_would(tmp_path):
     assert float(first["test_acc"]) == pytest.approx(accuracy_one, abs=0.005)
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")
+@needs_jax
 @pytest.mark.parametrize(
     "setting, message",
     [
@@ -639,6 +641,17 @@ def test_one_machine_settings_over_several_machines_stop_with_one_line(setting, 
     assert not out_dir.exists()
 
 
+def _one_of_two_jax_processes(process_id, address=None):
+    """A case of the test below: process `process_id` of two on JAX, with
+    `address` as KERAS_DISTRIBUTION_JOB_ADDRESSES (None: unset)."""
+    env = {"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": process_id}
+    if address is not None:
+        env["KERAS_DISTRIBUTION_JOB_ADDRESSES"] = address
+    return pytest.param(
+        env, "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES", marks=needs_jax
+    )
+
+
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -647,29 +660,20 @@ def test_one_machine_settings_over_several_machines_stop_with_one_line(setting, 
         ({"KERAS_BACKEND": "tensorflow", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"},
          "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2: training over several machines needs the JAX backend"),
 
-        pytest.param({"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0"},
-                     "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES",
-                     marks=pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")),
-        pytest.param({"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "2",
-                      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "localhost:1"},
-                     "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES",
-                     marks=pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")),
-        # A port that is not a number: gRPC ended the process with a segmentation fault.
-        pytest.param({"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0",
-                      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "localhost:abc"},
-                     "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES",
-                     marks=pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")),
-        # Keras takes the first of several addresses: its port too.
-        pytest.param({"KERAS_BACKEND": "jax", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0",
-                      "KERAS_DISTRIBUTION_JOB_ADDRESSES": "localhost:abc,localhost:1234"},
-                     "error: KERAS_DISTRIBUTION_NUM_PROCESSES=2 needs KERAS_DISTRIBUTION_JOB_ADDRESSES",
-                     marks=pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")),
+        # One of two processes on JAX whose address or id cannot work: no address,
+        _one_of_two_jax_processes("0"),
+        # an id beyond the processes,
+        _one_of_two_jax_processes("2", "localhost:1"),
+        # a port that is not a number (gRPC ended the process with a segmentation fault),
+        _one_of_two_jax_processes("0", "localhost:abc"),
+        # and such a port first of several addresses (Keras takes the first).
+        _one_of_two_jax_processes("0", "localhost:abc,localhost:1234"),
         # A digit that int() cannot read: a ValueError traceback.
         ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "\u00b2"}, "error: KERAS_DISTRIBUTION_NUM_PROCESSES='\u00b2' is not a number"),
         # A platform this machine lacks: a RuntimeError traceback.
         pytest.param({"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cuda"},
                      "error: JAX could not start its devices (",
-                     marks=pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="jax not installed")),
+                     marks=needs_jax),
     ],
 )
 def test_several_machines_settings_that_cannot_work_stop_with_one_line(env, message, mnist_dir, tmp_path):
