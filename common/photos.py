@@ -5,8 +5,9 @@
 The photos may sit in a folder or in a .tgz / .tar.gz of one (read in place),
 possibly a few folders down, as in the TensorFlow flowers archive. A folder
 that holds train/ and test/ (and optionally validation/) folders of classes
-keeps the user's own split. Every photo is decoded once, resized to a square
-of `image_size` pixels and kept in memory as uint8.
+keeps the user's own split. Every photo is decoded once, turned upright as
+its EXIF orientation says, resized to a square of `image_size` pixels and
+kept in memory as uint8.
 
 Files that are not images, or do not decode, are skipped and counted: a photo
 collection often holds a stray LICENSE.txt or a half-copied JPEG, and one bad
@@ -101,12 +102,16 @@ def split_photos(photos, validation_split, test_split, seed):
 def load_image(data, image_size):
     """Decodes image bytes into a (size, size, 3) uint8 array; raises
     ValueError (or an OSError) when they are not an image."""
-    from PIL import Image  # Pillow: only needed for photos.
+    from PIL import Image, ImageOps  # Pillow: only needed for photos.
 
     with Image.open(io.BytesIO(data)) as image:
         # JPEG can decode straight to a smaller size (at least the target
         # size), which is much faster than decoding every pixel and shrinking.
         image.draft("RGB", (image_size, image_size))
+        # A phone stores a photo taken upright as the sensor saw it, sideways,
+        # with an EXIF tag that says how to turn it; turn it as a viewer does.
+        # (Keras' own image loaders leave it sideways.)
+        ImageOps.exif_transpose(image, in_place=True)
         return _square(image, image_size)
 
 

@@ -232,6 +232,21 @@ def test_a_16_bit_greyscale_photo_keeps_its_shades(tmp_path):
     assert (image[:, :18] == 128).all() and (image[:, 22:] == 255).all()
 
 
+def test_a_photo_is_turned_upright_as_its_exif_orientation_says(tmp_path):
+    from PIL import Image
+
+    # Stored sideways, as a phone held upright stores it: the top row, here
+    # white, is the left column of the stored pixels. Orientation 6 says to
+    # turn the stored image a quarter clockwise to show it.
+    pixels = np.zeros((40, 40, 3), dtype=np.uint8)
+    pixels[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "upright.jpg", exif=exif, quality=95)
+    image = photos.read_image(str(tmp_path / "upright.jpg"), 40).astype(int)
+    assert (image[:8] > 200).all() and (image[12:] < 50).all()
+
+
 def test_a_file_that_is_no_image_is_named_without_pillows_internals(tmp_path):
     path = tmp_path / "notes.jpg"
     path.write_text("not a photo\n")
