@@ -66,6 +66,13 @@ def split_validation(x, y, validation_split, seed, train_samples=0):
     validation: it is touched once, at the end of a run. In a run over several
     machines, each takes its own share of both (`device.process_share`).
     """
+    if train_samples > len(x):
+        # Slicing would quietly take them all, and the run's config would
+        # record a number of images it never saw.
+        raise UserError(
+            f"train_samples={train_samples} is more than the {len(x)} training examples; "
+            f"give at most {len(x)}, or 0 for all"
+        )
     if train_samples:
         x, y = x[:train_samples], y[:train_samples]
     num_val = int(round(len(x) * validation_split))

@@ -224,6 +224,13 @@ def test_split_uses_only_the_first_train_samples():
     assert set(np.concatenate([x_train, x_val]).tolist()) == set(range(30))
 
 
+def test_more_train_samples_than_there_are_is_refused():
+    x = np.arange(100)
+    with pytest.raises(UserError, match="train_samples=101 is more than the 100 training examples"):
+        data.split_validation(x, x, 0.1, seed=0, train_samples=101)
+    assert len(data.split_validation(x, x, 0.1, seed=0, train_samples=100)[0]) == 90
+
+
 def test_split_that_leaves_nothing_is_refused():
     x = np.arange(5)
     with pytest.raises(UserError, match="leaves no validation"):
