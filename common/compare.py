@@ -11,6 +11,7 @@ validation accuracy and loss per epoch in one image: `compare.png` unless
 """
 
 import json
+import math
 import os
 import sys
 
@@ -69,11 +70,12 @@ def table(runs, keys):
     rows = []
     for run in runs:
         val = run["history"].get("val_accuracy", [])
+        best = max((v for v in val if not math.isnan(v)), default=math.nan)  # NaN: an epoch that logged none.
         result = run["result"]
         rows.append([
             run["name"],
             *(str(run["config"].get(key, "-")) for key in keys),
-            f"{max(val):.4f}" if val else "-",
+            f"{best:.4f}" if val else "-",
             f"{val[-1]:.4f}" if val else "-",
             str(result.get("test_acc", "unfinished")),
             str(result.get("train_seconds", "-")),

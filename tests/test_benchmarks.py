@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks import WHITENED_TUNED
 import benchmarks.__main__ as benchmark
-from benchmarks.__main__ import SUITES, invocation, target_and_budget
+from benchmarks.__main__ import SUITES, invocation, seconds_to, table, target_and_budget
 from common import UserError, config
 from conftest import REPO, write_mnist_npz, write_photo_tree
 
@@ -77,6 +77,36 @@ def test_the_target_and_the_seconds_allowed_are_the_suites_or_the_seeds():
     assert target_and_budget(gpu, runs[2:]) == (0.907, 4)
     # ResNet-34's GPU target is a time to 92%, with no seconds allowed.
     assert target_and_budget(SUITES["gpu"]["resnet34"], []) == (0.92, None)
+
+
+def test_the_table_times_each_run_to_the_target_and_gives_each_method_its_verdict():
+    cpu = SUITES["cpu"]["mnist_mlp"]
+
+    def run(method, test_acc, train_seconds, val_accuracy):
+        epochs = len(val_accuracy)
+        return {
+            "method": method, "test_acc": test_acc, "train_seconds": train_seconds, "val_accuracy": val_accuracy,
+            "epoch_seconds": [train_seconds / epochs] * epochs, "images_per_second": 1000.0,
+            "first_epoch_seconds": 1.0, "median_epoch_seconds": 1.0, "outside_epochs_seconds": 0.0,
+            "other_seconds": 0.0, "peak_mb": 100.0, "command": f"python {method}",
+        }
+
+    seed = cpu.seed.name
+    runs = [
+        run(seed, 0.97, 30.0, [0.95, 0.97, 0.98]),  # The target is the seed's 97.5%, in 15 s at most.
+        run(seed, 0.98, 60.0, [0.95, 0.96, 0.97]),
+        run("fast", 0.99, 3.0, [0.96, 0.975, 0.99]),
+        run("slow", 0.99, 20.0, [0.99, 0.99]),
+        run("short", 0.96, 3.0, [0.96]),
+    ]
+    assert seconds_to(0.975, runs[0]) == 30.0 and seconds_to(0.975, runs[1]) is None
+    assert seconds_to(0.975, runs[2]) == 2.0 and seconds_to(0.975, runs[3]) == 10.0
+    lines = table("mnist_mlp", cpu, runs).splitlines()
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
+    assert rows[seed][3] == "45.0 ± 21.2" and rows[seed][4] == "30.0 (1/2 runs)"
+    assert rows["fast"][4] == "2.0 (1/1 runs)" and rows["short"][4] == "not reached"
+    verdicts = {line.split(":")[0][2:]: line.split("**")[1] for line in lines if "**" in line}
+    assert verdicts == {"fast": "yes", "slow": "no", "short": "no"}
 
 
 def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):

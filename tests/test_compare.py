@@ -8,6 +8,7 @@ import sys
 import keras
 
 from common import output
+from common.compare import table
 from conftest import REPO
 from test_output import tiny_data, tiny_model
 
@@ -51,6 +52,16 @@ def test_compare_tabulates_what_differs_and_draws_every_run(tmp_path):
     assert rows[2][-3] == "unfinished" and rows[3][-3] == "unfinished" and rows[0][-3] != "unfinished"
     assert os.path.getsize(out) > 5000
     assert lines[-1] == f"wrote     {out}"
+
+
+def test_the_table_gives_the_best_and_the_last_validation_accuracy():
+    history = {"loss": [1.0, 0.8, 0.7], "val_accuracy": [0.5, 0.9, 0.7]}
+    run = {"name": "a", "config": {"epochs": 3}, "history": history, "result": {"test_acc": "0.8800", "train_seconds": 4.2}}
+    lines = table([run], []).splitlines()
+    assert lines[0].split() == ["run", "best", "val_acc", "last", "val_acc", "test_acc", "train", "s", "epochs"]
+    assert lines[2].split() == ["a", "0.9000", "0.7000", "0.8800", "4.2", "3"]
+    history["val_accuracy"][0] = float("nan")  # An epoch that logged none (NA in history.csv).
+    assert table([run], []).splitlines()[2].split()[1] == "0.9000"
 
 
 def test_help_prints_the_usage_and_exits_zero():

@@ -93,7 +93,10 @@ def train(ahead):
     x = rng.integers(0, 256, (70, 8, 8, 1)).astype("uint8")
     y = keras.utils.to_categorical(rng.integers(0, 3, 70), 3)
     if ahead:
+        numpy_state = np.random.get_state()[1].copy()
         assert device.compile_ahead(model, x, y, 16, (x[:30], y[:30])) > 0
+        assert model.train_function is not None, "no training step was compiled"
+        assert np.array_equal(np.random.get_state()[1], numpy_state), "NumPy's generator moved"
     model.fit(x, y, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=SHUFFLE)
     return model.get_weights()
 

@@ -45,7 +45,12 @@ def test_a_run_writes_its_files_and_ends_with_the_final_line(tmp_path, capsys):
     for column in output.TABLE_COLUMNS:
         assert column in rows[0], column
     assert float(rows[0]["seconds"]) > 0
-    assert float(rows[0]["learning_rate"]) > 0
+    # The rate after each epoch's last step (4 steps of 8): Keras' own
+    # schedule, halfway down its cosine and then at its end.
+    schedule = model.optimizer._learning_rate
+    expected = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (4, 8)]
+    assert expected == pytest.approx([0.005, 0.0], abs=1e-7)
+    assert [float(row["learning_rate"]) for row in rows] == pytest.approx(expected, abs=1e-7)
     assert os.path.getsize(run.path("curves.png")) > 1000
     assert not [name for name in os.listdir(run.dir) if ".tmp" in name]
 
@@ -64,11 +69,12 @@ def test_a_run_writes_its_files_and_ends_with_the_final_line(tmp_path, capsys):
     assert reloaded.evaluate(x, y, verbose=0)[1] == pytest.approx(float(fields["test_acc"]), abs=1e-4)
 
 
-def test_two_runs_in_the_same_second_get_different_folders(tmp_path):
-    config = {"out_dir": str(tmp_path)}
-    first = output.Run("s", config)
-    second = output.Run("s", config)
-    assert first.dir != second.dir
+def test_runs_started_in_the_same_second_get_numbered_folders(tmp_path, monkeypatch):
+    # The clock stands still, so every run is started in the same second.
+    monkeypatch.setattr(output.time, "strftime", lambda form: "20261205-010203")
+    folders = [output.Run("s", {"out_dir": str(tmp_path), "seed": seed}).dir for seed in range(3)]
+    parent = os.path.join(str(tmp_path), "s")
+    assert folders == [os.path.join(parent, name) for name in ("20261205-010203", "20261205-010203-2", "20261205-010203-3")]
 
 
 def test_an_unwritable_out_dir_is_a_user_error(tmp_path):
@@ -148,22 +154,42 @@ def test_shifted_images_move_diagonally_with_reflected_edges():
     np.testing.assert_array_equal(up_left[0, -1, :-1, 0], images[0, -2, 1:, 0])
 
 
-def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_path):
-    # A model that reads pixel (2, 3): lit, it says class 0 with certainty;
-    # dark, it leans to class 1 (bias 0.1: 52.5% to 47.5%).
+def pixel_reader(tmp_path, images, labels):
+    """A model of 5x5 images that reads pixel (2, 3): lit, it says class 0
+    with certainty; dark, it leans to class 1 (bias 0.1: 52.5% to 47.5%).
+    Returns it and a finished-training run to score it with."""
     model = keras.Sequential([keras.Input((5, 5, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
     weights = [np.zeros((25, 2)), np.array([0.0, 0.1])]
     weights[0][2 * 5 + 3, 0] = 10.0
     model.layers[-1].set_weights(weights)
-    # An image of class 0 lit at (1, 0): of the six views only one, the
-    # mirror image of the image moved down and right, has it at (2, 3).
-    images = np.zeros((1, 5, 5, 1), "float32")
-    images[0, 1, 0, 0] = 1.0
-    labels, y = np.array([0]), keras.utils.to_categorical([0], 2)
+    y = keras.utils.to_categorical(labels, 2)
     run = output.Run("tiny", {"out_dir": str(tmp_path)})
     model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(images, y, epochs=1, validation_data=(images, y), callbacks=run.callbacks(), verbose=0)
     model.layers[-1].set_weights(weights)  # Undo the step.
+    return model, run
+
+
+def test_flip_tta_adds_the_vote_of_each_mirror_image(tmp_path):
+    # An image of class 0 lit at (2, 1): its mirror image is lit at (2, 3).
+    images = np.zeros((1, 5, 5, 1), "float32")
+    images[0, 2, 1, 0] = 1.0
+    labels = np.array([0])
+    model, run = pixel_reader(tmp_path, images, labels)
+    run.finish(model, images, keras.utils.to_categorical(labels, 2), flip_tta=True)
+    result = json.load(open(run.path("result.json")))
+    # Alone it leans to class 1; its mirror image's certain vote wins.
+    assert (result["test_acc"], result["test_acc_flip_tta"]) == ("0.0000", "1.0000")
+
+
+def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_path):
+    # An image of class 0 lit at (1, 0): of the six views only one, the
+    # mirror image of the image moved down and right, has it at (2, 3).
+    images = np.zeros((1, 5, 5, 1), "float32")
+    images[0, 1, 0, 0] = 1.0
+    labels = np.array([0])
+    model, run = pixel_reader(tmp_path, images, labels)
+    y = keras.utils.to_categorical(labels, 2)
 
     run.finish(model, images, y, flip_tta=True, shift_tta=1)
     result = json.load(open(run.path("result.json")))

@@ -135,7 +135,7 @@ def test_a_run_interrupted_while_finishing_finishes_again_without_training(tmp_p
     assert os.path.exists(first.path("model.keras")) and not os.path.exists(first.path("result.json"))
     os.remove(first.path("running.pid"))  # As if the process had died.
 
-    again = output.Run("tiny", config)  # It started over from epoch 1 in a new folder.
+    again = output.Run("tiny", config)  # It used to start over from epoch 1 in a new folder.
     assert again.dir == first.dir and again.initial_epoch == 6
     resumed = train(again)
     again.finish(resumed, x, y)

@@ -260,9 +260,14 @@ BAD_INPUTS = {
     "wrong type": (["--batch_size=big"], "--batch_size=big is not an integer"),
     "impossible value": (["--epochs=0"], "epochs must be > 0"),
     "missing folder": (["--data_dir=/no/such/folder"], "is not a folder"),
-    "corrupt file": (None, "is not a readable"),
+    "corrupt file": (None, None),
 }
-CORRUPT_FILE = {"mnist": "mnist.npz", "cifar10": "cifar-10-python.tar.gz"}
+# A damaged copy of the file each dataset is read from here (for CIFAR-10,
+# the JPEG archive of ../shared/data), and what is said about it.
+CORRUPT_FILE = {
+    "mnist": ("mnist.npz", "is not a readable npz file"),
+    "cifar10": ("cifar-10-jpeg.tar.gz", "is not a readable .tar.gz"),
+}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -270,7 +275,8 @@ CORRUPT_FILE = {"mnist": "mnist.npz", "cifar10": "cifar-10-python.tar.gz"}
 def test_bad_input_gives_one_clean_line(script, case, tmp_path):
     args, message = BAD_INPUTS[case]
     if args is None:
-        args = [f"--data_dir={corrupt_file(tmp_path, CORRUPT_FILE[SCRIPTS[script]])}"]
+        name, message = CORRUPT_FILE[SCRIPTS[script]]
+        args = [f"--data_dir={corrupt_file(tmp_path, name)}"]
     out_dir = tmp_path / "runs"
     result = run_script(script, *args, f"--out_dir={out_dir}")
     assert result.returncode != 0
@@ -548,7 +554,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+namespace = runpy.run_path(sys.argv[0], run_name="__main__")
+print("replicas", namespace["model"].distribute_strategy.num_replicas_in_sync, file=sys.stderr)
 """
 
 
@@ -565,6 +572,7 @@ def test_two_devices_train_data_parallel_to_the_same_accuracy(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     assert "data-parallel" not in one.stdout
     assert "data-parallel over 2 devices (MirroredStrategy)" in two.stdout
+    assert "replicas 2" in two.stderr.splitlines()  # The model was built under the strategy.
     # Each device computes the gradient of half of every batch; together they
     # take the same steps as one device, up to the order of the additions.
     accuracy_one, accuracy_two = (float(final_fields(r.stdout)["test_acc"]) for r in (one, two))
