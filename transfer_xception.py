@@ -40,7 +40,7 @@ import numpy as np
 from keras import layers
 
 import common.config
-from common import UserError, device, output, photos, pretrained, schedules
+from common import UserError, device, output, photos, pretrained, reason, schedules
 
 # Settings: edit them here, or override any of them as --key=value.
 data_dir = ""  # folder of class folders, or a .tgz of one; "" = download the TensorFlow flowers
@@ -89,7 +89,7 @@ def predict_photos(paths, model_path):
         if not (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes)):
             raise ValueError("not a list of class names")
     except (OSError, ValueError) as error:
-        raise UserError(f"{classes_path} cannot be read ({error}); train again or give another --model_file") from None
+        raise UserError(f"{classes_path} cannot be read ({reason(error)}); train again or give another --model_file") from None
     try:
         # A .keras file is a zip archive; for one cut short Keras says "File not found".
         if not zipfile.is_zipfile(model_path):
@@ -98,7 +98,7 @@ def predict_photos(paths, model_path):
         trained = keras.models.load_model(model_path, safe_mode=True)
     except Exception as error:  # Keras raises many kinds for a damaged file.
         raise UserError(
-            f"{model_path} is not a loadable Keras model ({error}); train again or give another --model_file"
+            f"{model_path} is not a loadable Keras model ({reason(error)}); train again or give another --model_file"
         ) from None
     if len(trained.input_shape) != 4 or trained.output_shape[-1] != len(classes):
         raise UserError(
@@ -227,14 +227,15 @@ if head_trains:
         callbacks=run.callbacks(phase="head"),
         verbose=0,
     )
-else:
-    # Stopped between the phases, the run gets the trained head back from
-    # its saved state here; stopped in phase 2, it gets the whole model back,
-    # head included, when phase 2's fit starts.
-    if run.restore("head", head):
-        print("phase 1   trained before this run was interrupted; the head has its trained weights back")
+# Stopped between the phases, the run gets the trained head back from its
+# saved state here; stopped in phase 2, it gets the whole model back, head
+# included, when phase 2's fit starts.
+head_restored = not head_trains and run.restore("head", head)
+if head_restored:
+    print("phase 1   trained before this run was interrupted; the head has its trained weights back")
 # Phase 1's test accuracy, measured after the head trained and kept in head_test.json.
-if head_trains or not os.path.exists(run.path("head_test.json")):
+head_test = None if head_trains else output.read_figures(run.path("head_test.json"))
+if head_test is None and (head_trains or head_restored):
     # The test photos go through the whole model: Xception's features, then
     # the head. Each test photo and its mirror image also vote together (flip
     # test-time augmentation), reported beside the plain accuracy.
@@ -246,12 +247,15 @@ if head_trains or not os.path.exists(run.path("head_test.json")):
         "test_acc_flip_tta": output.flip_tta_accuracy(model, x_test, probabilities, labels, batch_size),
     }
     output.write_json(run.path("head_test.json"), head_test)
-else:
-    # A resumed run prints what its phase 1 measured (a run folder from before
-    # flip test-time augmentation was reported holds test_acc alone).
-    with open(run.path("head_test.json")) as f:
-        head_test = json.load(f)
-print("phase 1   " + " ".join(f"{key}={value:.4f}" for key, value in head_test.items()))
+elif head_test is None:
+    # Resumed in phase 2 without a readable head_test.json: phase 1's head
+    # has been fine-tuned since, so what it scored cannot be measured again.
+    print("phase 1   test accuracy unknown: head_test.json is missing or damaged; the final line goes without it")
+    head_test = {}
+# A resumed run prints what its phase 1 measured (a run folder from before
+# flip test-time augmentation was reported holds test_acc alone).
+if head_test:
+    print("phase 1   " + " ".join(f"{key}={value:.4f}" for key, value in head_test.items()))
 
 # Phase 2: unfreeze the top of the base and train the whole model on the
 # augmented photos, with a learning rate small enough to adjust the pretrained

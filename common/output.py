@@ -158,8 +158,14 @@ class Run:
         """
         if shift_tta and not flip_tta:
             raise ValueError("shift_tta adds votes to flip_tta's: pass flip_tta=True too")
-        merged = read_history(self.path("history.csv"))
         save_model(model, self.path("model.keras"))
+        try:
+            merged = read_history(self.path("history.csv"))
+        except (OSError, ValueError) as error:
+            # Damaged since its epochs were written: the run still finishes,
+            # without the curves, rather than lose its scores.
+            print(f"note      {self.path('history.csv')} cannot be read ({reason(error)}); curves.png is not drawn")
+            merged = None
         if device.processes() > 1:
             model = device.local_copy(self.path("model.keras"))
         probabilities = np.asarray(device.predict(model, x_test, batch_size), dtype="float64")
@@ -167,7 +173,8 @@ class Run:
         test_acc = float(np.mean(predicted == labels))
         test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
         title = f"{self.script}  {os.path.basename(self.dir)}"
-        plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
+        if merged is not None:
+            plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
         class_names = list(class_names or map(str, range(probabilities.shape[1])))
         plots.confusion(labels, predicted, class_names, self.path("confusion.png"), title=title)
         if images is None and np.ndim(x_test) in (3, 4):
@@ -178,7 +185,7 @@ class Run:
             "test_acc": f"{test_acc:.4f}",
             "test_loss": f"{test_loss:.4f}",
             "train_seconds": f"{self.train_seconds:.1f}",
-            "epochs": len(merged["loss"]),
+            "epochs": len(merged["loss"]) if merged is not None else "unknown",
             **extra,
         }
         if flip_tta:
@@ -369,6 +376,8 @@ class ResumeState(keras.callbacks.Callback):
         if self.writer is not None:
             self.writer.join()
             error, self.writer.error = self.writer.error, None
+            if isinstance(error, OSError):  # A full disk, or the run folder gone or made read-only.
+                raise _unwritable(self.run.dir, error) from None
             if error is not None:
                 raise error
 
@@ -399,10 +408,15 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
         super().__init__(filepath.removesuffix(".keras") + ".tmp.keras", **kwargs)
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if os.path.exists(self.filepath):
-            _sync(self.filepath)
-            os.replace(self.filepath, self.final_path)
+        try:
+            super().on_epoch_end(epoch, logs)
+            if os.path.exists(self.filepath):
+                _sync(self.filepath)
+                os.replace(self.filepath, self.final_path)
+        except OSError as error:
+            if os.path.lexists(self.filepath):
+                os.remove(self.filepath)  # Half written: it would only take up room.
+            raise _unwritable(os.path.dirname(self.final_path), error) from None
 
 
 def _monitor_state(callback):
@@ -471,7 +485,11 @@ def _unfinished_run(parent, config):
     (folder, its lock from `_claim`), or (None, None) if there is none."""
     if not os.path.isdir(parent):
         return None, None
-    for name in sorted(os.listdir(parent), reverse=True):
+    try:
+        names = os.listdir(parent)
+    except OSError as error:
+        raise UserError(f"cannot look for runs to resume in {parent} ({reason(error)}); make it readable, or use another --out_dir") from None
+    for name in sorted(names, reverse=True):
         folder = os.path.join(parent, name)
         if _finished(folder):
             continue
@@ -521,8 +539,8 @@ def _claim(folder):
 
 def _unwritable(folder, error):
     return UserError(
-        f"cannot write to the run folder {folder} ({reason(error)}); make it writable to "
-        "continue that run, or use another --out_dir"
+        f"cannot write to the run folder {folder} ({reason(error)}); make room or make it writable, then run "
+        "the same command again to continue from the last saved epoch, or use another --out_dir"
     )
 
 
@@ -582,7 +600,10 @@ def read_history(path):
 
 
 def _history(lines):
-    header, *rows = list(csv.reader(lines)) or [[]]
+    try:
+        header, *rows = list(csv.reader(lines)) or [[]]
+    except csv.Error as error:  # Such as a "field" of a million zero bytes.
+        raise ValueError(f"not a table ({error})") from None
     columns = {key: [] for key in header if key != "epoch"}
     rows = [row for row in rows if row]  # Blank lines, such as a last one or \r\r\n endings, hold no epoch.
     for number, row in enumerate(rows, 1):
@@ -628,6 +649,21 @@ def write_json(path, data):
     _write_atomically(path, lambda tmp: _dump_json(tmp, data))
 
 
+def read_figures(path):
+    """The {name: number} that `write_json` wrote to `path` (such as
+    transfer_xception.py's head_test.json), or None if the file is missing
+    or damaged."""
+    try:
+        with open(path) as f:
+            figures = json.load(f)
+    except (OSError, ValueError):  # A UnicodeDecodeError is a ValueError.
+        return None
+    numbers = isinstance(figures, dict) and all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) for value in figures.values()
+    )
+    return figures if numbers else None
+
+
 def save_model(model, path):
     # Keras decides the format from the extension, so the temporary name
     # keeps it: a crash mid-save then never leaves a half-written model.keras.
@@ -647,9 +683,15 @@ def _dump_json(path, data):
 
 def _write_atomically(path, write, suffix=".tmp"):
     tmp = path + suffix
-    write(tmp)
-    _sync(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        _sync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        # Such as a full disk: the half-written copy would only take up room.
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _sync(path):

@@ -98,6 +98,30 @@ def test_a_crash_while_saving_keeps_the_previous_model(tmp_path):
     with pytest.raises(OSError):
         output.save_model(model, path)
     assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["model.keras"]  # The half-written copy is gone.
+
+
+def test_a_history_of_zero_bytes_is_not_a_table(tmp_path):
+    # What a crash can leave of a file: a field longer than csv allows.
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"\0" * 200_000)
+    with pytest.raises(ValueError, match="not a table"):
+        output.read_history(str(path))
+
+
+def test_a_history_damaged_during_training_still_lets_the_run_finish(tmp_path, capsys):
+    run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
+    model = tiny_model()
+    x, y = tiny_data()
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    with open(run.path("history.csv"), "a") as f:
+        f.write("2,0.5\n")  # A row of two values under a header of seven.
+    test_acc, _ = run.finish(model, x, y)
+    assert os.path.exists(run.path("model.keras")) and not os.path.exists(run.path("curves.png"))
+    result = json.load(open(run.path("result.json")))
+    assert result["test_acc"] == f"{test_acc:.4f}" and result["epochs"] == "unknown"
+    out = capsys.readouterr().out
+    assert f"note      {run.path('history.csv')} cannot be read (row 3 has 2 values where the header names" in out
 
 
 def test_a_run_in_two_phases_keeps_one_history(tmp_path, capsys):

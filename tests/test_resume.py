@@ -438,9 +438,38 @@ def test_a_crash_while_checkpointing_keeps_the_previous_best(tmp_path):
 
     model.save = crash
     checkpoint.set_model(model)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError, match=f"^cannot write to the run folder {run.dir} \\(disk full\\); make room"):
         checkpoint.on_epoch_end(0, {"val_accuracy": 1.0})
     assert open(run.path("best.keras"), "rb").read() == before
+    assert not os.path.exists(run.path("best.tmp.keras"))
+
+
+def test_a_full_disk_while_saving_the_state_is_one_line_and_keeps_the_last_state(tmp_path, monkeypatch):
+    config, first = interrupted_after_two_epochs(tmp_path)
+    again = output.Run("tiny", config)
+    before = open(again.path(output.RESUME_STATE), "rb").read()
+
+    def disk_full(path, arrays):
+        with open(path, "wb") as f:
+            f.write(b"half a state")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(output, "_save_npz", disk_full)
+    with pytest.raises(UserError, match=f"^cannot write to the run folder {again.dir} .*No space left on device.*run the same command again"):
+        train(again)
+    assert open(again.path(output.RESUME_STATE), "rb").read() == before
+    assert not [name for name in os.listdir(again.dir) if ".tmp" in name]
+
+
+def test_a_folder_of_runs_that_cannot_be_listed_is_one_line(tmp_path, monkeypatch):
+    output.Run("tiny", {"out_dir": str(tmp_path)})
+
+    def unreadable(path):  # As in a folder without read permission, for a user other than root.
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(output.os, "listdir", unreadable)
+    with pytest.raises(UserError, match=f"^cannot look for runs to resume in {tmp_path / 'tiny'} .*Permission denied"):
+        output.Run("tiny", {"out_dir": str(tmp_path), "seed": 1})
 
 
 def test_the_same_seed_gives_the_same_history(tmp_path, mnist_dir):

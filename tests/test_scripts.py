@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -442,6 +443,21 @@ def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
     predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model_file={damaged / 'model.keras'}")
     assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
     assert "is not a loadable Keras model (not a zip archive" in predicted.stderr.strip().splitlines()[-1]
+    # A model with a layer Keras does not know: its message of several lines,
+    # the whole model's config among them, is cut to its first.
+    layers = [
+        {"module": None, "class_name": "InputLayer", "config": {"batch_shape": [None, 8, 8, 3], "name": "input"}},
+        {"module": None, "class_name": "NoSuchLayer", "config": {"name": "x"}, "registered_name": "Custom>NoSuchLayer"},
+    ]
+    config = {"module": "keras", "class_name": "Sequential", "config": {"name": "s", "layers": layers}}
+    with zipfile.ZipFile(damaged / "model.keras", "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+        archive.writestr("metadata.json", json.dumps({"keras_version": keras.__version__}))
+    predicted = run_script("transfer_xception.py", f"--predict={photo}", f"--model_file={damaged / 'model.keras'}")
+    assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
+    last = predicted.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "is not a loadable Keras model (" in last, predicted.stderr[-2000:]
+    assert last.endswith("; train again or give another --model_file")
 
     # So is a classes.json that is not JSON, or one that names other classes
     # than the model predicts (both ended in tracebacks).
@@ -462,20 +478,32 @@ def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
         assert message in predicted.stderr.strip().splitlines()[-1], predicted.stderr[-2000:]
 
 
-def test_transfer_killed_in_phase_2_resumes_there(tmp_path):
+@pytest.mark.parametrize("head_test_json", ["kept", "damaged"])
+def test_transfer_killed_in_phase_2_resumes_there(head_test_json, tmp_path):
     photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
     out_dir = str(tmp_path / "runs")
     args = [f"--data_dir={photo_dir}", f"--out_dir={out_dir}", *TINY_TRANSFER, "--weights=none", "--fine_tune_epochs=3"]
-    # Killed at the first epoch of phase 2 (epochs=2 in phase 1).
-    printed = run_until_epoch("transfer_xception.py", *args, epoch=3)
+    # Killed in the first epoch of phase 2 (epochs=2 in phase 1), or, to
+    # damage phase 1's score, once phase 2 has saved its first epoch.
+    printed = run_until_epoch("transfer_xception.py", *args, epoch=3 if head_test_json == "kept" else 4)
     head_line = next(line for line in printed if line.startswith("phase 1   test_acc="))
+    if head_test_json == "damaged":
+        [run_dir] = run_folders(out_dir + "/transfer_xception")
+        with open(os.path.join(run_dir, "head_test.json"), "r+") as f:
+            f.truncate(10)
 
     result = run_script("transfer_xception.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resume    " in result.stdout
     assert "the new head trains" not in result.stdout  # Phase 1 is not trained again.
-    assert head_line in result.stdout  # Its test accuracy comes from the first run.
     fields = final_fields(result.stdout)
+    if head_test_json == "kept":
+        assert head_line in result.stdout  # Its test accuracy comes from the first run.
+    else:
+        # Phase 1's head is fine-tuned by now: its score is not made up again.
+        assert "after epoch 3" in result.stdout
+        assert "phase 1   test accuracy unknown: head_test.json is missing or damaged" in result.stdout
+        assert "head_test_acc" not in fields
     assert fields["epochs"] == "5"
     rows = open(os.path.join(fields["run_dir"], "history.csv")).read().strip().splitlines()
     assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2", "3", "4"]
