@@ -102,17 +102,36 @@ def split_photos(photos, validation_split, test_split, seed):
 def load_image(data, image_size):
     """Decodes image bytes into a (size, size, 3) uint8 array; raises
     ValueError (or an OSError) when they are not an image."""
-    from PIL import Image, ImageOps  # Pillow: only needed for photos.
+    from PIL import Image  # Pillow: only needed for photos.
 
     with Image.open(io.BytesIO(data)) as image:
         # JPEG can decode straight to a smaller size (at least the target
         # size), which is much faster than decoding every pixel and shrinking.
         image.draft("RGB", (image_size, image_size))
-        # A phone stores a photo taken upright as the sensor saw it, sideways,
-        # with an EXIF tag that says how to turn it; turn it as a viewer does.
-        # (Keras' own image loaders leave it sideways.)
-        ImageOps.exif_transpose(image, in_place=True)
-        return _square(image, image_size)
+        return _square(_upright(image), image_size)
+
+
+# How to turn a photo upright, by its EXIF orientation (tag 0x0112): 1 is
+# upright already; 6 is what a phone held upright stores.
+_TURNS = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _upright(image):
+    """A phone stores a photo taken upright as the sensor saw it, sideways,
+    with an EXIF tag that says how to turn it; it is turned here as a viewer
+    turns it. (Keras' own image loaders leave it sideways.) Pillow's
+    ImageOps.exif_transpose does the same but also rewrites the EXIF block,
+    which fails on some tags a camera wrote oddly: a photo that decodes is
+    never lost to its EXIF, which is only read, and kept as stored when it
+    cannot be."""
+    from PIL import Image
+
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001  (Pillow raises many kinds for damaged EXIF)
+        return image
+    turn = _TURNS.get(orientation)
+    return image.transpose(Image.Transpose[turn]) if turn else image
 
 
 def _square(image, image_size):

@@ -1,4 +1,5 @@
 import os
+import struct
 import sys
 
 import numpy as np
@@ -245,6 +246,39 @@ def test_a_photo_is_turned_upright_as_its_exif_orientation_says(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "upright.jpg", exif=exif, quality=95)
     image = photos.read_image(str(tmp_path / "upright.jpg"), 40).astype(int)
     assert (image[:8] > 200).all() and (image[12:] < 50).all()
+
+    # The same with a tag of the wrong type beside the orientation (an
+    # ImageDescription of text made a number), which Pillow reads but cannot
+    # write back: ImageOps.exif_transpose failed on it, and the photo was
+    # skipped as not an image.
+    exif[0x010E] = "abcdefgh"
+    Image.fromarray(pixels).save(tmp_path / "odd.jpg", exif=exif, quality=95)
+    data = bytearray((tmp_path / "odd.jpg").read_bytes())
+    entry = data.find(struct.pack(">HH", 0x010E, 2))  # Pillow writes EXIF big-endian: tag, type ASCII.
+    data[entry + 2 : entry + 8] = struct.pack(">HI", 5, 1)  # One RATIONAL instead.
+    (tmp_path / "odd.jpg").write_bytes(bytes(data))
+    assert (photos.read_image(str(tmp_path / "odd.jpg"), 40).astype(int)[:8] > 200).all()
+
+
+@pytest.mark.parametrize(
+    "orientation, upright",
+    [
+        (1, lambda a: a), (2, np.fliplr), (3, lambda a: np.rot90(a, 2)), (4, np.flipud),
+        (5, lambda a: a.transpose(1, 0, 2)), (6, lambda a: np.rot90(a, -1)),
+        (7, lambda a: np.rot90(a, 2).transpose(1, 0, 2)), (8, lambda a: np.rot90(a, 1)),
+    ],
+)
+def test_each_exif_orientation_turns_the_photo_as_the_standard_says(orientation, upright, tmp_path):
+    from PIL import Image
+
+    # Every pixel different, in a photo taller than wide, so that any other
+    # turn or mirror gives other pixels or another shape. PNG: no loss.
+    stored = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(6, 4, 3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(tmp_path / "photo.png", exif=exif)
+    with Image.open(tmp_path / "photo.png") as image:
+        np.testing.assert_array_equal(np.asarray(photos._upright(image)), upright(stored))
 
 
 def test_a_file_that_is_no_image_is_named_without_pillows_internals(tmp_path):
