@@ -24,6 +24,7 @@ half-written; history.csv grows a row at a time, and a row cut short is
 mended on resuming.
 """
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -155,7 +156,18 @@ class Run:
         `shift_tta` pixels as well, test_acc_flip_shift_tta is that when the
         image moved that far diagonally either way votes too, each time with
         its mirror image (_shift_votes).
+
+        A file it cannot write (a full disk) stops the run with one line; the
+        same command then finishes it again from its saved state.
         """
+        try:
+            return self._finish(model, x_test, y_test, class_names, images, grid, phase_starts, batch_size,
+                                flip_tta, shift_tta, extra)
+        except OSError as error:
+            raise _unwritable(self.dir, error) from None
+
+    def _finish(self, model, x_test, y_test, class_names, images, grid, phase_starts, batch_size, flip_tta,
+                shift_tta, extra):
         if shift_tta and not flip_tta:
             raise ValueError("shift_tta adds votes to flip_tta's: pass flip_tta=True too")
         save_model(model, self.path("model.keras"))
@@ -414,7 +426,7 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
                 _sync(self.filepath)
                 os.replace(self.filepath, self.final_path)
         except OSError as error:
-            if os.path.lexists(self.filepath):
+            with contextlib.suppress(OSError):
                 os.remove(self.filepath)  # Half written: it would only take up room.
             raise _unwritable(os.path.dirname(self.final_path), error) from None
 
@@ -540,7 +552,7 @@ def _claim(folder):
 def _unwritable(folder, error):
     return UserError(
         f"cannot write to the run folder {folder} ({reason(error)}); make room or make it writable, then run "
-        "the same command again to continue from the last saved epoch, or use another --out_dir"
+        "the same command again (it continues from the last epoch saved there, if any), or use another --out_dir"
     )
 
 
@@ -602,7 +614,7 @@ def read_history(path):
 def _history(lines):
     try:
         header, *rows = list(csv.reader(lines)) or [[]]
-    except csv.Error as error:  # Such as a "field" of a million zero bytes.
+    except csv.Error as error:  # A "field" longer than csv's limit, such as the zero bytes a crash can leave.
         raise ValueError(f"not a table ({error})") from None
     columns = {key: [] for key in header if key != "epoch"}
     rows = [row for row in rows if row]  # Blank lines, such as a last one or \r\r\n endings, hold no epoch.
@@ -658,7 +670,7 @@ def read_figures(path):
             figures = json.load(f)
     except (OSError, ValueError):  # A UnicodeDecodeError is a ValueError.
         return None
-    numbers = isinstance(figures, dict) and all(
+    numbers = isinstance(figures, dict) and figures and all(
         isinstance(value, (int, float)) and not isinstance(value, bool) for value in figures.values()
     )
     return figures if numbers else None
@@ -689,7 +701,8 @@ def _write_atomically(path, write, suffix=".tmp"):
         os.replace(tmp, path)
     except BaseException:
         # Such as a full disk: the half-written copy would only take up room.
-        if os.path.lexists(tmp):
+        # (If it cannot be removed either, the first error is the one to see.)
+        with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
 

@@ -85,15 +85,19 @@ def run_script(script, *args, env=None, timeout=600):
     )
 
 
-def run_until_epoch(script, *args, epoch):
-    """Starts `python <script> args...` and kills it with SIGKILL as soon as
-    the epoch table prints the row of `epoch`; returns what it printed."""
-    return run_until(script, *args, printed=lambda line: line.split()[:1] == [str(epoch)])
+def run_until_epoch(script, *args, epoch, how=signal.SIGKILL):
+    """Starts `python <script> args...` and kills it with SIGKILL (or the
+    signal `how`) as soon as the epoch table prints the row of `epoch`;
+    returns what it printed."""
+    return run_until(script, *args, printed=lambda line: line.split()[:1] == [str(epoch)], how=how)
 
 
-def run_until(script, *args, printed):
-    """Starts `python <script> args...` and kills it with SIGKILL as soon as
-    it prints a line for which `printed(line)` is true; returns its lines."""
+def run_until(script, *args, printed, how=signal.SIGKILL):
+    """Starts `python <script> args...` and kills it with SIGKILL (or the
+    signal `how`) as soon as it prints a line for which `printed(line)` is
+    true; returns its lines. SIGKILL ends it at once, a state being written
+    in the background included; after SIGINT (Ctrl-C) it first finishes
+    writing the state it was writing."""
     command = [sys.executable, os.path.join(REPO, script), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # Each line as it is printed, not when a buffer fills.
     process = subprocess.Popen(
@@ -103,10 +107,10 @@ def run_until(script, *args, printed):
     for line in process.stdout:
         lines.append(line)
         if printed(line):
-            process.send_signal(signal.SIGKILL)
+            process.send_signal(how)
             break
     process.wait()
-    assert process.returncode == -signal.SIGKILL, "".join(lines)
+    assert process.returncode == -how, "".join(lines)
     return lines
 
 

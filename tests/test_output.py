@@ -101,6 +101,35 @@ def test_a_crash_while_saving_keeps_the_previous_model(tmp_path):
     assert os.listdir(tmp_path) == ["model.keras"]  # The half-written copy is gone.
 
 
+def test_a_full_disk_while_finishing_is_one_line(tmp_path):
+    run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
+    model = tiny_model()
+    x, y = tiny_data()
+    model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    save = model.save
+
+    def disk_full(path, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    model.save = disk_full
+    with pytest.raises(UserError, match=f"^cannot write to the run folder {run.dir} .*No space left on device"):
+        run.finish(model, x, y)
+    model.save = save
+    run.finish(model, x, y)  # With room again.
+    assert os.path.exists(run.path("result.json"))
+
+
+def test_figures_are_read_back_only_when_they_are_named_numbers(tmp_path):
+    path = str(tmp_path / "head_test.json")
+    output.write_json(path, {"test_acc": 0.9, "test_acc_flip_tta": 1})
+    assert output.read_figures(path) == {"test_acc": 0.9, "test_acc_flip_tta": 1}
+    for damaged in ('{"test_acc": 0.', "[0.9]", "{}", '{"test_acc": "0.9"}', '{"test_acc": true}'):
+        with open(path, "w") as f:
+            f.write(damaged)
+        assert output.read_figures(path) is None, damaged
+    assert output.read_figures(str(tmp_path / "missing.json")) is None
+
+
 def test_a_history_of_zero_bytes_is_not_a_table(tmp_path):
     # What a crash can leave of a file: a field longer than csv allows.
     path = tmp_path / "history.csv"
