@@ -7,6 +7,7 @@ read-only) and rebuilt when the source changes.
 """
 
 import codecs
+import contextlib
 import glob
 import hashlib
 import io
@@ -16,8 +17,8 @@ import zlib
 
 import numpy as np
 
-from common import UserError
-from common.data import checked, download, keras_datasets_dir, open_tar, read_file, refuse_special
+from common import UserError, reason
+from common.data import checked, download, keras_datasets_dir, matches_hash, open_tar, read_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The hash that keras.datasets.cifar10 checks.
@@ -52,7 +53,7 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
     """
     if not data_dir:
         archive = os.path.join(keras_datasets_dir(cache_dir), KERAS_ARCHIVE)
-        if not (os.path.exists(archive) and _sha256(archive) == file_hash):
+        if not (os.path.isfile(archive) and matches_hash(archive, file_hash)):
             archive = download(origin, file_hash, cache_dir, "cifar-10-python.tar.gz", "CIFAR-10")
         return checked(_read_batches_from_tar(archive), (32, 32, 3), len(CLASSES))
     if not os.path.isdir(data_dir):
@@ -78,7 +79,7 @@ def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
             return _read_batches(lambda name: os.path.join(folder, name), lambda path: io.BytesIO(read_file(path)))
     archive = os.path.join(data_dir, "cifar-10-python.tar.gz")
     if os.path.exists(archive):
-        if not allow_pickle and _sha256(archive) != file_hash:
+        if not allow_pickle and not matches_hash(archive, file_hash):
             raise UserError(
                 f"{archive} is not a readable copy of the CIFAR-10 archive that Keras verifies "
                 "(its sha256 differs): replace it with a fresh copy, or pass --allow_pickle=True "
@@ -96,15 +97,6 @@ def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
         "cifar-10-python.tar.gz, a train/<class>/ + test/<class>/ image tree, "
         "or a .tar.gz of such a tree"
     )
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    refuse_special(path)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # The original batches: pickled dicts of NumPy arrays.
@@ -289,18 +281,27 @@ def cache_path(source, cache_dir=None):
 def _cached(source, cache_dir, decode):
     path = cache_path(source, cache_dir)
     fingerprint = _fingerprint(source)
-    if os.path.exists(path):
+    if os.path.isfile(path):  # Not a folder, nor a pipe that would wait forever for a writer.
         try:
             with np.load(path, allow_pickle=False) as f:
                 if str(f["fingerprint"]) == fingerprint:
+                    arrays = (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
                     print(f"data      decoded images reused from {path}")
-                    return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+                    return arrays
         except Exception:  # A damaged cache is rebuilt, never trusted.
             pass
     print(f"data      decoding {source} once; the arrays are cached in {path}")
     (x_train, y_train), (x_test, y_test) = decode(source)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, fingerprint=fingerprint)
-    os.replace(tmp, path)
+    # A name of this process's own: two runs that decode at once each write
+    # a whole copy, and the last one renamed stays.
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, fingerprint=fingerprint)
+        os.replace(tmp, path)
+    except OSError as error:
+        # The cache only saves time: the run goes on with the decoded images.
+        print(f"warning   cannot keep the decoded images in {path} ({reason(error)}); the next run decodes them again")
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
     return (x_train, y_train), (x_test, y_test)

@@ -8,6 +8,7 @@ somewhere inside training.
 
 import contextlib
 import gzip
+import hashlib
 import io
 import math
 import os
@@ -174,7 +175,18 @@ def open_tar(archive):
 
 def download(origin, file_hash, cache_dir, fname, name):
     """`keras.utils.get_file`: reuse the verified cached copy, else download it,
-    check its hash and remove a partial or corrupt file."""
+    check its hash and remove a partial or corrupt file.
+
+    A copy in the cache that fails the check stops the run instead: get_file
+    would delete it and download another, and offline a copy the user put
+    there (such as this project's shared copies, which are not byte for byte
+    Keras' own) would be lost."""
+    target = os.path.join(keras_datasets_dir(cache_dir), fname)
+    if file_hash and os.path.isfile(target) and not matches_hash(target, file_hash):
+        raise UserError(
+            f"{target} in the Keras cache is not the copy of {name} that Keras verifies (its hash differs); "
+            "if you trust it, move it into a folder and pass --data_dir=that/folder, or delete it to download a fresh copy"
+        )
     if cache_dir:
         # get_file falls back to /tmp/.keras when the folder does not exist yet.
         os.makedirs(cache_dir, exist_ok=True)
@@ -185,13 +197,26 @@ def download(origin, file_hash, cache_dir, fname, name):
     except Exception as error:  # get_file raises plain Exception when offline.
         # get_file removes a partial download but keeps one whose hash is
         # wrong; remove it too, so that nothing unverified stays in the cache.
-        target = os.path.join(keras_datasets_dir(cache_dir), fname)
         if "hash" in str(error) and os.path.exists(target):
             os.remove(target)
         raise UserError(
             f"could not download {name} from {origin} ({reason(error)}); when offline, "
             f"copy {fname} into a folder and pass --data_dir=that/folder"
         ) from None
+
+
+def matches_hash(path, file_hash):
+    """Whether the file's sha256, or for a hash of 32 digits its md5 (as
+    keras.utils.get_file reads the hashes Keras publishes), is `file_hash`."""
+    digest = hashlib.md5() if len(file_hash) == 32 else hashlib.sha256()
+    try:
+        refuse_special(path)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as error:
+        raise UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable") from None
+    return digest.hexdigest() == file_hash
 
 
 def read_file(path):

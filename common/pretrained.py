@@ -7,9 +7,12 @@ weight file stops the run with one line that says what to pass instead.
 
 import os
 
-from common import UserError, reason
+from common import UserError, data, reason
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# The file that weights="imagenet" keeps in the Keras cache for a base
+# without its top, and the md5 Keras checks it against (keras.applications).
+_IMAGENET_FILES = {"Xception": ("xception_weights_tf_dim_ordering_tf_kernels_notop.h5", "b0042744bf5b25fce3cb969f33bebb97")}
 
 
 def pretrained_base(application, weights, input_shape, **kwargs):
@@ -42,10 +45,23 @@ def pretrained_base(application, weights, input_shape, **kwargs):
 
 
 def check_weights(weights, name):
-    """Stops with one line if `weights` names a local file that is missing or
-    not an HDF5 file; a script calls it before the slow work (loading the
-    photos) so that a wrong path stops it at once."""
-    if weights == "imagenet" or weights.lower() == "none":
+    """Stops with one line if `weights` names a local file that is missing,
+    unreadable or not an HDF5 file, or if it is "imagenet" and the Keras
+    cache holds a copy that fails Keras' check; a script calls it before the
+    slow work (loading the photos) so that a wrong path stops it at once."""
+    if weights.lower() == "none":
+        return
+    if weights == "imagenet":
+        if name in _IMAGENET_FILES:
+            # Keras would delete a cached copy that fails its check, and
+            # offline not get another: a copy the user put there would be lost.
+            file_name, md5 = _IMAGENET_FILES[name]
+            cached = os.path.join(os.path.dirname(data.keras_datasets_dir()), "models", file_name)
+            if os.path.isfile(cached) and not data.matches_hash(cached, md5):
+                raise UserError(
+                    f"{cached} in the Keras cache is not the file Keras verifies (its hash differs); if you trust "
+                    f"it, pass --weights={cached}, or delete it to download a fresh copy"
+                )
         return
     if not os.path.isfile(weights):  # Missing, or a folder, a pipe, ...
         what = "is not a file" if os.path.exists(weights) else "does not exist"
@@ -53,9 +69,13 @@ def check_weights(weights, name):
             f"weights file {weights!r} {what}; give the path to {name}'s ImageNet "
             "weights without top (.h5), 'imagenet' to download them, or 'none'"
         )
-    with open(weights, "rb") as f:
-        if f.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
-            raise UserError(
-                f"{weights} is not an HDF5 (.h5) weight file; it may be truncated or "
-                f"corrupt: replace it with a fresh copy of {name}'s weights"
-            )
+    try:
+        with open(weights, "rb") as f:
+            signature = f.read(len(_HDF5_SIGNATURE))
+    except OSError as error:
+        raise UserError(f"cannot read {weights} ({error.strerror}); check that the file is readable") from None
+    if signature != _HDF5_SIGNATURE:
+        raise UserError(
+            f"{weights} is not an HDF5 (.h5) weight file; it may be truncated or "
+            f"corrupt: replace it with a fresh copy of {name}'s weights"
+        )

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from common import UserError
+from common import UserError, cifar10
 from common.cifar10 import CLASSES, KERAS_ARCHIVE, cache_path, load_cifar10
 from conftest import make_tar_gz, synthetic_cifar10, within, write_cifar_batches, write_image_tree
 
@@ -70,6 +70,11 @@ def test_the_archive_that_keras_own_loader_cached_is_reused_when_its_hash_is_rig
     # A copy with another hash is not read; the download is tried and fails.
     with pytest.raises(UserError, match="could not download CIFAR-10"):
         load_cifar10(cache_dir=str(cache), origin=offline, file_hash="1" * 64)
+    # So does a folder of that name (it was hashed: IsADirectoryError).
+    os.remove(archive)
+    os.mkdir(archive)
+    with pytest.raises(UserError, match="could not download CIFAR-10"):
+        load_cifar10(cache_dir=str(cache), origin=offline, file_hash=sha256)
 
 
 def test_a_pickle_that_would_run_code_is_refused(tmp_path):
@@ -157,6 +162,30 @@ def test_decoded_images_are_cached_and_rebuilt_when_the_source_changes(tmp_path,
     make_tar_gz(archive, tree, "cifar-10-jpeg")
     assert_same(load_cifar10(str(tmp_path / "data")), other)
     assert "decoding" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("in_the_way", ["a folder", "a pipe", "unwritable"])
+def test_a_cache_that_cannot_be_read_or_written_only_costs_the_decoding(in_the_way, tmp_path, monkeypatch, capsys):
+    # A folder or a pipe where the cache goes, or a cache that cannot be
+    # written: tracebacks after the whole decode, or a run that waited forever.
+    data = synthetic_cifar10()
+    tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), data)
+    (tmp_path / "data").mkdir()
+    make_tar_gz(str(tmp_path / "data" / "c.tar.gz"), tree, "cifar-10-jpeg")
+    path = tmp_path / "data" / "c.decoded.npz"
+    if in_the_way == "a folder":
+        path.mkdir()
+    elif in_the_way == "a pipe":
+        os.mkfifo(path)
+    else:
+        def disk_full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(cifar10.np, "savez", disk_full)
+    with within(60):
+        assert_same(load_cifar10(str(tmp_path / "data")), data)
+    assert "warning   cannot keep the decoded images in" in capsys.readouterr().out or in_the_way == "a pipe"
+    assert not [name for name in os.listdir(tmp_path / "data") if ".tmp" in name]
 
 
 def test_cache_goes_to_the_keras_cache_when_the_source_folder_is_read_only(tmp_path):

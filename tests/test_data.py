@@ -55,6 +55,17 @@ def test_mnist_download_with_a_wrong_hash_is_refused_and_removed(tmp_path):
     assert not os.path.exists(os.path.join(cache, "datasets", "mnist.npz"))
 
 
+def test_a_cached_copy_that_fails_the_hash_is_kept_and_refused(tmp_path):
+    # Keras' get_file deleted it to download another, which failed offline:
+    # a copy the user had put in the cache (not byte for byte Keras' own) was lost.
+    cached = write_mnist_npz(str(tmp_path / "cache" / "datasets"))
+    before = open(cached, "rb").read()
+    offline = f"file://{tmp_path / 'nowhere' / 'mnist.npz'}"
+    with pytest.raises(UserError, match="in the Keras cache is not the copy of MNIST that Keras verifies .*--data_dir="):
+        data.load_mnist(cache_dir=str(tmp_path / "cache"), origin=offline, file_hash="0" * 64)
+    assert open(cached, "rb").read() == before
+
+
 def test_mnist_download_offline_says_how_to_use_a_local_copy(tmp_path):
     missing = tmp_path / "nowhere" / "mnist.npz"
     with pytest.raises(UserError, match="--data_dir=") as error:

@@ -57,6 +57,30 @@ def test_weights_of_another_model_are_a_user_error():
         pretrained.pretrained_base(keras.applications.MobileNet, MOBILENET, input_shape=(64, 64, 3), alpha=0.5)
 
 
+def test_a_cached_imagenet_file_that_fails_keras_check_is_kept_and_refused(monkeypatch, tmp_path):
+    # Keras deleted it, then could not download another offline: an 84 MB
+    # copy the user had put in the cache was lost.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    cached = tmp_path / "models" / "xception_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.write_bytes(b"\x89HDF\r\n\x1a\n not Keras' copy")
+    with pytest.raises(UserError, match=f"{cached} in the Keras cache is not the file Keras verifies .*--weights={cached}"):
+        pretrained.check_weights("imagenet", "Xception")
+    assert cached.exists()
+
+
+def test_a_weight_file_that_cannot_be_read_is_a_user_error(monkeypatch, tmp_path):
+    path = tmp_path / "weights.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n")
+
+    def unreadable(*args, **kwargs):  # As a file without read permission, for a user other than root.
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pretrained, "open", unreadable, raising=False)
+    with pytest.raises(UserError, match=f"cannot read {path} \\(Permission denied\\)"):
+        pretrained.check_weights(str(path), "Xception")
+
+
 @pytest.mark.filterwarnings("ignore:`input_shape` is undefined")  # MobileNet's note on 64x64.
 def test_imagenet_offline_says_to_pass_a_local_file(monkeypatch, tmp_path):
     from keras.src.utils import file_utils
