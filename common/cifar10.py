@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 
 from common import UserError, reason
-from common.data import checked, download, keras_datasets_dir, matches_hash, open_tar, read_file
+from common.data import checked, download, keras_cache_dir, matches_hash, open_tar, read_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The hash that keras.datasets.cifar10 checks.
@@ -52,9 +52,12 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
     an unpickler that builds NumPy arrays and nothing else reads them.
     """
     if not data_dir:
-        archive = os.path.join(keras_datasets_dir(cache_dir), KERAS_ARCHIVE)
+        archive = os.path.join(keras_cache_dir(cache_dir), KERAS_ARCHIVE)
         if not (os.path.isfile(archive) and matches_hash(archive, file_hash)):
-            archive = download(origin, file_hash, cache_dir, "cifar-10-python.tar.gz", "CIFAR-10")
+            archive = download(
+                origin, file_hash, cache_dir, "cifar-10-python.tar.gz", "CIFAR-10",
+                use_anyway="move it into a folder and pass --data_dir=that/folder --allow_pickle=True",
+            )
         return checked(_read_batches_from_tar(archive), (32, 32, 3), len(CLASSES))
     if not os.path.isdir(data_dir):
         raise UserError(
@@ -275,7 +278,7 @@ def cache_path(source, cache_dir=None):
     if os.access(parent, os.W_OK) and os.stat(parent).st_mode & 0o222:
         return os.path.join(parent, name)
     tag = hashlib.sha256(source.encode()).hexdigest()[:12]
-    return os.path.join(keras_datasets_dir(cache_dir), f"{tag}-{name}")
+    return os.path.join(keras_cache_dir(cache_dir), f"{tag}-{name}")
 
 
 def _cached(source, cache_dir, decode):
@@ -297,11 +300,35 @@ def _cached(source, cache_dir, decode):
     tmp = f"{path}.{os.getpid()}.tmp.npz"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        _remove_left_behind(path)
         np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, fingerprint=fingerprint)
         os.replace(tmp, path)
     except OSError as error:
         # The cache only saves time: the run goes on with the decoded images.
         print(f"warning   cannot keep the decoded images in {path} ({reason(error)}); the next run decodes them again")
+    finally:
+        # Written in part (a full disk, Ctrl-C): 185 MB that nothing would read.
         with contextlib.suppress(OSError):
             os.remove(tmp)
     return (x_train, y_train), (x_test, y_test)
+
+
+def _remove_left_behind(path):
+    """Removes the temporary copies of the cache at `path` that processes
+    killed while writing them left behind (their names hold their process
+    ids); those of live processes are theirs to finish."""
+    for tmp in glob.glob(glob.escape(path) + ".*.tmp.npz"):
+        pid = tmp[len(path) + 1 : -len(".tmp.npz")]
+        if pid.isdecimal() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)  # Signal 0 only asks whether the process exists.
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # It exists, as another user's process.
+    return True

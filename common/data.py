@@ -14,6 +14,7 @@ import math
 import os
 import stat
 import tarfile
+import tempfile
 import zipfile
 import zlib
 
@@ -144,11 +145,22 @@ class DeviceBatches(keras.utils.PyDataset):
             )
 
 
-def keras_datasets_dir(cache_dir=None):
-    """Where `keras.utils.get_file` keeps datasets: `cache_dir`, else
-    `$KERAS_HOME`, else `~/.keras`, then `datasets/`."""
-    home = cache_dir or os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras"))
-    return os.path.join(home, "datasets")
+def keras_cache_dir(cache_dir=None, subdir="datasets"):
+    """Where `keras.utils.get_file` keeps datasets (or, with subdir="models",
+    keras.applications' weights), found as Keras finds it: `cache_dir`, else
+    $KERAS_HOME, else ~/.keras; a home folder that cannot be written is
+    replaced by /tmp/.keras."""
+    if cache_dir:
+        return os.path.join(cache_dir, subdir)
+    if "KERAS_HOME" in os.environ:
+        home = os.environ["KERAS_HOME"]
+    else:
+        user_home = os.path.expanduser("~")
+        home = os.path.join(user_home if os.access(user_home, os.W_OK) else "/tmp", ".keras")
+    home = os.path.expanduser(home)
+    if not os.access(home, os.W_OK):
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return os.path.join(home, subdir)
 
 
 @contextlib.contextmanager
@@ -173,19 +185,20 @@ def open_tar(archive):
         ) from None
 
 
-def download(origin, file_hash, cache_dir, fname, name):
+def download(origin, file_hash, cache_dir, fname, name, use_anyway="move it into a folder and pass --data_dir=that/folder"):
     """`keras.utils.get_file`: reuse the verified cached copy, else download it,
     check its hash and remove a partial or corrupt file.
 
     A copy in the cache that fails the check stops the run instead: get_file
     would delete it and download another, and offline a copy the user put
     there (such as this project's shared copies, which are not byte for byte
-    Keras' own) would be lost."""
-    target = os.path.join(keras_datasets_dir(cache_dir), fname)
-    if file_hash and os.path.isfile(target) and not matches_hash(target, file_hash):
+    Keras' own) would be lost. `use_anyway` says how to use such a copy."""
+    target = os.path.join(keras_cache_dir(cache_dir), fname)
+    # A pipe is refused here too (matches_hash), before get_file waits on it.
+    if file_hash and os.path.lexists(target) and not matches_hash(target, file_hash):
         raise UserError(
             f"{target} in the Keras cache is not the copy of {name} that Keras verifies (its hash differs); "
-            "if you trust it, move it into a folder and pass --data_dir=that/folder, or delete it to download a fresh copy"
+            f"if you trust it, {use_anyway}, or delete it to download a fresh copy"
         )
     if cache_dir:
         # get_file falls back to /tmp/.keras when the folder does not exist yet.

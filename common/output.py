@@ -670,7 +670,7 @@ def read_figures(path):
             figures = json.load(f)
     except (OSError, ValueError):  # A UnicodeDecodeError is a ValueError.
         return None
-    numbers = isinstance(figures, dict) and figures and all(
+    numbers = isinstance(figures, dict) and bool(figures) and all(
         isinstance(value, (int, float)) and not isinstance(value, bool) for value in figures.values()
     )
     return figures if numbers else None

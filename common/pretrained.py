@@ -56,8 +56,8 @@ def check_weights(weights, name):
             # Keras would delete a cached copy that fails its check, and
             # offline not get another: a copy the user put there would be lost.
             file_name, md5 = _IMAGENET_FILES[name]
-            cached = os.path.join(os.path.dirname(data.keras_datasets_dir()), "models", file_name)
-            if os.path.isfile(cached) and not data.matches_hash(cached, md5):
+            cached = os.path.join(data.keras_cache_dir(subdir="models"), file_name)
+            if os.path.lexists(cached) and not data.matches_hash(cached, md5):
                 raise UserError(
                     f"{cached} in the Keras cache is not the file Keras verifies (its hash differs); if you trust "
                     f"it, pass --weights={cached}, or delete it to download a fresh copy"

@@ -2,6 +2,7 @@ import hashlib
 import os
 import pickle
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -186,6 +187,33 @@ def test_a_cache_that_cannot_be_read_or_written_only_costs_the_decoding(in_the_w
         assert_same(load_cifar10(str(tmp_path / "data")), data)
     assert "warning   cannot keep the decoded images in" in capsys.readouterr().out or in_the_way == "a pipe"
     assert not [name for name in os.listdir(tmp_path / "data") if ".tmp" in name]
+
+
+def test_a_cache_write_cut_short_leaves_no_copy_and_old_ones_are_removed(tmp_path, monkeypatch):
+    data = synthetic_cifar10()
+    tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), data)
+    (tmp_path / "data").mkdir()
+    make_tar_gz(str(tmp_path / "data" / "c.tar.gz"), tree, "cifar-10-jpeg")
+    path = str(tmp_path / "data" / "c.decoded.npz")
+    # Left behind by a process killed while writing (its id is free now), and
+    # being written by a live one.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left, writing = f"{path}.{dead.pid}.tmp.npz", f"{path}.{os.getppid()}.tmp.npz"
+    for name in (left, writing):
+        open(name, "wb").write(b"part of a cache")
+    savez = np.savez
+
+    def ctrl_c(file, **arrays):
+        open(file, "wb").write(b"part of a cache")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cifar10.np, "savez", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        load_cifar10(str(tmp_path / "data"))
+    assert sorted(name for name in os.listdir(tmp_path / "data") if ".tmp" in name) == [os.path.basename(writing)]
+    monkeypatch.setattr(cifar10.np, "savez", savez)
+    assert_same(load_cifar10(str(tmp_path / "data")), data)
 
 
 def test_cache_goes_to_the_keras_cache_when_the_source_folder_is_read_only(tmp_path):

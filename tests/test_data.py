@@ -66,6 +66,34 @@ def test_a_cached_copy_that_fails_the_hash_is_kept_and_refused(tmp_path):
     assert open(cached, "rb").read() == before
 
 
+def test_a_pipe_in_the_keras_cache_is_refused_not_waited_on(tmp_path):
+    (tmp_path / "cache" / "datasets").mkdir(parents=True)
+    os.mkfifo(tmp_path / "cache" / "datasets" / "mnist.npz")
+    with within(20), pytest.raises(UserError, match="mnist.npz is a pipe, socket or device"):
+        data.load_mnist(cache_dir=str(tmp_path / "cache"), origin=f"file://{tmp_path / 'nowhere.npz'}")
+
+
+def test_a_hash_is_a_sha256_or_for_32_digits_an_md5(tmp_path):
+    path = tmp_path / "file"
+    path.write_bytes(b"some bytes")
+    assert data.matches_hash(str(path), hashlib.sha256(b"some bytes").hexdigest())
+    assert data.matches_hash(str(path), hashlib.md5(b"some bytes").hexdigest())
+    assert not data.matches_hash(str(path), hashlib.md5(b"other bytes").hexdigest())
+
+
+def test_the_keras_cache_is_where_keras_looks(tmp_path, monkeypatch):
+    (tmp_path / "kx").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", "~/kx")  # Keras expands it.
+    assert data.keras_cache_dir(subdir="models") == str(tmp_path / "kx" / "models")
+    monkeypatch.setenv("KERAS_HOME", "")  # No folder to write in: Keras uses /tmp/.keras.
+    assert data.keras_cache_dir() == os.path.join("/tmp", ".keras", "datasets")
+    monkeypatch.delenv("KERAS_HOME")
+    (tmp_path / ".keras").mkdir()  # As Keras makes it when it is imported.
+    assert data.keras_cache_dir() == str(tmp_path / ".keras" / "datasets")
+    assert data.keras_cache_dir(str(tmp_path / "given")) == str(tmp_path / "given" / "datasets")
+
+
 def test_mnist_download_offline_says_how_to_use_a_local_copy(tmp_path):
     missing = tmp_path / "nowhere" / "mnist.npz"
     with pytest.raises(UserError, match="--data_dir=") as error:

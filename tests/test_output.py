@@ -130,6 +130,19 @@ def test_figures_are_read_back_only_when_they_are_named_numbers(tmp_path):
     assert output.read_figures(str(tmp_path / "missing.json")) is None
 
 
+def test_the_error_that_stopped_a_write_is_the_one_raised(tmp_path, monkeypatch):
+    def disk_full(tmp):
+        open(tmp, "wb").write(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    def read_only(path):  # The file system went read-only: the copy cannot be removed either.
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(output.os, "remove", read_only)
+    with pytest.raises(OSError, match="No space left on device"):
+        output._write_atomically(str(tmp_path / "result.json"), disk_full)
+
+
 def test_a_history_of_zero_bytes_is_not_a_table(tmp_path):
     # What a crash can leave of a file: a field longer than csv allows.
     path = tmp_path / "history.csv"

@@ -69,6 +69,22 @@ def test_a_cached_imagenet_file_that_fails_keras_check_is_kept_and_refused(monke
     assert cached.exists()
 
 
+def test_the_cached_imagenet_file_checked_is_the_one_keras_asks_for(monkeypatch):
+    from keras.src.utils import file_utils
+
+    asked = {}
+
+    def record(fname, origin, **kwargs):
+        asked.update(fname=fname, **kwargs)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(file_utils, "get_file", record)
+    with pytest.raises(RuntimeError, match="recorded"):
+        keras.applications.Xception(include_top=False, weights="imagenet", input_shape=(71, 71, 3))
+    file_name, md5 = pretrained._IMAGENET_FILES["Xception"]
+    assert (asked["fname"], asked["file_hash"], asked["cache_subdir"]) == (file_name, md5, "models")
+
+
 def test_a_weight_file_that_cannot_be_read_is_a_user_error(monkeypatch, tmp_path):
     path = tmp_path / "weights.h5"
     path.write_bytes(b"\x89HDF\r\n\x1a\n")
