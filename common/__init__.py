@@ -5,10 +5,12 @@ that nobody catches (a missing data file, an unknown override, ...) is printed
 as a single `error: ...` line, and the run exits with status 1, instead of a
 traceback: it is a mistake in the input, not in the program. Ctrl-C during a
 training run prints how to continue it, and so does SIGTERM once a run has
-called `print_on_terminate`. Every other exception still prints its full
-traceback.
+called `print_on_terminate`. Output piped into a reader that stops early
+(`| head`) ends the process quietly, as a Unix tool ends. Every other
+exception still prints its full traceback.
 """
 
+import atexit
 import os
 import signal
 import sys
@@ -32,11 +34,35 @@ def reason(error):
 def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)
+    elif issubclass(exc_type, BrokenPipeError):
+        # The reader of the output went away (`python mnist_mlp.py | head`):
+        # the process ends quietly, as a Unix tool does.
+        _quiet_stdout()
     elif issubclass(exc_type, KeyboardInterrupt):
         # Ctrl-C: Python still exits with the status of a process stopped by SIGINT.
         print("\ninterrupted" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr)
     else:
         _default(exc_type, exc, tb)
+
+
+def _quiet_stdout():
+    """Points stdout at /dev/null, so that Python's last flush of it, as the
+    process ends, has nowhere to fail ("Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):  # No stdout to point anywhere.
+        pass
+
+
+def _flush_at_exit():
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    except (OSError, ValueError):  # Such as a closed stdout: nothing left to flush into.
+        pass
 
 
 def print_on_terminate():
@@ -61,3 +87,4 @@ def _on_terminate(signum, frame):
 
 
 sys.excepthook = _excepthook
+atexit.register(_flush_at_exit)

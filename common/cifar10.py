@@ -264,7 +264,8 @@ def _fingerprint(source):
     digest = hashlib.sha256(_CACHE_FORMAT.encode())
     for path in paths:
         stat = os.stat(path)
-        digest.update(f"{os.path.relpath(path, source)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        # os.fsencode: a file name need not be UTF-8 (a Latin-1 café), and .encode() failed on it.
+        digest.update(os.fsencode(f"{os.path.relpath(path, source)}|{stat.st_size}|{stat.st_mtime_ns}\n"))
     return digest.hexdigest()
 
 
@@ -277,7 +278,7 @@ def cache_path(source, cache_dir=None):
     # marked read-only, such as a shared data folder, but should not.
     if os.access(parent, os.W_OK) and os.stat(parent).st_mode & 0o222:
         return os.path.join(parent, name)
-    tag = hashlib.sha256(source.encode()).hexdigest()[:12]
+    tag = hashlib.sha256(os.fsencode(source)).hexdigest()[:12]
     return os.path.join(keras_cache_dir(cache_dir), f"{tag}-{name}")
 
 

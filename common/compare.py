@@ -62,7 +62,9 @@ def differing_keys(runs):
 
 def label(run, keys):
     settings = " ".join(f"{key}={run['config'].get(key, '-')}" for key in keys)
-    return f"{run['name']} {settings}".strip()
+    # A path that is not UTF-8 (a Latin-1 café) holds characters that
+    # Matplotlib cannot draw: they are written as escapes (\udce9).
+    return f"{run['name']} {settings}".strip().encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def table(runs, keys):

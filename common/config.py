@@ -14,6 +14,7 @@ in the script.
 import ast
 import io
 import math
+import os
 import sys
 import tokenize
 
@@ -123,7 +124,12 @@ def apply_overrides(namespace, argv=None):
             raise UserError(
                 f"unknown setting --{key}; valid keys: {', '.join(keys)}"
             )
-        namespace[key] = parse_value(key, text, namespace[key])
+        value = parse_value(key, text, namespace[key])
+        if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+            # The shell expands ~ only at the start of a word, so not in
+            # --out_dir=~/runs: without this, runs went to a folder named "~".
+            value = os.path.expanduser(value)
+        namespace[key] = value
     config = {key: namespace[key] for key in keys}
     for key, (is_valid, rule) in _CHECKS.items():
         if key in config and not is_valid(config[key]):

@@ -216,6 +216,20 @@ def test_a_cache_write_cut_short_leaves_no_copy_and_old_ones_are_removed(tmp_pat
     assert_same(load_cifar10(str(tmp_path / "data")), data)
 
 
+def test_file_and_folder_names_that_are_not_utf8_are_cached_too(tmp_path):
+    # A Latin-1 "café" in a name: UnicodeEncodeError while fingerprinting.
+    data = synthetic_cifar10()
+    tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), data)
+    cat = os.path.join(tree, "test", "cat")
+    first = sorted(os.listdir(cat))[0]
+    os.rename(os.path.join(cat, first), os.fsdecode(os.path.join(os.fsencode(cat), b"caf\xe9" + os.fsencode(first))))
+    assert load_cifar10(tree)[1][0].shape == data[1][0].shape
+    # In a read-only folder, the cache's name in the Keras cache is a hash of the source's path.
+    (tmp_path / "readonly").mkdir(mode=0o555)
+    source = os.fsdecode(os.path.join(os.fsencode(str(tmp_path / "readonly")), b"caf\xe9.tar.gz"))
+    assert cache_path(source, cache_dir=str(tmp_path / "cache")).startswith(str(tmp_path / "cache"))
+
+
 def test_cache_goes_to_the_keras_cache_when_the_source_folder_is_read_only(tmp_path):
     (tmp_path / "readonly").mkdir()
     source = str(tmp_path / "readonly" / "cifar.tar.gz")

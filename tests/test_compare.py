@@ -8,7 +8,7 @@ import sys
 import keras
 
 from common import output
-from common.compare import table
+from common.compare import label, table
 from conftest import REPO
 from test_output import tiny_data, tiny_model
 
@@ -62,6 +62,12 @@ def test_the_table_gives_the_best_and_the_last_validation_accuracy():
     assert lines[2].split() == ["a", "0.9000", "0.7000", "0.8800", "4.2", "3"]
     history["val_accuracy"][0] = float("nan")  # An epoch that logged none (NA in history.csv).
     assert table([run], []).splitlines()[2].split()[1] == "0.9000"
+
+
+def test_a_label_holds_only_characters_that_can_be_drawn():
+    # A data_dir that is not UTF-8, as Python reads it: Matplotlib raised a TypeError.
+    run = {"name": "mnist_mlp/1", "config": {"data_dir": os.fsdecode(b"/data/caf\xe9")}}
+    assert label(run, ["data_dir"]) == "mnist_mlp/1 data_dir=/data/caf\\udce9"
 
 
 def test_help_prints_the_usage_and_exits_zero():

@@ -36,6 +36,14 @@ def defaults():
     }
 
 
+def test_a_path_that_starts_with_a_tilde_is_in_the_home_folder(monkeypatch):
+    # The shell leaves --out_dir=~/runs as it is; runs went to a folder named "~".
+    monkeypatch.setenv("HOME", "/home/someone")
+    config = apply_overrides(defaults(), ["--out_dir=~/runs", "--data_dir=~", "--runs_dir=~runs"])
+    assert (config["out_dir"], config["data_dir"]) == ("/home/someone/runs", "/home/someone")
+    assert config["runs_dir"] == "~runs"  # Not the home folder (nor another user's): left as it is.
+
+
 def test_no_arguments_gives_the_defaults():
     namespace = defaults()
     config = apply_overrides(namespace, [])

@@ -268,6 +268,27 @@ def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_
         run.finish(model, images, y, shift_tta=1)
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(unbuffered):
+    # As `python mnist_mlp.py | head -3`: a BrokenPipeError traceback, or
+    # "Exception ignored ... BrokenPipeError" from Python's last flush.
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = "import common\nfor i in range(200_000):\n    print('row', i)\n"
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline() == "row 0\n"
+    process.stdout.close()  # The reader stops.
+    stderr = process.stderr.read()
+    process.wait(timeout=60)
+    assert stderr == "" and process.returncode in (0, 1)
+
+
 def stopped(tmp_path, with_run, how):
     """Runs a process that makes a run folder (if `with_run`), then stops
     itself with the Python line `how`; returns what it printed and its status."""
