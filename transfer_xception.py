@@ -47,9 +47,9 @@ data_dir = ""  # folder of class folders, or a .tgz of one; "" = download the Te
 weights = "imagenet"  # "imagenet" (Keras download), a local .h5 weight file, or "none" (random)
 out_dir = "runs"  # each run writes its files to out_dir/transfer_xception/<run id>/
 image_size = 299  # photos are resized to image_size x image_size, Xception's own (71 at least)
-epochs = 30  # passes over the photos in phase 1, where only the new head trains, on features computed once
+epochs = 30  # epochs of phase 1, where only the new head trains, on features computed once (each photo both ways)
 learning_rate = 3e-3  # phase 1: peak of the warm-up + cosine schedule
-fine_tune_epochs = 5  # passes over the photos in phase 2, where the base trains too (0 = skip phase 2)
+fine_tune_epochs = 5  # epochs of phase 2, where the base trains too (0 = skip phase 2)
 fine_tune_learning_rate = 1e-4  # phase 2's learning rate: far below learning_rate (30x at the defaults), so the pretrained features change gently
 fine_tune_from = 13  # unfreeze Xception's blocks from this one on: 13 = the exit flow, 1 = all 14
 batch_size = 32  # photos per training step, in both phases
@@ -115,7 +115,8 @@ def predict_photos(paths, model_path):
 
 
 if predict:
-    predict_photos([path for path in predict.split(",") if path], model_file)
+    # ~/ is expanded in each path: the shell leaves --predict=~/a.jpg,~/b.jpg as it is.
+    predict_photos([os.path.expanduser(path) for path in predict.split(",") if path], model_file)
     raise SystemExit(0)
 if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")

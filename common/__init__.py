@@ -12,6 +12,7 @@ exception still prints its full traceback.
 
 import atexit
 import os
+import select
 import signal
 import sys
 import threading
@@ -34,15 +35,27 @@ def reason(error):
 def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)
-    elif issubclass(exc_type, BrokenPipeError):
+    elif issubclass(exc_type, BrokenPipeError) and _stdout_is_broken():
         # The reader of the output went away (`python mnist_mlp.py | head`):
-        # the process ends quietly, as a Unix tool does.
+        # the process ends quietly, as a Unix tool does. (Another broken
+        # pipe, such as a library's, is an error like any other.)
         _quiet_stdout()
     elif issubclass(exc_type, KeyboardInterrupt):
         # Ctrl-C: Python still exits with the status of a process stopped by SIGINT.
         print("\ninterrupted" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr)
     else:
         _default(exc_type, exc, tb)
+
+
+def _stdout_is_broken():
+    """Whether stdout is a pipe whose reader has gone away: poll() reports
+    an error on the writing end of such a pipe."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, AttributeError, ValueError):  # No stdout, or one without a file descriptor.
+        return False
 
 
 def _quiet_stdout():
@@ -57,12 +70,11 @@ def _quiet_stdout():
 
 
 def _flush_at_exit():
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
+    """Output still buffered as the process ends (stdout is a pipe, not a
+    terminal) would be flushed after this, and fail if the reader has gone
+    away: the process then ends quietly, with the status it had."""
+    if _stdout_is_broken():
         _quiet_stdout()
-    except (OSError, ValueError):  # Such as a closed stdout: nothing left to flush into.
-        pass
 
 
 def print_on_terminate():

@@ -318,17 +318,18 @@ def _remove_left_behind(path):
     """Removes the temporary copies of the cache at `path` that processes
     killed while writing them left behind (their names hold their process
     ids); those of live processes are theirs to finish."""
-    for tmp in glob.glob(glob.escape(path) + ".*.tmp.npz"):
-        pid = tmp[len(path) + 1 : -len(".tmp.npz")]
-        if pid.isdecimal() and not _alive(int(pid)):
+    folder, name = os.path.split(path)
+    for other in os.listdir(folder):
+        pid = other.removeprefix(name + ".").removesuffix(".tmp.npz")
+        if other == f"{name}.{pid}.tmp.npz" and pid.isdecimal() and not _alive(int(pid)):
             with contextlib.suppress(OSError):
-                os.remove(tmp)
+                os.remove(os.path.join(folder, other))
 
 
 def _alive(pid):
     try:
         os.kill(pid, 0)  # Signal 0 only asks whether the process exists.
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: too large to be a process id.
         return False
     except OSError:
         return True  # It exists, as another user's process.

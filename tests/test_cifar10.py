@@ -200,7 +200,8 @@ def test_a_cache_write_cut_short_leaves_no_copy_and_old_ones_are_removed(tmp_pat
     dead = subprocess.Popen(["true"])
     dead.wait()
     left, writing = f"{path}.{dead.pid}.tmp.npz", f"{path}.{os.getppid()}.tmp.npz"
-    for name in (left, writing):
+    huge = f"{path}.{10**30}.tmp.npz"  # Too large to be a process id: os.kill raised OverflowError.
+    for name in (left, writing, huge):
         open(name, "wb").write(b"part of a cache")
     savez = np.savez
 

@@ -268,25 +268,63 @@ def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_
         run.finish(model, images, y, shift_tta=1)
 
 
-@pytest.mark.parametrize("unbuffered", ["1", ""])
-def test_output_piped_into_a_reader_that_stops_early_ends_quietly(unbuffered):
-    # As `python mnist_mlp.py | head -3`: a BrokenPipeError traceback, or
-    # "Exception ignored ... BrokenPipeError" from Python's last flush.
+def python_with_common(code, stdout, unbuffered=""):
+    """Starts `code` (after `import common`) in a Python process of its own."""
     import subprocess
     import sys
 
     from conftest import REPO
 
-    code = "import common\nfor i in range(200_000):\n    print('row', i)\n"
-    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
-    process = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    return subprocess.Popen(
+        [sys.executable, "-c", "import common\n" + code], cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
+        stdout=stdout, stderr=subprocess.PIPE, text=True,
     )
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(unbuffered):
+    # As `python mnist_mlp.py | head -3`: a BrokenPipeError traceback, or
+    # "Exception ignored ... BrokenPipeError" from Python's last flush.
+    import subprocess
+
+    process = python_with_common("for i in range(200_000):\n    print('row', i)\n", subprocess.PIPE, unbuffered)
     assert process.stdout.readline() == "row 0\n"
     process.stdout.close()  # The reader stops.
     stderr = process.stderr.read()
-    process.wait(timeout=60)
-    assert stderr == "" and process.returncode in (0, 1)
+    assert process.wait(timeout=60) == 1 and stderr == ""
+
+
+def test_output_still_buffered_when_the_reader_has_gone_ends_quietly():
+    # Python's own flush at the end failed: "Exception ignored", status 120.
+    import subprocess
+
+    process = python_with_common("import time\nprint('done')\ntime.sleep(2)\n", subprocess.PIPE)
+    process.stdout.close()  # The reader goes before the process writes anything.
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 0 and stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_error_like_any_other():
+    import subprocess
+
+    process = python_with_common("raise BrokenPipeError('a pipe of some library')", subprocess.PIPE)
+    out, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1 and stderr.strip().splitlines()[-1] == "BrokenPipeError: a pipe of some library"
+
+
+
+def test_a_closed_stdout_is_no_error_at_the_end():
+    # `python script.py >&-`: Python's stdout is None, and flushing it at the end raised an AttributeError.
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    closed = subprocess.run(
+        [sys.executable, "-c", "import common\nprint('nowhere')"], cwd=REPO, capture_output=False,
+        stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1), timeout=60,
+    )
+    assert closed.returncode == 0 and closed.stderr == ""
 
 
 def stopped(tmp_path, with_run, how):

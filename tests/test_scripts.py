@@ -435,6 +435,13 @@ def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
     assert predicted.returncode != 0 and "Traceback" not in predicted.stderr
     assert predicted.stderr.strip().splitlines()[-1].startswith(f"error: {bad} is not a readable image")
 
+    # A path of --predict may start with ~/ (the shell leaves --predict=~/a.jpg,~/b.jpg as it is).
+    predicted = run_script(
+        "transfer_xception.py", "--predict=,~/nosuch.jpg", f"--model_file={model}",
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert f"cannot read {tmp_path / 'nosuch.jpg'}" in predicted.stderr.strip().splitlines()[-1], predicted.stderr[-2000:]
+
     # A damaged model file is refused in one line too.
     damaged = tmp_path / "damaged"
     damaged.mkdir()
