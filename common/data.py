@@ -186,20 +186,14 @@ def open_tar(archive):
 
 
 def download(origin, file_hash, cache_dir, fname, name, use_anyway="move it into a folder and pass --data_dir=that/folder"):
-    """`keras.utils.get_file`: reuse the verified cached copy, else download it,
-    check its hash and remove a partial or corrupt file.
-
-    A copy in the cache that fails the check stops the run instead: get_file
-    would delete it and download another, and offline a copy the user put
-    there (such as this project's shared copies, which are not byte for byte
-    Keras' own) would be lost. `use_anyway` says how to use such a copy."""
+    """The verified copy of `fname` in the Keras cache, else its download by
+    `keras.utils.get_file`, hash checked, a partial or corrupt file removed.
+    A cached copy that fails the check stops the run (`verified_in_cache`;
+    such as this project's shared copies, which are not byte for byte Keras'
+    own); `use_anyway` says how to use it all the same."""
     target = os.path.join(keras_cache_dir(cache_dir), fname)
-    # A pipe is refused here too (matches_hash), before get_file waits on it.
-    if file_hash and os.path.lexists(target) and not matches_hash(target, file_hash):
-        raise UserError(
-            f"{target} in the Keras cache is not the copy of {name} that Keras verifies (its hash differs); "
-            f"if you trust it, {use_anyway}, or delete it to download a fresh copy"
-        )
+    if file_hash and verified_in_cache(target, file_hash, f"the copy of {name} that Keras verifies", use_anyway):
+        return target
     if cache_dir:
         # get_file falls back to /tmp/.keras when the folder does not exist yet.
         os.makedirs(cache_dir, exist_ok=True)
@@ -218,6 +212,27 @@ def download(origin, file_hash, cache_dir, fname, name, use_anyway="move it into
         ) from None
 
 
+def verified_in_cache(path, file_hash, what, use_anyway):
+    """Whether the Keras cache holds `path` and it matches `file_hash`. One
+    that does not stops the run with one line naming it as not `what` and
+    saying how to `use_anyway`: keras.utils.get_file would delete it to
+    download another, and offline a copy the user put there would be lost.
+    A pipe there is refused (matches_hash), before anything waits on it."""
+    if not os.path.lexists(path):
+        return False
+    if matches_hash(path, file_hash):
+        return True
+    raise UserError(
+        f"{path} in the Keras cache is not {what} (its hash differs); "
+        f"if you trust it, {use_anyway}, or delete it to download a fresh copy"
+    )
+
+
+def unreadable(path, error):
+    """The one line for a file that an OSError kept from being read."""
+    return UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable")
+
+
 def matches_hash(path, file_hash):
     """Whether the file's sha256, or for a hash of 32 digits its md5 (as
     keras.utils.get_file reads the hashes Keras publishes), is `file_hash`."""
@@ -228,7 +243,7 @@ def matches_hash(path, file_hash):
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError as error:
-        raise UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable") from None
+        raise unreadable(path, error) from None
     return digest.hexdigest() == file_hash
 
 
@@ -241,7 +256,7 @@ def read_file(path):
         with open(path, "rb") as f:
             return f.read()
     except OSError as error:
-        raise UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable") from None
+        raise unreadable(path, error) from None
 
 
 def refuse_special(path):

@@ -160,63 +160,56 @@ class Run:
         A file it cannot write (a full disk) stops the run with one line; the
         same command then finishes it again from its saved state.
         """
-        try:
-            return self._finish(model, x_test, y_test, class_names, images, grid, phase_starts, batch_size,
-                                flip_tta, shift_tta, extra)
-        except OSError as error:
-            raise _unwritable(self.dir, error) from None
-
-    def _finish(self, model, x_test, y_test, class_names, images, grid, phase_starts, batch_size, flip_tta,
-                shift_tta, extra):
-        if shift_tta and not flip_tta:
-            raise ValueError("shift_tta adds votes to flip_tta's: pass flip_tta=True too")
-        save_model(model, self.path("model.keras"))
-        try:
-            merged = read_history(self.path("history.csv"))
-        except (OSError, ValueError) as error:
-            # Damaged since its epochs were written: the run still finishes,
-            # without the curves, rather than lose its scores.
-            print(f"note      {self.path('history.csv')} cannot be read ({reason(error)}); curves.png is not drawn")
-            merged = None
-        if device.processes() > 1:
-            model = device.local_copy(self.path("model.keras"))
-        probabilities = np.asarray(device.predict(model, x_test, batch_size), dtype="float64")
-        labels, predicted = np.argmax(y_test, axis=1), np.argmax(probabilities, axis=1)
-        test_acc = float(np.mean(predicted == labels))
-        test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
-        title = f"{self.script}  {os.path.basename(self.dir)}"
-        if merged is not None:
-            plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
-        class_names = list(class_names or map(str, range(probabilities.shape[1])))
-        plots.confusion(labels, predicted, class_names, self.path("confusion.png"), title=title)
-        if images is None and np.ndim(x_test) in (3, 4):
-            images = x_test
-        if images is not None:
-            self._image_grid(images, labels, predicted, probabilities, class_names, grid, title)
-        fields = {
-            "test_acc": f"{test_acc:.4f}",
-            "test_loss": f"{test_loss:.4f}",
-            "train_seconds": f"{self.train_seconds:.1f}",
-            "epochs": len(merged["loss"]) if merged is not None else "unknown",
-            **extra,
-        }
-        if flip_tta:
-            votes = _flip_votes(model, x_test, probabilities, batch_size)
-            fields["test_acc_flip_tta"] = f"{_accuracy(votes, labels):.4f}"
-            if shift_tta:
-                votes = _shift_votes(model, x_test, votes, shift_tta, batch_size)
-                fields["test_acc_flip_shift_tta"] = f"{_accuracy(votes, labels):.4f}"
-        # The final figures, for `python -m common.compare` and other tools.
-        # Written last: until it exists, the same command resumes the run
-        # from its saved state and finishes it again.
-        write_json(self.path("result.json"), {"script": self.script, **fields})
-        for name in (RESUME_STATE, _LOCK):
-            if os.path.exists(self.path(name)):
-                os.remove(self.path(name))
-        self._lock.close()  # Lets go of the lock.
-        print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
-        print("final " + " ".join(f"{key}={value}" for key, value in {**fields, "run_dir": self.dir}.items()))
-        return test_acc, test_loss
+        with _writing_to(self.dir):
+            if shift_tta and not flip_tta:
+                raise ValueError("shift_tta adds votes to flip_tta's: pass flip_tta=True too")
+            save_model(model, self.path("model.keras"))
+            try:
+                merged = read_history(self.path("history.csv"))
+            except (OSError, ValueError) as error:
+                # Damaged since its epochs were written: the run still finishes,
+                # without the curves, rather than lose its scores.
+                print(f"note      {self.path('history.csv')} cannot be read ({reason(error)}); curves.png is not drawn")
+                merged = None
+            if device.processes() > 1:
+                model = device.local_copy(self.path("model.keras"))
+            probabilities = np.asarray(device.predict(model, x_test, batch_size), dtype="float64")
+            labels, predicted = np.argmax(y_test, axis=1), np.argmax(probabilities, axis=1)
+            test_acc = float(np.mean(predicted == labels))
+            test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
+            title = f"{self.script}  {os.path.basename(self.dir)}"
+            if merged is not None:
+                plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
+            class_names = list(class_names or map(str, range(probabilities.shape[1])))
+            plots.confusion(labels, predicted, class_names, self.path("confusion.png"), title=title)
+            if images is None and np.ndim(x_test) in (3, 4):
+                images = x_test
+            if images is not None:
+                self._image_grid(images, labels, predicted, probabilities, class_names, grid, title)
+            fields = {
+                "test_acc": f"{test_acc:.4f}",
+                "test_loss": f"{test_loss:.4f}",
+                "train_seconds": f"{self.train_seconds:.1f}",
+                "epochs": len(merged["loss"]) if merged is not None else "unknown",
+                **extra,
+            }
+            if flip_tta:
+                votes = _flip_votes(model, x_test, probabilities, batch_size)
+                fields["test_acc_flip_tta"] = f"{_accuracy(votes, labels):.4f}"
+                if shift_tta:
+                    votes = _shift_votes(model, x_test, votes, shift_tta, batch_size)
+                    fields["test_acc_flip_shift_tta"] = f"{_accuracy(votes, labels):.4f}"
+            # The final figures, for `python -m common.compare` and other tools.
+            # Written last: until it exists, the same command resumes the run
+            # from its saved state and finishes it again.
+            write_json(self.path("result.json"), {"script": self.script, **fields})
+            for name in (RESUME_STATE, _LOCK):
+                if os.path.exists(self.path(name)):
+                    os.remove(self.path(name))
+            self._lock.close()  # Lets go of the lock.
+            print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
+            print("final " + " ".join(f"{key}={value}" for key, value in {**fields, "run_dir": self.dir}.items()))
+            return test_acc, test_loss
 
 
     def _image_grid(self, images, labels, predicted, probabilities, class_names, grid, title, count=32):
@@ -547,6 +540,16 @@ def _claim(folder):
         pass
     lock.close()
     return None
+
+
+@contextlib.contextmanager
+def _writing_to(folder):
+    """Turns an OSError in the block (a full disk, the folder gone or made
+    read-only) into the one line of `_unwritable`."""
+    try:
+        yield
+    except OSError as error:
+        raise _unwritable(folder, error) from None
 
 
 def _unwritable(folder, error):

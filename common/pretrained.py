@@ -57,11 +57,7 @@ def check_weights(weights, name):
             # offline not get another: a copy the user put there would be lost.
             file_name, md5 = _IMAGENET_FILES[name]
             cached = os.path.join(data.keras_cache_dir(subdir="models"), file_name)
-            if os.path.lexists(cached) and not data.matches_hash(cached, md5):
-                raise UserError(
-                    f"{cached} in the Keras cache is not the file Keras verifies (its hash differs); if you trust "
-                    f"it, pass --weights={cached}, or delete it to download a fresh copy"
-                )
+            data.verified_in_cache(cached, md5, "the file Keras verifies", f"pass --weights={cached}")
         return
     if not os.path.isfile(weights):  # Missing, or a folder, a pipe, ...
         what = "is not a file" if os.path.exists(weights) else "does not exist"
@@ -73,7 +69,7 @@ def check_weights(weights, name):
         with open(weights, "rb") as f:
             signature = f.read(len(_HDF5_SIGNATURE))
     except OSError as error:
-        raise UserError(f"cannot read {weights} ({error.strerror}); check that the file is readable") from None
+        raise data.unreadable(weights, error) from None
     if signature != _HDF5_SIGNATURE:
         raise UserError(
             f"{weights} is not an HDF5 (.h5) weight file; it may be truncated or "
