@@ -6,8 +6,9 @@ as a single `error: ...` line, and the run exits with status 1, instead of a
 traceback: it is a mistake in the input, not in the program. Ctrl-C during a
 training run prints how to continue it, and so does SIGTERM once a run has
 called `print_on_terminate`. Output piped into a reader that stops early
-(`| head`) ends the process quietly, as a Unix tool ends. Every other
-exception still prints its full traceback.
+(`| head`) ends the process quietly, as a Unix tool ends, and a path that
+stdout's encoding cannot write is printed with backslash escapes. Every
+other exception still prints its full traceback.
 """
 
 import atexit
@@ -100,3 +101,8 @@ def _on_terminate(signum, frame):
 
 sys.excepthook = _excepthook
 atexit.register(_flush_at_exit)
+# A path that stdout's encoding cannot write (PYTHONIOENCODING=ascii, an old
+# terminal) is printed with backslash escapes, as stderr prints it, instead
+# of ending the run. (Python's UTF-8 modes write any path already.)
+if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(errors="backslashreplace")

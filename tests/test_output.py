@@ -312,6 +312,19 @@ def test_a_broken_pipe_that_is_not_stdout_is_an_error_like_any_other():
     assert process.returncode == 1 and stderr.strip().splitlines()[-1] == "BrokenPipeError: a pipe of some library"
 
 
+def test_a_path_that_stdouts_encoding_cannot_write_is_escaped():
+    # With PYTHONIOENCODING=ascii, printing a run folder under /tmp/é ended the run in a UnicodeEncodeError.
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    printed = subprocess.run(
+        [sys.executable, "-c", "import common\nprint('run       /tmp/\\xe9/mnist_mlp')"], cwd=REPO,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=60,
+    )
+    assert (printed.returncode, printed.stdout, printed.stderr) == (0, b"run       /tmp/\\xe9/mnist_mlp\n", b"")
+
 
 def test_a_closed_stdout_is_no_error_at_the_end():
     # `python script.py >&-`: Python's stdout is None, and flushing it at the end raised an AttributeError.
