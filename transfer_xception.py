@@ -60,7 +60,7 @@ patience = 3  # phase 2 stops after this many epochs without a better val_accura
 validation_split = 0.15  # fraction of each class held out for validation
 test_split = 0.2  # fraction of each class held out for the test, touched once per phase
 seed = 0  # draws the split of the photos, the head's first weights, the order of the batches and phase 2's augmentation
-predict = ""  # comma-separated photo paths: print their most likely classes instead of training
+predict = ""  # photo paths, separated by commas: print their most likely classes instead of training
 model_file = ""  # the model.keras that --predict uses; "" = the newest in out_dir/transfer_xception/
 config = common.config.apply_overrides(globals())
 
@@ -115,8 +115,13 @@ def predict_photos(paths, model_path):
 
 
 if predict:
-    # ~/ is expanded in each path: the shell leaves --predict=~/a.jpg,~/b.jpg as it is.
-    predict_photos([os.path.expanduser(path) for path in predict.split(",") if path], model_file)
+    # A file whose name has commas in it is one photo; ~/ is expanded in each
+    # path, as the shell leaves --predict=~/a.jpg,~/b.jpg as it is.
+    if os.path.isfile(os.path.expanduser(predict)):
+        paths = [os.path.expanduser(predict)]
+    else:
+        paths = [os.path.expanduser(path) for path in predict.split(",") if path]
+    predict_photos(paths, model_file)
     raise SystemExit(0)
 if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")
