@@ -46,21 +46,21 @@ from common import UserError, device, photos, pretrained, reason, schedules
 
 # The script's defaults, and what the benchmark varies.
 data_dir = ""  # a folder of class folders, or a .tgz of one (the benchmark makes its own splits)
-weights = "imagenet"  # as in transfer_xception.py
-image_size = 299
-epochs = 30  # phase 1, as in the script
-learning_rate = 3e-3
-dropout = 0.2
-label_smoothing = 0.1
-batch_size = 32
-validation_split = 0.15
-test_split = 0.2
+weights = "imagenet"  # "imagenet" (Keras download), a local .h5 weight file, or "none", as in transfer_xception.py
+image_size = 299  # photos are resized to image_size x image_size (71 at least)
+epochs = 30  # epochs of phase 1 (the head alone), as in the script
+learning_rate = 3e-3  # phase 1: peak of the warm-up + cosine schedule
+dropout = 0.2  # fraction of the features dropped while training the head
+label_smoothing = 0.1  # as in the script, in both phases
+batch_size = 32  # photos per training step, in both phases
+validation_split = 0.15  # fraction of each class held out for validation, in every split
+test_split = 0.2  # fraction of each class held out for the test, in every split
 splits = 6  # split seeds 0, 1, ... for phase 1
 fine_tune_splits = 3  # the first this many seeds also get phase 2
 fine_tune_learning_rates = "1e-4,1e-5"  # the script's default (1e-4) and 10x smaller
-fine_tune_epochs = 5
+fine_tune_epochs = 5  # epochs of phase 2 at each learning rate (all run; early stopping's pick is computed)
 patience = 3  # phase 2's early stopping, as in the script
-out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")  # where the tables go; default benchmarks/results/
 config = common.config.apply_overrides(globals())
 
 try:
