@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,7 @@ import time
 
 import common.config
 from benchmarks import CPU_FAST, GPU_FAST, NINE_STEPS_PER_CALL, WHITENED_TUNED
+import common
 from common import UserError, reason
 from common.output import read_history
 
@@ -200,16 +202,29 @@ def run_method(method, dataset, seed, cache_dir, runs):
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         process = subprocess.Popen([sys.executable, *program, *args], cwd=_REPO, stdout=out, stderr=err, env=env)
-        # os.wait4 gives this one child's resource use, its peak memory included.
-        _, status, usage = os.wait4(process.pid, 0)
+        try:
+            # os.wait4 gives this one child's resource use, its peak memory included.
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            # Ctrl-C or kill stopped the benchmark: the run stops with it,
+            # instead of training on, on its own (holding a lent GPU).
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise
         process.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
         last = (stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise UserError(f"{method.name} (seed {seed}) failed: {last}")
-    final = dict(pair.split("=", 1) for pair in stdout.strip().splitlines()[-1].split()[1:])
+        raise UserError(f"{method.name} (seed {seed}) failed: {last.removeprefix('error: ')}")
+    # The final line: "final key=value ... run_dir=<path>", the path last, as it may hold spaces.
+    figures, _, run_dir = stdout.strip().splitlines()[-1].partition(" run_dir=")
+    final = {**dict(pair.split("=", 1) for pair in figures.split()[1:]), "run_dir": run_dir}
     num_train = int(re.search(r"x_train \((\d+),", stdout).group(1))
     compiled = re.search(r"^compiled .* in ([\d.]+) s", stdout, re.MULTILINE)
     compile_seconds = float(compiled.group(1)) if compiled else 0.0
@@ -391,6 +406,12 @@ def main():
     print(f"benchmark {config}")
     results = {}
     try:
+        try:
+            os.makedirs(runs_folder)
+        except OSError as error:
+            raise UserError(
+                f"cannot make the runs' folder {runs_folder} ({reason(error)}); give a --runs_dir you can write to"
+            ) from None
         with raw, tempfile.TemporaryDirectory(prefix="jax-cache-") as cache_dir:
             for task_name in chosen:
                 task = SUITES[suite][task_name]
@@ -410,7 +431,9 @@ def main():
                             flush=True,
                         )
     except BaseException:
-        if not any(results.values()):
+        if any(results.values()):
+            common.on_interrupt = f"the runs that finished are in {stem}.jsonl; the table is written only at the end"
+        else:
             os.remove(stem + ".jsonl")  # No run finished: nothing to keep.
         raise
     report = header() + "\n" + "\n".join(table(name, SUITES[suite][name], runs) for name, runs in results.items())
@@ -425,7 +448,7 @@ def chosen_tasks():
     """The tasks to run, once the benchmark's own settings are checked."""
     if suite not in SUITES:
         raise UserError(f"--suite={suite!r} is not a suite; use one of {', '.join(SUITES)}")
-    chosen = tasks.split(",") if tasks else list(SUITES[suite])
+    chosen = [name.strip() for name in tasks.split(",") if name.strip()] if tasks else list(SUITES[suite])
     unknown = [name for name in chosen if name not in SUITES[suite]]
     if unknown:
         raise UserError(f"--tasks: {', '.join(unknown)} not in the {suite} suite; use {', '.join(SUITES[suite])}")
@@ -442,6 +465,13 @@ def chosen_tasks():
             f"--baseline_seeds=0: {', '.join(needs_seed)} take their target from the seed baseline; "
             "run at least one seed baseline for them"
         )
+    # A missing dataset stops the benchmark now, not after the tasks before it.
+    for dataset in sorted({SUITES[suite][name].dataset for name in chosen}):
+        if data_dir and not os.path.isdir(os.path.join(data_dir, dataset)):
+            raise UserError(
+                f"--data_dir={data_dir!r} has no {dataset}/ folder; give the folder that holds the datasets' "
+                "folders (mnist/, cifar10/), such as ../shared/data"
+            )
     return chosen
 
 
@@ -468,5 +498,12 @@ def new_results_file(chosen):
         ) from None
 
 
+def _terminate(signum, frame):
+    """SIGTERM (kill, a job scheduler) unwinds like Ctrl-C, so that the
+    running script is stopped too and the finished runs are kept."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     main()

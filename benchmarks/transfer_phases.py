@@ -65,8 +65,20 @@ config = common.config.apply_overrides(globals())
 
 try:
     rates = [float(rate) for rate in fine_tune_learning_rates.split(",")]
+    if not all(0 < rate < math.inf for rate in rates):
+        raise ValueError
 except ValueError:
-    raise UserError(f"--fine_tune_learning_rates={fine_tune_learning_rates!r} must be numbers separated by commas, e.g. 1e-4,1e-5") from None
+    raise UserError(
+        f"--fine_tune_learning_rates={fine_tune_learning_rates!r} must be numbers above 0 separated by commas, e.g. 1e-4,1e-5"
+    ) from None
+if splits < 1:
+    raise UserError(f"--splits={splits} is not allowed: give 1 or more splits to score")
+# Checked here, before the photos load and Xception runs over them: every split needs a test set.
+if not (0 < validation_split < 1 and 0 < test_split < 1 and validation_split + test_split < 1):
+    raise UserError(
+        f"--validation_split={validation_split} and --test_split={test_split} must each be above 0 and below 1, "
+        "and leave photos for training"
+    )
 if not 0 <= fine_tune_splits <= splits:
     raise UserError(f"--fine_tune_splits={fine_tune_splits} must be between 0 and --splits={splits}")
 if fine_tune_splits and not fine_tune_epochs:

@@ -23,9 +23,10 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     out_dir = tmp_path / "results"
     # Started elsewhere than the repository, with paths relative to there (the
     # runs start in the repository, and wrote into <repo>/runs before).
+    # A runs_dir with a space: the run folder on each script's final line was split at it (a traceback).
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--seeds=2",
-         "--data_dir=data", "--out_dir=results", "--runs_dir=runs"],
+         "--data_dir=data", "--out_dir=results", "--runs_dir=my runs"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
         env={**os.environ, "PYTHONPATH": REPO},
     )
@@ -40,7 +41,7 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     assert len(methods) == 3 and any(name.startswith("seed MLP") for name in methods)
     for run in runs:
         # Into a folder of this benchmark run's own, so that no earlier run is resumed.
-        assert f"--out_dir={tmp_path / 'runs' / os.path.basename(stem)} " in run["command"]
+        assert f"--out_dir={tmp_path / 'my runs' / os.path.basename(stem)} " in run["command"]
         assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0 and run["peak_mb"] > 50
         assert 0 <= run["outside_epochs_seconds"] < run["train_seconds"]
         assert len(run["val_accuracy"]) == len(run["epoch_seconds"]) == run["epochs"]
@@ -134,6 +135,70 @@ def test_the_benchmarks_own_settings_are_checked(monkeypatch, setting, value, me
     with pytest.raises(UserError) as error:
         benchmark.chosen_tasks()
     assert str(error.value) == message
+
+
+def test_tasks_may_have_spaces_and_a_missing_dataset_stops_the_benchmark_before_any_run(monkeypatch, tmp_path):
+    # " mnist_cnn" and "" were unknown tasks; a missing cifar10/ stopped the
+    # benchmark only after the MNIST tasks' runs, without their table.
+    monkeypatch.setattr(benchmark, "suite", "gpu")
+    monkeypatch.setattr(benchmark, "baseline_seeds", 0)
+    monkeypatch.setattr(benchmark, "tasks", "mnist_mlp, mnist_cnn,")
+    assert benchmark.chosen_tasks() == ["mnist_mlp", "mnist_cnn"]
+    (tmp_path / "mnist").mkdir()
+    monkeypatch.setattr(benchmark, "data_dir", str(tmp_path))
+    assert benchmark.chosen_tasks() == ["mnist_mlp", "mnist_cnn"]
+    monkeypatch.setattr(benchmark, "tasks", "mnist_mlp,cifar10_cnn")
+    with pytest.raises(UserError, match=f"^--data_dir='{tmp_path}' has no cifar10/ folder; give the folder that holds"):
+        benchmark.chosen_tasks()
+
+
+def test_an_unwritable_runs_dir_stops_the_benchmark_before_any_run(tmp_path):
+    write_mnist_npz(str(tmp_path / "data" / "mnist"))
+    (tmp_path / "a file").write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--seeds=1", f"--data_dir={tmp_path / 'data'}",
+         f"--out_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'a file'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    # It failed in the seed's run, saying "choose a writable --out_dir" of the script.
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot make the runs' folder {tmp_path / 'a file'}/")
+    assert "give a --runs_dir you can write to" in result.stderr
+    assert os.listdir(tmp_path / "results") == []
+
+
+def test_kill_stops_the_benchmark_with_its_running_script_and_keeps_the_finished_runs(tmp_path):
+    # SIGTERM killed the benchmark alone: the script it ran trained on, on its own.
+    import signal
+    import time
+
+    write_mnist_npz(str(tmp_path / "data" / "mnist"))
+    out_dir = tmp_path / "results"
+    benchmark_process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--seeds=1", f"--data_dir={tmp_path / 'data'}",
+         f"--out_dir={out_dir}", f"--runs_dir={tmp_path / 'runs'}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # Once the seed baseline's run has finished, the script's run is under way.
+    assert benchmark_process.stdout.readline().startswith("benchmark ")
+    assert " seed 0: test_acc=" in benchmark_process.stdout.readline()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        children = subprocess.run(["pgrep", "-P", str(benchmark_process.pid)], capture_output=True, text=True).stdout.split()
+        if children:
+            break
+        time.sleep(0.1)
+    (child,) = map(int, children)
+    benchmark_process.send_signal(signal.SIGTERM)
+    stderr = benchmark_process.communicate(timeout=120)[1]
+    assert benchmark_process.returncode != 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # Stopped, and waited for.
+    (jsonl,) = os.listdir(out_dir)
+    assert len(open(out_dir / jsonl).read().splitlines()) == 1
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: the runs that finished are in {out_dir / jsonl}; the table is written only at the end"
+    )
 
 
 def test_results_files_are_never_overwritten_and_out_dir_must_be_writable(monkeypatch, tmp_path):
@@ -277,6 +342,12 @@ def test_time_callbacks_bad_input_is_one_line(args, message):
         (["--image_size=32"], "--image_size=32 is too small: Xception needs at least 71 pixels"),
         # A FileExistsError traceback at the very end, the results lost.
         (["--out_dir={file}"], "cannot write to --out_dir={file} ("),
+        # Each ran on: a table of such rows, an empty table, a KeyError traceback or the
+        # split's own refusal after Xception's pass over every photo.
+        (["--fine_tune_learning_rates=-1e-4,nan"], "--fine_tune_learning_rates='-1e-4,nan' must be numbers above 0"),
+        (["--splits=0", "--fine_tune_splits=0"], "--splits=0 is not allowed: give 1 or more"),
+        (["--test_split=0"], "--validation_split=0.15 and --test_split=0.0 must each be above 0 and below 1"),
+        (["--validation_split=0.5", "--test_split=0.6"], "--validation_split=0.5 and --test_split=0.6 must each be"),
     ],
 )
 def test_transfer_phases_bad_input_stops_before_any_work(args, message, tmp_path):
