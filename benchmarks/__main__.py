@@ -9,7 +9,9 @@ results go to `benchmarks/results/<suite>-<start time>[-<tasks>].md` (the table)
 (validation accuracy against training seconds, one line per method, a star
 for each method's final test accuracy, and the target and the seconds
 allowed as a dashed and a dotted line) and
-`.jsonl` (every run's figures, to check the table against).
+`.jsonl` (every run's figures, to check the table against). The `.jsonl`
+grows a line as each run finishes; Ctrl-C or `kill` stops the benchmark and
+the script it is running, and keeps the runs that finished there.
 
 What the table says, per method (mean ± standard deviation over the seeds):
 test accuracy at the end (and with flip, and flip + shift, test-time

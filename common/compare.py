@@ -4,7 +4,8 @@
     python -m common.compare runs/mnist_cnn/20261122-* runs/cifar10_cnn/20261123-101500 --out=cmp.svg
 
 Prints a table (run, the settings that differ between the runs, best and last
-validation accuracy, test accuracy, training seconds) and draws every run's
+validation accuracy, test accuracy, training seconds, the epochs in the
+history) and draws every run's
 validation accuracy and loss per epoch in one image: `compare.png` unless
 `--out` names another path, in any format Matplotlib writes (.png, .svg,
 .pdf, ...). A run that has not finished shows its epochs so far.
@@ -68,7 +69,8 @@ def label(run, keys):
 
 
 def table(runs, keys):
-    header = ["run", *keys, "best val_acc", "last val_acc", "test_acc", "train s", "epochs"]
+    # "epochs run": the epochs in the history, beside the epochs setting when that differs.
+    header = ["run", *keys, "best val_acc", "last val_acc", "test_acc", "train s", "epochs run"]
     rows = []
     for run in runs:
         val = run["history"].get("val_accuracy", [])

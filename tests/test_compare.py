@@ -46,6 +46,7 @@ def test_compare_tabulates_what_differs_and_draws_every_run(tmp_path):
     header = lines[0].split()
     # Only the setting that differs gets a column; out_dir never does.
     assert header[:2] == ["run", "epochs"] and "dropout" not in header and "out_dir" not in header
+    assert header[-2:] == ["epochs", "run"]  # Not a second "epochs" column, beside the setting's.
     rows = [line.split() for line in lines[2:6]]
     assert [row[1] for row in rows] == ["2", "3", "3", "4"]
     assert [row[-1] for row in rows] == ["2", "3", "3", "0"]  # Epochs in each history.
@@ -58,7 +59,7 @@ def test_the_table_gives_the_best_and_the_last_validation_accuracy():
     history = {"loss": [1.0, 0.8, 0.7], "val_accuracy": [0.5, 0.9, 0.7]}
     run = {"name": "a", "config": {"epochs": 3}, "history": history, "result": {"test_acc": "0.8800", "train_seconds": 4.2}}
     lines = table([run], []).splitlines()
-    assert lines[0].split() == ["run", "best", "val_acc", "last", "val_acc", "test_acc", "train", "s", "epochs"]
+    assert lines[0].split() == ["run", "best", "val_acc", "last", "val_acc", "test_acc", "train", "s", "epochs", "run"]
     assert lines[2].split() == ["a", "0.9000", "0.7000", "0.8800", "4.2", "3"]
     history["val_accuracy"][0] = float("nan")  # An epoch that logged none (NA in history.csv).
     assert table([run], []).splitlines()[2].split()[1] == "0.9000"
