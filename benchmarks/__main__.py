@@ -49,7 +49,6 @@ import time
 
 import common.config
 from benchmarks import CPU_FAST, GPU_FAST, NINE_STEPS_PER_CALL, WHITENED_TUNED
-import common
 from common import UserError, reason
 from common.output import read_history
 

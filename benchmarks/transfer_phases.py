@@ -25,7 +25,9 @@ photos, which needs the whole base every step. Block 12's activations are
 kept as float16 (1.3 GB for the flowers subset at 299x299), and both phases'
 features come from them, so the heads differ from the script's by that
 rounding as well as by their random start. The results go to
-`out_dir/cpu-<start time>-transfer_phases.md` (the tables) and `.jsonl`.
+`out_dir/cpu-<start time>-transfer_phases.md` (the tables, at the end) and
+`.jsonl` (each head's figures as soon as it is scored, so a run stopped
+early keeps them).
 """
 
 import datetime
@@ -210,14 +212,26 @@ def kept_epoch(history):
     return best
 
 
+stem = os.path.join(out_dir, f"cpu-{started:%Y%m%d-%H%M%S}-transfer_phases")
 records = []
+
+
+def keep(record):
+    """Adds a head's figures to the .jsonl at once: a run stopped after hours
+    keeps what it scored (the table is written at the end)."""
+    with open(stem + ".jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    records.append(record)
+    common.on_interrupt = f"the heads scored so far are in {stem}.jsonl; the table is written only at the end"
+
+
 everything_indexed = photos.Photos(np.arange(len(everything.y)), everything.y, classes, 0)
 heads = {"block 14": slice(block13_channels, None), "blocks 13+14": slice(None)}
 for seed in range(splits):
     split = photos.split_photos(everything_indexed, validation_split, test_split, seed)
     for name, columns in heads.items():
         head, scores = train_head(columns, split, seed)
-        records.append({"split": seed, "method": f"phase 1, {name}", **scores})
+        keep({"split": seed, "method": f"phase 1, {name}", **scores})
         print(f"split {seed}  phase 1, head on {name}: val {scores['validation']:.4f} test {scores['test']:.4f}", flush=True)
     if seed >= fine_tune_splits:
         continue
@@ -227,8 +241,8 @@ for seed in range(splits):
         start = time.perf_counter()
         history = fine_tune(head, split, rate, seed)
         kept = kept_epoch(history)
-        records.append({"split": seed, "method": f"phase 2, lr {rate:g}", "kept_epoch": kept + 1,
-                        **history[kept], "per_epoch": history})
+        keep({"split": seed, "method": f"phase 2, lr {rate:g}", "kept_epoch": kept + 1,
+              **history[kept], "per_epoch": history})
         print(
             f"split {seed}  phase 2, lr {rate:g}: test after each epoch "
             + " ".join(f"{h['test']:.4f}" for h in history)
@@ -269,9 +283,6 @@ for method in methods[2:]:
     runs = [r["per_epoch"] for r in records if r["method"] == method]
     lines.append(f"- {method}: " + ", ".join(percent([run[e]["test"] for run in runs]) for e in range(fine_tune_epochs)))
 print("\n".join(lines))  # First, so that the figures are on screen even if writing them fails.
-stem = os.path.join(out_dir, f"cpu-{started:%Y%m%d-%H%M%S}-transfer_phases")
 with open(stem + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
-with open(stem + ".jsonl", "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in records)
-print(f"results   {stem}.md")
+print(f"results   {stem}.md, {stem}.jsonl")

@@ -306,6 +306,32 @@ def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):
     assert "| phase 2, lr 0.0001 |" in report and "| phase 1, block 14 |" in report
 
 
+def test_transfer_phases_stopped_early_keeps_the_heads_it_scored(tmp_path):
+    # The figures were written only at the end: a Ctrl-C after hours kept nothing.
+    import signal
+
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    out_dir = tmp_path / "results"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.transfer_phases", f"--data_dir={photo_dir}", "--weights=none",
+         "--image_size=71", "--epochs=2", "--batch_size=8", "--splits=50", "--fine_tune_splits=0",
+         f"--out_dir={out_dir}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    for line in process.stdout:
+        if line.startswith("split 0  phase 1, head on blocks 13+14"):
+            break
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode != 0
+    (jsonl,) = os.listdir(out_dir)
+    records = [json.loads(line) for line in open(out_dir / jsonl)]
+    assert [(r["split"], r["method"]) for r in records[:2]] == [(0, "phase 1, block 14"), (0, "phase 1, blocks 13+14")]
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: the heads scored so far are in {out_dir / jsonl}; the table is written only at the end"
+    )
+
+
 def test_transfer_phases_refuses_a_bad_list_of_learning_rates(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.transfer_phases", "--fine_tune_learning_rates=fast", f"--out_dir={tmp_path}"],
