@@ -71,9 +71,10 @@ def compile_ahead(model, x, y, batch_size, validation_data):
 
     A model compiled with `steps_per_execution=N` (N > 1) trains N steps per
     call on TensorFlow, in one compiled loop. Keras 3.15 on JAX runs them as
-    N calls of the compiled step, so here they become one compiled call too
-    (`_steps_in_one_call`), compiled ahead with the rest; with several
-    devices, or a model compiled to run eagerly, Keras' N calls stay.
+    N calls of the compiled step, so on an accelerator they become one
+    compiled call too (`_steps_in_one_call`), compiled ahead with the rest;
+    on a CPU, with several devices, or with a model compiled to run eagerly,
+    Keras' N calls stay.
     """
     backend = keras.backend.backend()
     if backend not in ("jax", "tensorflow"):
@@ -82,7 +83,14 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     distribution = keras.distribution.distribution()
     steps = model.steps_per_execution
     if backend == "jax" and steps > 1 and distribution is None and model.jit_compile and not model.run_eagerly:
-        model.train_function = _steps_in_one_call(model, steps)
+        import jax
+
+        # Not on a CPU: XLA's CPU backend ran a loop of convolutions over 20
+        # times slower than the same steps one call at a time (cifar10_cnn.py:
+        # 134 s an epoch instead of 5; docs/measurements.md), and unrolled,
+        # the loop compiled for longer and gained nothing. There Keras' N calls stay.
+        if jax.default_backend() != "cpu":
+            model.train_function = _steps_in_one_call(model, steps)
     # Each process's batches split over its own devices.
     devices = _local_devices(distribution)
     uneven = sorted({batch_size, len(x) % batch_size, len(x_val) % batch_size} - {0})
@@ -157,11 +165,7 @@ def _steps_in_one_call(model, steps):
             logs, state = model.train_step(state, batch)
             return state, logs
 
-        # On a CPU, XLA ran a loop of convolutions over 20 times slower than
-        # the same steps one call at a time (cifar10_cnn.py: 134 s an epoch
-        # instead of 5), so there the loop is unrolled into `steps` copies of
-        # the step; on a GPU the loop was as fast as the steps one by one.
-        state, logs = jax.lax.scan(one_step, state, stacked, unroll=jax.default_backend() == "cpu")
+        state, logs = jax.lax.scan(one_step, state, stacked)
         # Keras' logs are running means over the epoch: the last step's are the latest.
         return jax.tree.map(lambda values: values[-1], logs), state
 
