@@ -35,6 +35,7 @@ loading, and a lent GPU's minutes go to training.
 """
 
 import collections
+import contextlib
 import datetime
 import json
 import os
@@ -53,6 +54,9 @@ from common import UserError, reason
 from common.output import read_history
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# How long a stopped benchmark waits for its running script to end (it ends
+# once a compile or compiled step under way returns) before killing it.
+_STOP_SECONDS = 30
 # The test-time augmented accuracies a script's final line may report, and their columns.
 TTA_COLUMNS = {"test_acc_flip_tta": "with flip TTA", "test_acc_flip_shift_tta": "with flip + shift TTA"}
 
@@ -185,6 +189,9 @@ def invocation(method, cache_dir):
     module, and its environment, with the repository on the Python path and
     the compilation cache."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_REPO, os.environ.get("PYTHONPATH")]))}
+    # The run folder on a script's final line is read back: written as the
+    # file system's bytes, whatever the locale, not with escapes.
+    env["PYTHONIOENCODING"] = "utf-8:surrogateescape"
     env.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
     if method.command.endswith(".py"):
         return [os.path.join(_REPO, method.command)], env
@@ -201,17 +208,23 @@ def run_method(method, dataset, seed, cache_dir, runs):
         *method.overrides,
     ]
     start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape") as out,
+        tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape") as err,
+    ):
         process = subprocess.Popen([sys.executable, *program, *args], cwd=_REPO, stdout=out, stderr=err, env=env)
         try:
             # os.wait4 gives this one child's resource use, its peak memory included.
             _, status, usage = os.wait4(process.pid, 0)
         except BaseException:
             # Ctrl-C or kill stopped the benchmark: the run stops with it,
-            # instead of training on, on its own (holding a lent GPU).
+            # instead of training on, on its own (holding a lent GPU). A
+            # second Ctrl-C or kill must not cut this short.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
             process.terminate()
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -408,7 +421,7 @@ def main():
     results = {}
     try:
         try:
-            os.makedirs(runs_folder)
+            os.makedirs(runs_folder, exist_ok=True)
         except OSError as error:
             raise UserError(
                 f"cannot make the runs' folder {runs_folder} ({reason(error)}); give a --runs_dir you can write to"
@@ -436,6 +449,8 @@ def main():
             common.on_interrupt = f"the runs that finished are in {stem}.jsonl; the table is written only at the end"
         else:
             os.remove(stem + ".jsonl")  # No run finished: nothing to keep.
+            with contextlib.suppress(OSError):
+                os.rmdir(runs_folder)  # Only if empty: an unfinished run stays.
         raise
     report = header() + "\n" + "\n".join(table(name, SUITES[suite][name], runs) for name, runs in results.items())
     with open(stem + ".md", "w") as f:
@@ -450,6 +465,8 @@ def chosen_tasks():
     if suite not in SUITES:
         raise UserError(f"--suite={suite!r} is not a suite; use one of {', '.join(SUITES)}")
     chosen = [name.strip() for name in tasks.split(",") if name.strip()] if tasks else list(SUITES[suite])
+    if not chosen:
+        raise UserError(f"--tasks={tasks!r} names no task; name some of {', '.join(SUITES[suite])}, or leave it out for all")
     unknown = [name for name in chosen if name not in SUITES[suite]]
     if unknown:
         raise UserError(f"--tasks: {', '.join(unknown)} not in the {suite} suite; use {', '.join(SUITES[suite])}")
@@ -499,12 +516,21 @@ def new_results_file(chosen):
         ) from None
 
 
+class _Terminated(BaseException):
+    """SIGTERM (kill, a job scheduler), raised where the benchmark is."""
+
+
 def _terminate(signum, frame):
-    """SIGTERM (kill, a job scheduler) unwinds like Ctrl-C, so that the
-    running script is stopped too and the finished runs are kept."""
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, so that the running script is stopped
+    # too and the finished runs are kept; then the benchmark says so and
+    # ends as SIGTERM ends a process.
     signal.signal(signal.SIGTERM, _terminate)
-    main()
+    try:
+        main()
+    except _Terminated:
+        common.print_on_terminate()
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -23,12 +23,14 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     out_dir = tmp_path / "results"
     # Started elsewhere than the repository, with paths relative to there (the
     # runs start in the repository, and wrote into <repo>/runs before).
-    # A runs_dir with a space: the run folder on each script's final line was split at it (a traceback).
+    # A runs_dir with a space: the run folder on each script's final line
+    # was split at it (a traceback); with an é and an ASCII-only stdout, it
+    # came back with an escape in place of the é (a FileNotFoundError).
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--seeds=2",
-         "--data_dir=data", "--out_dir=results", "--runs_dir=my runs"],
+         "--data_dir=data", "--out_dir=results", "--runs_dir=my runs é"],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PYTHONPATH": REPO},
+        env={**os.environ, "PYTHONPATH": REPO, "PYTHONIOENCODING": "ascii"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     stems = {name.rsplit(".", 1)[0] for name in os.listdir(out_dir)}
@@ -41,7 +43,7 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     assert len(methods) == 3 and any(name.startswith("seed MLP") for name in methods)
     for run in runs:
         # Into a folder of this benchmark run's own, so that no earlier run is resumed.
-        assert f"--out_dir={tmp_path / 'my runs' / os.path.basename(stem)} " in run["command"]
+        assert f"--out_dir={tmp_path / 'my runs é' / os.path.basename(stem)} " in run["command"]
         assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0 and run["peak_mb"] > 50
         assert 0 <= run["outside_epochs_seconds"] < run["train_seconds"]
         assert len(run["val_accuracy"]) == len(run["epoch_seconds"]) == run["epochs"]
@@ -144,6 +146,10 @@ def test_tasks_may_have_spaces_and_a_missing_dataset_stops_the_benchmark_before_
     monkeypatch.setattr(benchmark, "baseline_seeds", 0)
     monkeypatch.setattr(benchmark, "tasks", "mnist_mlp, mnist_cnn,")
     assert benchmark.chosen_tasks() == ["mnist_mlp", "mnist_cnn"]
+    monkeypatch.setattr(benchmark, "tasks", ",")  # Ran no task, then a traceback.
+    with pytest.raises(UserError, match="^--tasks=',' names no task; name some of mnist_mlp, "):
+        benchmark.chosen_tasks()
+    monkeypatch.setattr(benchmark, "tasks", "mnist_mlp, mnist_cnn,")
     (tmp_path / "mnist").mkdir()
     monkeypatch.setattr(benchmark, "data_dir", str(tmp_path))
     assert benchmark.chosen_tasks() == ["mnist_mlp", "mnist_cnn"]
@@ -191,14 +197,51 @@ def test_kill_stops_the_benchmark_with_its_running_script_and_keeps_the_finished
     (child,) = map(int, children)
     benchmark_process.send_signal(signal.SIGTERM)
     stderr = benchmark_process.communicate(timeout=120)[1]
-    assert benchmark_process.returncode != 0
+    assert benchmark_process.returncode == -signal.SIGTERM  # As a process that SIGTERM ends.
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # Stopped, and waited for.
     (jsonl,) = os.listdir(out_dir)
     assert len(open(out_dir / jsonl).read().splitlines()) == 1
     assert stderr.strip().splitlines()[-1] == (
-        f"interrupted: the runs that finished are in {out_dir / jsonl}; the table is written only at the end"
+        f"terminated: the runs that finished are in {out_dir / jsonl}; the table is written only at the end"
     )
+
+
+def test_a_second_kill_does_not_leave_the_running_script_behind(monkeypatch, tmp_path):
+    # The script ends on SIGTERM only once a compile under way returns; a
+    # second kill meanwhile cut the benchmark's wait short, and the script
+    # trained on, on its own. Here it is a process that ignores SIGTERM.
+    import signal
+    import threading
+    import time
+
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    monkeypatch.setattr(benchmark, "invocation", lambda method, cache_dir: (["-c", stubborn], dict(os.environ)))
+    monkeypatch.setattr(benchmark, "_STOP_SECONDS", 2)
+    started = []
+    popen = subprocess.Popen
+    monkeypatch.setattr(benchmark.subprocess, "Popen", lambda *args, **kwargs: started.append(popen(*args, **kwargs)) or started[-1])
+
+    def kill_twice():
+        time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, benchmark._terminate)
+    try:
+        threading.Thread(target=kill_twice, daemon=True).start()
+        with pytest.raises(BaseException) as stopped:
+            benchmark.run_method(benchmark.Method("stubborn", "stubborn", []), "mnist", 0, "", str(tmp_path))
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    alive = started[0].poll() is None
+    if alive:
+        started[0].kill()  # Not left behind by a failing test.
+    assert type(stopped.value).__name__ in ("_Terminated", "KeyboardInterrupt")
+    assert not alive and started[0].returncode == -signal.SIGKILL  # Killed once the wait was over, and waited for.
 
 
 def test_results_files_are_never_overwritten_and_out_dir_must_be_writable(monkeypatch, tmp_path):
