@@ -60,7 +60,7 @@ patience = 3  # phase 2 stops after this many epochs without a better val_accura
 validation_split = 0.15  # fraction of each class held out for validation
 test_split = 0.2  # fraction of each class held out for the test, touched once per phase
 seed = 0  # draws the split of the photos, the head's first weights, the order of the batches and phase 2's augmentation
-predict = ""  # photo paths, separated by commas: print their most likely classes instead of training
+predict = ""  # photo paths, separated by commas (names with commas work too): print their likely classes instead of training
 model_file = ""  # the model.keras that --predict uses; "" = the newest in out_dir/transfer_xception/
 config = common.config.apply_overrides(globals())
 
@@ -114,14 +114,27 @@ def predict_photos(paths, model_path):
         print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.3f}" for i in top))
 
 
+def photo_paths(text):
+    """The photos of --predict, separated by commas. A photo whose name has
+    commas in it is found by joining the pieces back together until they
+    name a file; ~/ is expanded in each path, as the shell leaves
+    --predict=~/a.jpg,~/b.jpg as it is."""
+    paths, pending = [], []
+    for piece in text.split(","):
+        if not pending and not piece:
+            continue  # An empty piece between two paths names nothing.
+        pending.append(piece)
+        path = os.path.expanduser(",".join(pending))
+        if os.path.isfile(path):
+            paths.append(path)
+            pending = []
+    # Pieces that never made a file's name: each as a path of its own, so
+    # that the first missing one is named.
+    return paths + [os.path.expanduser(piece) for piece in pending if piece]
+
+
 if predict:
-    # A file whose name has commas in it is one photo; ~/ is expanded in each
-    # path, as the shell leaves --predict=~/a.jpg,~/b.jpg as it is.
-    if os.path.isfile(os.path.expanduser(predict)):
-        paths = [os.path.expanduser(predict)]
-    else:
-        paths = [os.path.expanduser(path) for path in predict.split(",") if path]
-    predict_photos(paths, model_file)
+    predict_photos(photo_paths(predict), model_file)
     raise SystemExit(0)
 if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")

@@ -394,12 +394,13 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         top = [part.split() for part in probabilities.split(", ")]
         assert len(top) == 3 and {c for c, _ in top} <= set(PHOTO_CLASSES)
         assert 1 >= float(top[0][1]) >= float(top[1][1]) >= float(top[2][1]) >= 0
-    # A photo with commas in its name is one photo, not three missing ones.
+    # A photo with commas in its name is one photo, not three missing ones,
+    # alone or beside others.
     commas = tmp_path / "owl, 2, left.jpg"
     shutil.copy(photos[0], commas)
-    predicted = run_script("transfer_xception.py", f"--out_dir={out_dir}", f"--predict={commas}")
+    predicted = run_script("transfer_xception.py", f"--out_dir={out_dir}", f"--predict=,{photos[1]},{commas},")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
-    assert predicted.stdout.strip().splitlines()[1].split(": ")[0] == str(commas)
+    assert [line.split(": ")[0] for line in predicted.stdout.strip().splitlines()[1:]] == [photos[1], str(commas)]
 
 
 @pytest.mark.parametrize(
