@@ -324,15 +324,21 @@ def test_time_callbacks_runs_a_script_and_prints_each_hooks_seconds(tmp_path):
     assert epochs == "1 2" and float(seconds) > 0
 
 
-def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):
+def tiny_transfer_phases(tmp_path, *settings):
+    """The command of a quick benchmarks.transfer_phases run on a small photo
+    folder (random weights, 71x71 photos), and its out_dir."""
     photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
     out_dir = tmp_path / "results"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.transfer_phases", f"--data_dir={photo_dir}", "--weights=none",
-         "--image_size=71", "--epochs=2", "--batch_size=8", "--splits=2", "--fine_tune_splits=1",
-         "--fine_tune_learning_rates=1e-4,1e-5", "--fine_tune_epochs=2", f"--out_dir={out_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+    command = [sys.executable, "-m", "benchmarks.transfer_phases", f"--data_dir={photo_dir}", "--weights=none",
+               "--image_size=71", "--epochs=2", "--batch_size=8", *settings, f"--out_dir={out_dir}"]
+    return command, out_dir
+
+
+def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):
+    command, out_dir = tiny_transfer_phases(
+        tmp_path, "--splits=2", "--fine_tune_splits=1", "--fine_tune_learning_rates=1e-4,1e-5", "--fine_tune_epochs=2"
     )
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (stem,) = {os.path.join(out_dir, name.rsplit(".", 1)[0]) for name in os.listdir(out_dir)}
     records = [json.loads(line) for line in open(stem + ".jsonl")]
@@ -353,14 +359,8 @@ def test_transfer_phases_stopped_early_keeps_the_heads_it_scored(tmp_path):
     # The figures were written only at the end: a Ctrl-C after hours kept nothing.
     import signal
 
-    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
-    out_dir = tmp_path / "results"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.transfer_phases", f"--data_dir={photo_dir}", "--weights=none",
-         "--image_size=71", "--epochs=2", "--batch_size=8", "--splits=50", "--fine_tune_splits=0",
-         f"--out_dir={out_dir}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    command, out_dir = tiny_transfer_phases(tmp_path, "--splits=50", "--fine_tune_splits=0")
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
         if line.startswith("split 0  phase 1, head on blocks 13+14"):
             break
