@@ -114,27 +114,8 @@ def predict_photos(paths, model_path):
         print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.3f}" for i in top))
 
 
-def photo_paths(text):
-    """The photos of --predict, separated by commas. A photo whose name has
-    commas in it is found by joining the pieces back together until they
-    name a file; ~/ is expanded in each path, as the shell leaves
-    --predict=~/a.jpg,~/b.jpg as it is."""
-    paths, pending = [], []
-    for piece in text.split(","):
-        if not pending and not piece:
-            continue  # An empty piece between two paths names nothing.
-        pending.append(piece)
-        path = os.path.expanduser(",".join(pending))
-        if os.path.isfile(path):
-            paths.append(path)
-            pending = []
-    # Pieces that never made a file's name: each as a path of its own, so
-    # that the first missing one is named.
-    return paths + [os.path.expanduser(piece) for piece in pending if piece]
-
-
 if predict:
-    predict_photos(photo_paths(predict), model_file)
+    predict_photos(photos.split_paths(predict), model_file)
     raise SystemExit(0)
 if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")

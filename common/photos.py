@@ -18,6 +18,7 @@ run, and so does a class folder whose name is not UTF-8 text.
 """
 
 import collections
+import functools
 import glob
 import io
 import os
@@ -148,6 +149,34 @@ def _square(image, image_size):
         pixels = np.asarray(image, dtype=np.float64) / 257
         image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
     return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
+
+
+def split_paths(text):
+    """The paths in `text`, separated by commas (as `--predict` takes them),
+    with ~/ expanded in each (the shell leaves --predict=~/a.jpg,~/b.jpg as
+    it is). A file whose name has commas in it is found by joining pieces
+    back together: the first way of reading the whole text as files only,
+    shortest names first, wins. Where there is none, each piece is a path,
+    so that reading the first missing one says which it is. Empty pieces
+    name nothing."""
+    pieces = text.split(",")
+
+    @functools.cache
+    def files_from(start):
+        """Paths of existing files that take pieces[start:] exactly, or None."""
+        if start == len(pieces):
+            return ()
+        if not pieces[start]:
+            return files_from(start + 1)
+        for end in range(start + 1, len(pieces) + 1):
+            path = os.path.expanduser(",".join(pieces[start:end]))
+            rest = files_from(end) if os.path.isfile(path) else None
+            if rest is not None:
+                return (path, *rest)
+        return None
+
+    found = files_from(0)
+    return list(found) if found is not None else [os.path.expanduser(piece) for piece in pieces if piece]
 
 
 def read_image(path, image_size):

@@ -302,3 +302,20 @@ def test_a_hidden_folder_alone_is_named_as_left_out(tmp_path):
     write_photo_tree(str(tmp_path / ".photos"))
     with pytest.raises(UserError, match=r"holds 0 class folder\(s\) \(none; hidden ones, named with a leading dot, are left out\)"):
         photos.load_photos(str(tmp_path), SIZE)
+
+
+def test_predicts_paths_are_split_at_commas_that_are_not_in_a_file_name(tmp_path, monkeypatch):
+    for name in ("a.jpg", "b.jpg", "a.jpg,b.jpg", "photo.jpg", "photo.jpg, edited.jpg", "owl, 2, left.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    # Shortest names first, when the whole text reads as files either way.
+    assert photos.split_paths("a.jpg,b.jpg") == ["a.jpg", "b.jpg"]
+    # A name with commas whose first part is a file too: it was read as
+    # photo.jpg and a missing " edited.jpg".
+    assert photos.split_paths("photo.jpg, edited.jpg") == ["photo.jpg, edited.jpg"]
+    assert photos.split_paths(",b.jpg,,owl, 2, left.jpg,") == ["b.jpg", "owl, 2, left.jpg"]
+    assert photos.split_paths("~/a.jpg,~/owl, 2, left.jpg") == [str(tmp_path / "a.jpg"), str(tmp_path / "owl, 2, left.jpg")]
+    # No way to read it as files: each piece, so that the first missing one is named.
+    assert photos.split_paths("missing.jpg,b.jpg, edited.jpg") == ["missing.jpg", "b.jpg", " edited.jpg"]
+    assert photos.split_paths(",") == []
