@@ -90,6 +90,8 @@ def print_on_terminate():
 
 def _on_terminate(signum, frame):
     try:
+        # Output still buffered (stdout a file or a pipe) would be lost with the process.
+        sys.stdout.flush()
         print("\nterminated" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr, flush=True)
     except Exception:
         pass  # Such as a closed stderr: the process ends all the same.

@@ -312,6 +312,19 @@ def test_a_broken_pipe_that_is_not_stdout_is_an_error_like_any_other():
     assert process.returncode == 1 and stderr.strip().splitlines()[-1] == "BrokenPipeError: a pipe of some library"
 
 
+def test_kill_keeps_the_output_still_buffered():
+    # stdout to a file or a pipe is buffered, and SIGTERM's default end of the process lost what was in the buffer.
+    import subprocess
+
+    process = python_with_common(
+        "import os, signal, time\ncommon.print_on_terminate()\nprint('row 1')\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(10)\n",
+        subprocess.PIPE,
+    )
+    out, stderr = process.communicate(timeout=60)
+    assert (process.returncode, out, stderr.strip()) == (-15, "row 1\n", "terminated")
+
+
 def test_a_path_that_stdouts_encoding_cannot_write_is_escaped():
     # With PYTHONIOENCODING=ascii, printing a run folder under /tmp/é ended the run in a UnicodeEncodeError.
     import subprocess
