@@ -82,6 +82,7 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     x_val, y_val = validation_data
     distribution = keras.distribution.distribution()
     steps = model.steps_per_execution
+    in_one_call = False  # whether a call of `steps` batches is compiled apart from a single step
     if backend == "jax" and steps > 1 and distribution is None and model.jit_compile and not model.run_eagerly:
         import jax
 
@@ -89,8 +90,11 @@ def compile_ahead(model, x, y, batch_size, validation_data):
         # times slower than the same steps one call at a time (cifar10_cnn.py:
         # 134 s an epoch instead of 5; docs/measurements.md), and unrolled,
         # the loop compiled for longer and gained nothing. There Keras' N calls stay.
-        if jax.default_backend() != "cpu":
+        in_one_call = jax.default_backend() != "cpu"
+        if in_one_call:
             model.train_function = _steps_in_one_call(model, steps)
+    elif backend == "tensorflow":
+        in_one_call = steps > 1  # TensorFlow's compiled loop
     # Each process's batches split over its own devices.
     devices = _local_devices(distribution)
     uneven = sorted({batch_size, len(x) % batch_size, len(x_val) % batch_size} - {0})
@@ -103,7 +107,7 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     # full batch and the smaller last one.
     n, n_val = batch_size + len(x) % batch_size, batch_size + len(x_val) % batch_size
     full_batches = len(x) // batch_size
-    if steps > 1 and full_batches >= steps:
+    if in_one_call and full_batches >= steps:
         # With several steps per call, a call's worth of full batches instead
         # of one, and one more to run alone where an epoch's last call has
         # fewer than N.
