@@ -52,3 +52,19 @@ for overrides in (CPU_FAST, GPU_FAST):
 # --key=value wins). On an H200, at width 64 for 30 epochs: 90.09% (91.25%
 # with flip + shift TTA) against 89.30% (90.67%) without them, two seeds.
 WHITENED_TUNED = ["--l2=5e-4", "--dropout=0", "--activation=gelu", "--optimizer=sgd", "--learning_rate=0.5"]
+
+
+def new_results_file(base, taken=lambda stem: False):
+    """A new results file: the stem `base`, with -2, -3, ... added where a
+    .jsonl of that name exists or `taken(stem)` says the name is in use,
+    and its .jsonl, created and opened for writing. No earlier results are
+    overwritten, even those of a run started in the same second."""
+    number = 1
+    while True:
+        stem = base if number == 1 else f"{base}-{number}"
+        if not taken(stem):
+            try:
+                return stem, open(stem + ".jsonl", "x")
+            except FileExistsError:
+                pass
+        number += 1

@@ -49,6 +49,7 @@ import tempfile
 import time
 
 import common.config
+import benchmarks
 from benchmarks import CPU_FAST, GPU_FAST, NINE_STEPS_PER_CALL, WHITENED_TUNED
 from common import UserError, reason
 from common.output import read_history
@@ -421,7 +422,7 @@ def main():
     results = {}
     try:
         try:
-            os.makedirs(runs_folder, exist_ok=True)
+            os.makedirs(runs_folder)
         except OSError as error:
             raise UserError(
                 f"cannot make the runs' folder {runs_folder} ({reason(error)}); give a --runs_dir you can write to"
@@ -452,6 +453,7 @@ def main():
             with contextlib.suppress(OSError):
                 os.rmdir(runs_folder)  # Only if empty: an unfinished run stays.
         raise
+    common.on_interrupt = f"all the runs are in {stem}.jsonl; the table was not written"
     report = header() + "\n" + "\n".join(table(name, SUITES[suite][name], runs) for name, runs in results.items())
     with open(stem + ".md", "w") as f:
         f.write(report)
@@ -495,21 +497,15 @@ def chosen_tasks():
 
 def new_results_file(chosen):
     """The stem of this benchmark run's files in out_dir, named by the suite,
-    the start time and the tasks, and its .jsonl, opened for writing. The
-    .jsonl is created only where none exists (with -2, -3, ... added to the
-    name if it must), so no earlier results are overwritten, even those of
-    a benchmark started in the same second."""
+    the start time and the tasks, and its .jsonl, opened for writing
+    (`benchmarks.new_results_file`). The name is new in runs_dir too: a
+    folder there left by a benchmark stopped in the same second holds an
+    unfinished run, which this one's scripts would otherwise continue."""
     started = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = os.path.join(out_dir, "-".join([suite, started, *(chosen if tasks else [])]))
     try:
         os.makedirs(out_dir, exist_ok=True)
-        number = 1
-        while True:
-            stem = base if number == 1 else f"{base}-{number}"
-            try:
-                return stem, open(stem + ".jsonl", "x")
-            except FileExistsError:
-                number += 1
+        return benchmarks.new_results_file(base, lambda stem: os.path.exists(os.path.join(runs_dir, os.path.basename(stem))))
     except OSError as error:
         raise UserError(
             f"cannot write the results to --out_dir={out_dir!r} ({reason(error)}); give a folder you can write to"

@@ -44,6 +44,7 @@ import numpy as np
 from keras import layers
 
 import common.config
+from benchmarks import new_results_file
 from common import UserError, device, photos, pretrained, reason, schedules
 
 # The script's defaults, and what the benchmark varies.
@@ -212,13 +213,17 @@ def kept_epoch(history):
     return best
 
 
-stem = os.path.join(out_dir, f"cpu-{started:%Y%m%d-%H%M%S}-transfer_phases")
+stem = None  # The results file's, once the first head is scored.
 records = []
 
 
 def keep(record):
     """Adds a head's figures to the .jsonl at once: a run stopped after hours
     keeps what it scored (the table is written at the end)."""
+    global stem
+    if stem is None:
+        stem, raw = new_results_file(os.path.join(out_dir, f"cpu-{started:%Y%m%d-%H%M%S}-transfer_phases"))
+        raw.close()
     with open(stem + ".jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     records.append(record)

@@ -92,6 +92,14 @@ def run_until_epoch(script, *args, epoch, how=signal.SIGKILL):
     return run_until(script, *args, printed=lambda line: line.split()[:1] == [str(epoch)], how=how)
 
 
+def ctrl_c_works():
+    """For Popen's preexec_fn: SIGINT back to its default in the child, where
+    Python makes it a KeyboardInterrupt. A suite started in the background
+    (`pytest &` in a script) hands its children SIGINT ignored, and Python
+    then leaves it ignored: the child would not stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_until(script, *args, printed, how=signal.SIGKILL):
     """Starts `python <script> args...` and kills it with SIGKILL (or the
     signal `how`) as soon as it prints a line for which `printed(line)` is
@@ -101,7 +109,8 @@ def run_until(script, *args, printed, how=signal.SIGKILL):
     command = [sys.executable, os.path.join(REPO, script), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # Each line as it is printed, not when a buffer fills.
     process = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        preexec_fn=ctrl_c_works,
     )
     lines = []
     for line in process.stdout:

@@ -15,7 +15,7 @@ from benchmarks import WHITENED_TUNED
 import benchmarks.__main__ as benchmark
 from benchmarks.__main__ import SUITES, invocation, seconds_to, table, target_and_budget
 from common import UserError, config
-from conftest import REPO, write_mnist_npz, write_photo_tree
+from conftest import REPO, ctrl_c_works, write_mnist_npz, write_photo_tree
 
 
 def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
@@ -215,7 +215,8 @@ def test_a_second_kill_does_not_leave_the_running_script_behind(monkeypatch, tmp
     import threading
     import time
 
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    ready = tmp_path / "ready"
+    stubborn = f"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); open({str(ready)!r}, 'w'); time.sleep(60)"
     monkeypatch.setattr(benchmark, "invocation", lambda method, cache_dir: (["-c", stubborn], dict(os.environ)))
     monkeypatch.setattr(benchmark, "_STOP_SECONDS", 2)
     started = []
@@ -223,7 +224,8 @@ def test_a_second_kill_does_not_leave_the_running_script_behind(monkeypatch, tmp
     monkeypatch.setattr(benchmark.subprocess, "Popen", lambda *args, **kwargs: started.append(popen(*args, **kwargs)) or started[-1])
 
     def kill_twice():
-        time.sleep(1)
+        while not ready.exists():
+            time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
@@ -253,11 +255,19 @@ def test_results_files_are_never_overwritten_and_out_dir_must_be_writable(monkey
 
     monkeypatch.setattr(benchmark, "datetime", SameSecond)
     monkeypatch.setattr(benchmark, "out_dir", str(tmp_path / "results"))
+    monkeypatch.setattr(benchmark, "runs_dir", str(tmp_path / "runs"))
     first, first_file = benchmark.new_results_file(["mnist_mlp"])
     second, second_file = benchmark.new_results_file(["mnist_mlp"])
     first_file.close(), second_file.close()
     assert first == str(tmp_path / "results" / "cpu-20261204-200000")
     assert second == first + "-2"
+    # Nor is a runs folder used twice: one left by a benchmark stopped in the
+    # same second (with another out_dir, or its .jsonl removed) holds an
+    # unfinished run, which the next benchmark's scripts would continue.
+    (tmp_path / "runs" / "cpu-20261204-200000-3").mkdir(parents=True)
+    third, third_file = benchmark.new_results_file(["mnist_mlp"])
+    third_file.close()
+    assert third == first + "-4"
     (tmp_path / "file").write_text("")
     monkeypatch.setattr(benchmark, "out_dir", str(tmp_path / "file"))
     with pytest.raises(UserError, match=f"^cannot write the results to --out_dir='{tmp_path}/file' \\(.*\\); give a folder"):
@@ -360,7 +370,9 @@ def test_transfer_phases_stopped_early_keeps_the_heads_it_scored(tmp_path):
     import signal
 
     command, out_dir = tiny_transfer_phases(tmp_path, "--splits=50", "--fine_tune_splits=0")
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works
+    )
     for line in process.stdout:
         if line.startswith("split 0  phase 1, head on blocks 13+14"):
             break
