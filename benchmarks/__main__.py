@@ -48,8 +48,8 @@ import sys
 import tempfile
 import time
 
-import common.config
 import benchmarks
+import common.config
 from benchmarks import CPU_FAST, GPU_FAST, NINE_STEPS_PER_CALL, WHITENED_TUNED
 from common import UserError, reason
 from common.output import read_history
