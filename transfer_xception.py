@@ -121,8 +121,9 @@ if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")
 if image_size < 71:
     raise UserError(f"--image_size={image_size} is too small: Xception needs at least 71 pixels")
-# A wrong weights file stops the run now, not after the photos have loaded.
+# A wrong weights file or split stops the run now, not after the photos have loaded.
 pretrained.check_weights(weights, "Xception")
+photos.check_fractions(validation_split, test_split)
 
 scope = device.setup(seed)
 if device.processes() > 1:

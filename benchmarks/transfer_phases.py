@@ -77,11 +77,9 @@ except ValueError:
 if splits < 1:
     raise UserError(f"--splits={splits} is not allowed: give 1 or more splits to score")
 # Checked here, before the photos load and Xception runs over them: every split needs a test set.
-if not (0 < validation_split < 1 and 0 < test_split < 1 and validation_split + test_split < 1):
-    raise UserError(
-        f"--validation_split={validation_split} and --test_split={test_split} must each be above 0 and below 1, "
-        "and leave photos for training"
-    )
+if test_split == 0:
+    raise UserError("--test_split=0 leaves no test photos to score the splits on; give a test_split above 0, e.g. --test_split=0.2")
+photos.check_fractions(validation_split, test_split)
 if not 0 <= fine_tune_splits <= splits:
     raise UserError(f"--fine_tune_splits={fine_tune_splits} must be between 0 and --splits={splits}")
 if fine_tune_splits and not fine_tune_epochs:

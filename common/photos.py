@@ -68,15 +68,21 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL):
         return _decode_tree(data_dir, entries, lambda path: tar.extractfile(members[path]).read(), image_size)
 
 
+def check_fractions(validation_split, test_split):
+    """Refuses split fractions that leave no photos to train on. The scripts
+    call it before reading any photo; `split_photos` calls it too."""
+    if not (0 < validation_split < 1 and 0 <= test_split < 1 and validation_split + test_split < 1):
+        raise UserError(
+            f"--validation_split={validation_split} and --test_split={test_split} must each be "
+            "between 0 and 1 and leave photos for training"
+        )
+
+
 def split_photos(photos, validation_split, test_split, seed):
     """Splits one collection into train, validation and (when `test_split` is
     above 0) test, class by class, so that each split holds every class in its
     share. Seeded; the splits are disjoint."""
-    if not (0 < validation_split < 1 and 0 <= test_split < 1 and validation_split + test_split < 1):
-        raise UserError(
-            f"validation_split={validation_split} and test_split={test_split} must each be "
-            "between 0 and 1 and leave photos for training"
-        )
+    check_fractions(validation_split, test_split)
     rng = np.random.default_rng(seed)
     parts = {"train": [], "validation": [], "test": []}
     for label, name in enumerate(photos.classes):

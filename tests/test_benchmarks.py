@@ -426,7 +426,7 @@ def test_time_callbacks_bad_input_is_one_line(args, message):
         # split's own refusal after Xception's pass over every photo.
         (["--fine_tune_learning_rates=-1e-4,nan"], "--fine_tune_learning_rates='-1e-4,nan' must be numbers above 0"),
         (["--splits=0", "--fine_tune_splits=0"], "--splits=0 is not allowed: give 1 or more"),
-        (["--test_split=0"], "--validation_split=0.15 and --test_split=0.0 must each be above 0 and below 1"),
+        (["--test_split=0"], "--test_split=0 leaves no test photos to score the splits on"),
         (["--validation_split=0.5", "--test_split=0.6"], "--validation_split=0.5 and --test_split=0.6 must each be"),
     ],
 )

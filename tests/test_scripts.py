@@ -410,6 +410,8 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--fine_tune_from=15"], "is not a block of Xception"),
         (["--image_size=32"], "Xception needs at least 71 pixels"),
         (["--test_split=0.9"], "leave photos for training"),
+        # The split is checked before the photos are read.
+        (["--test_split=0.9", "--data_dir=/no/such/folder"], "--validation_split=0.15 and --test_split=0.9 must each be"),
         (["--test_split=0"], "--test_split=0 leaves no test photos"),
         (["--fine_tune_epochs=-1"], "fine_tune_epochs must be >= 0"),
         (["--weights=/no/such/weights.h5"], "does not exist"),
