@@ -18,9 +18,9 @@ run, and so does a class folder whose name is not UTF-8 text.
 """
 
 import collections
-import functools
 import glob
 import io
+import itertools
 import os
 
 import numpy as np
@@ -162,27 +162,57 @@ def split_paths(text):
     with ~/ expanded in each (the shell leaves --predict=~/a.jpg,~/b.jpg as
     it is). A file whose name has commas in it is found by joining pieces
     back together: the first way of reading the whole text as files only,
-    shortest names first, wins. Where there is none, each piece is a path,
-    so that reading the first missing one says which it is. Empty pieces
-    name nothing."""
+    shortest names first, wins. Where there is none, the text is read as
+    files as far as it goes and each piece after that is a path, so that
+    reading them names the first photo not found. Empty pieces name nothing."""
     pieces = text.split(",")
+    n = len(pieces)
+    # Where each piece starts in the text: pieces[start:end] joined are
+    # at[end] - at[start] - 1 characters.
+    at = list(itertools.accumulate((len(piece) + 1 for piece in pieces), initial=0))
 
-    @functools.cache
-    def files_from(start):
-        """Paths of existing files that take pieces[start:] exactly, or None."""
-        if start == len(pieces):
-            return ()
-        if not pieces[start]:
-            return files_from(start + 1)
-        for end in range(start + 1, len(pieces) + 1):
-            path = os.path.expanduser(",".join(pieces[start:end]))
-            rest = files_from(end) if os.path.isfile(path) else None
-            if rest is not None:
-                return (path, *rest)
-        return None
+    def path(start, end):
+        return os.path.expanduser(",".join(pieces[start:end]))
 
-    found = files_from(0)
-    return list(found) if found is not None else [os.path.expanduser(piece) for piece in pieces if piece]
+    def names_one(start, end):
+        """Whether pieces[start:end] are one file's name, or one empty piece."""
+        return os.path.isfile(path(start, end)) if pieces[start] else end == start + 1
+
+    def short_enough(start, end):
+        """Whether pieces[start:end] could be a path: 4,096 bytes at most on Linux and macOS."""
+        return at[end] - at[start] - 1 <= 4096
+
+    # From the last piece back: where the first name of the reading of
+    # pieces[start:] as files ends, shortest names first; None where none reads.
+    ends = [None] * n + [n]
+    for start in reversed(range(n)):
+        ends[start] = next(
+            (end for end in itertools.takewhile(lambda end: short_enough(start, end), range(start + 1, n + 1))
+             if ends[end] is not None and names_one(start, end)),
+            None,
+        )
+    found = []
+    if ends[0] is not None:
+        start = 0
+        while start < n:
+            if pieces[start]:
+                found.append(path(start, ends[start]))
+            start = ends[start]
+        return found
+    # None reads the whole text: from the first piece on, each end that
+    # pieces[:end] read up to, and where the last name of that reading began.
+    began = {0: None}
+    for end in range(1, n + 1):
+        nearest_first = itertools.takewhile(lambda start: short_enough(start, end), reversed(list(began)))
+        start = next((start for start in nearest_first if names_one(start, end)), None)
+        if start is not None:
+            began[end] = start
+    furthest = end = max(began)
+    while end:
+        if pieces[began[end]]:
+            found.insert(0, path(began[end], end))
+        end = began[end]
+    return found + [os.path.expanduser(piece) for piece in pieces[furthest:] if piece]
 
 
 def read_image(path, image_size):

@@ -316,6 +316,21 @@ def test_predicts_paths_are_split_at_commas_that_are_not_in_a_file_name(tmp_path
     assert photos.split_paths("photo.jpg, edited.jpg") == ["photo.jpg, edited.jpg"]
     assert photos.split_paths(",b.jpg,,owl, 2, left.jpg,") == ["b.jpg", "owl, 2, left.jpg"]
     assert photos.split_paths("~/a.jpg,~/owl, 2, left.jpg") == [str(tmp_path / "a.jpg"), str(tmp_path / "owl, 2, left.jpg")]
-    # No way to read it as files: each piece, so that the first missing one is named.
+    # No way to read it as files: as far as the text reads, then each piece,
+    # so that reading them names the first one missing. Splitting at every
+    # comma named "owl", a piece of a photo found, not the missing one.
     assert photos.split_paths("missing.jpg,b.jpg, edited.jpg") == ["missing.jpg", "b.jpg", " edited.jpg"]
+    assert photos.split_paths("owl, 2, left.jpg,missing.jpg,b.jpg") == ["owl, 2, left.jpg", "missing.jpg", "b.jpg"]
+    assert photos.split_paths("photo.jpg, edited.jpg,,missing.jpg") == ["photo.jpg, edited.jpg", "missing.jpg"]
     assert photos.split_paths(",") == []
+
+
+def test_predict_takes_a_thousand_paths(tmp_path, monkeypatch):
+    # A whole folder, as `ls | paste -sd,` gives it: 498 paths were the most
+    # before, each piece a level of recursion.
+    names = [f"{i:04d}.jpg" for i in range(1000)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert photos.split_paths(",".join(names)) == names
+    assert photos.split_paths(",".join(names + ["missing.jpg"])) == names + ["missing.jpg"]
