@@ -12,6 +12,7 @@ other exception still prints its full traceback.
 """
 
 import atexit
+import contextlib
 import os
 import select
 import signal
@@ -89,9 +90,11 @@ def print_on_terminate():
 
 
 def _on_terminate(signum, frame):
-    try:
-        # Output still buffered (stdout a file or a pipe) would be lost with the process.
+    # Output still buffered (stdout a file or a pipe) would be lost with the
+    # process; flushing it fails where the reader has gone (`| head`).
+    with contextlib.suppress(Exception):
         sys.stdout.flush()
+    try:
         print("\nterminated" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr, flush=True)
     except Exception:
         pass  # Such as a closed stderr: the process ends all the same.

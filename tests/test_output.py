@@ -325,6 +325,21 @@ def test_kill_keeps_the_output_still_buffered():
     assert (process.returncode, out, stderr.strip()) == (-15, "row 1\n", "terminated")
 
 
+def test_kill_says_terminated_when_the_reader_of_stdout_has_gone():
+    # `python mnist_mlp.py | head`, killed after head ended: the failed flush of
+    # the buffered lines kept "terminated" and its advice from being printed.
+    import subprocess
+
+    process = python_with_common(
+        "import os, signal, time\ncommon.print_on_terminate()\nprint('row 1')\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(10)\n",
+        subprocess.PIPE,
+    )
+    process.stdout.close()  # The reader goes before the process writes anything.
+    stderr = process.stderr.read()
+    assert (process.wait(timeout=60), stderr.strip()) == (-15, "terminated")
+
+
 def test_a_path_that_stdouts_encoding_cannot_write_is_escaped():
     # With PYTHONIOENCODING=ascii, printing a run folder under /tmp/é ended the run in a UnicodeEncodeError.
     import subprocess
