@@ -457,7 +457,9 @@ def main():
     report = header() + "\n" + "\n".join(table(name, SUITES[suite][name], runs) for name, runs in results.items())
     with open(stem + ".md", "w") as f:
         f.write(report)
+    common.on_interrupt = f"the table is in {stem}.md and the runs in {stem}.jsonl; the plot was not drawn"
     plot(results, SUITES[suite], stem + ".png")
+    common.on_interrupt = f"the table, its plot and the runs are in {stem}.md, .png and .jsonl"
     print(report)
     print(f"wrote     {stem}.md, {stem}.png, {stem}.jsonl")
 

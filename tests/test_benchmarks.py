@@ -245,6 +245,26 @@ def test_a_second_kill_does_not_leave_the_running_script_behind(monkeypatch, tmp
     assert not alive and started[0].returncode == -signal.SIGKILL  # Killed once the wait was over, and waited for.
 
 
+def test_a_kill_after_the_table_is_written_says_where_it_is(monkeypatch, tmp_path):
+    # Stopped while the plot was drawn, the benchmark said the table was not written.
+    import common
+
+    run = {"test_acc": 0.9, "train_seconds": 1.0}
+    monkeypatch.setattr(benchmark, "run_method", lambda *args: run)
+    monkeypatch.setattr(benchmark, "header", lambda: "header\n")
+    monkeypatch.setattr(benchmark, "table", lambda *args: "table\n")
+    monkeypatch.setattr(benchmark, "plot", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(common, "on_interrupt", None)
+    for name in ("tasks", "seeds", "baseline_seeds", "out_dir", "runs_dir"):  # Restored after the test.
+        monkeypatch.setattr(benchmark, name, getattr(benchmark, name))
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "--tasks=mnist_mlp", "--seeds=1",
+                                      f"--out_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'runs'}"])
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.main()
+    [md] = (tmp_path / "results").glob("*.md")
+    assert common.on_interrupt == f"the table is in {str(md)[:-3]}.md and the runs in {str(md)[:-3]}.jsonl; the plot was not drawn"
+
+
 def test_results_files_are_never_overwritten_and_out_dir_must_be_writable(monkeypatch, tmp_path):
     class SameSecond:  # Two benchmarks started in the same second overwrote each other's files.
         class datetime:
