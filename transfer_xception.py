@@ -121,9 +121,8 @@ if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")
 if image_size < 71:
     raise UserError(f"--image_size={image_size} is too small: Xception needs at least 71 pixels")
-# A wrong weights file or split stops the run now, not after the photos have loaded.
+# A wrong weights file stops the run now, not after the photos have loaded.
 pretrained.check_weights(weights, "Xception")
-photos.check_fractions(validation_split, test_split)
 
 scope = device.setup(seed)
 if device.processes() > 1:
@@ -131,8 +130,19 @@ if device.processes() > 1:
     # spread over the machines.
     raise UserError("transfer_xception.py trains on one machine; unset KERAS_DISTRIBUTION_NUM_PROCESSES")
 
+
+def check_split(found):
+    """Refuses split fractions that cannot split a collection, before any
+    photo is decoded. (Folders of the user's own train/ and test/ take no
+    test_split.)"""
+    if "all" in found:
+        photos.check_fractions(validation_split, test_split)
+        if not test_split:
+            raise UserError("--test_split=0 leaves no test photos; give a test_split above 0, e.g. --test_split=0.2")
+
+
 # Data: photos as uint8 pixels; the model itself scales them as Xception expects.
-found = photos.load_photos(data_dir, image_size)
+found = photos.load_photos(data_dir, image_size, check_splits=check_split)
 if "all" in found:
     splits = photos.split_photos(found["all"], validation_split, test_split, seed)
 else:
@@ -141,8 +151,6 @@ else:
     splits = dict(found)
     if "validation" not in found:
         splits.update(photos.split_photos(found["train"], validation_split, 0, seed))
-if "test" not in splits:  # Only a collection split with --test_split=0 has none.
-    raise UserError("--test_split=0 leaves no test photos; give a test_split above 0, e.g. --test_split=0.2")
 classes = splits["train"].classes
 x_train, y_train = splits["train"].x, splits["train"].y
 x_val, y_val = splits["validation"].x, splits["validation"].y

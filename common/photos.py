@@ -36,14 +36,16 @@ ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
 Photos = collections.namedtuple("Photos", "x y classes skipped")
 
 
-def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL):
+def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_splits=lambda found: None):
     """Loads a photo collection as `{split: Photos}`.
 
     The split is "all" for a plain folder of classes (split it with
     `split_photos`), else the train / validation / test folders found.
     `data_dir` is a folder, an archive, a TensorFlow Datasets name such as
     `tf_flowers`, or "" for the TensorFlow flowers, downloaded once with
-    `keras.utils.get_file`.
+    `keras.utils.get_file`. `check_splits` is called with the names of the
+    splits found before any photo is decoded, to refuse settings that do
+    not fit them while that costs nothing.
     """
     if not data_dir:
         # The flowers archive has no published hash to check against.
@@ -51,6 +53,7 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL):
     if not os.path.exists(data_dir):
         if os.sep in data_dir or data_dir.endswith(ARCHIVE_EXTENSIONS):
             raise UserError(f"data_dir {data_dir!r} does not exist; give a folder of class folders or a .tgz of one")
+        check_splits(["all"])
         return _load_tfds(data_dir, image_size)
     if os.path.isdir(data_dir):
         inside = glob.glob(os.path.join(data_dir, "*"))
@@ -59,13 +62,13 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL):
             data_dir = archives[0]  # A folder that holds just the archive.
     if os.path.isdir(data_dir):
         entries = _folder_entries(data_dir)
-        return _decode_tree(data_dir, entries, lambda path: read_file(os.path.join(data_dir, path)), image_size)
+        return _decode_tree(data_dir, entries, lambda path: read_file(os.path.join(data_dir, path)), image_size, check_splits)
     if not data_dir.endswith(ARCHIVE_EXTENSIONS):
         raise UserError(f"data_dir {data_dir!r} is a file but not a .tgz or .tar.gz; give a folder of class folders or an archive of one")
     with open_tar(data_dir) as tar:
         members = {m.name.strip("/"): m for m in tar.getmembers() if m.isfile() or m.isdir()}
         entries = {name: members[name].isdir() for name in members}
-        return _decode_tree(data_dir, entries, lambda path: tar.extractfile(members[path]).read(), image_size)
+        return _decode_tree(data_dir, entries, lambda path: tar.extractfile(members[path]).read(), image_size, check_splits)
 
 
 def check_fractions(validation_split, test_split):
@@ -297,10 +300,12 @@ def _find_classes(entries):
     return {"all": prefix}
 
 
-def _decode_tree(source, entries, read, image_size):
+def _decode_tree(source, entries, read, image_size, check_splits):
     entries = {path: is_dir for path, is_dir in entries.items() if not _hidden(path)}
+    found = _find_classes(entries)
+    check_splits(list(found))
     splits = {}
-    for split, prefix in _find_classes(entries).items():
+    for split, prefix in found.items():
         where = f"{source}/{prefix}".rstrip("/") if prefix else source
         classes = _children(entries, prefix)[0]
         for name in classes:

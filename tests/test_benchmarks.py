@@ -433,6 +433,23 @@ def test_time_callbacks_bad_input_is_one_line(args, message):
     assert "callbacks" not in result.stdout
 
 
+def test_transfer_phases_refuses_a_folder_already_split_before_decoding_it(tmp_path):
+    # It decoded every photo first: here that would stop at a class without photos.
+    write_photo_tree(str(tmp_path / "photos" / "train"))
+    write_photo_tree(str(tmp_path / "photos" / "test"))
+    for name in os.listdir(tmp_path / "photos" / "train" / "owls"):
+        (tmp_path / "photos" / "train" / "owls" / name).write_text("not a photo")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.transfer_phases", f"--data_dir={tmp_path / 'photos'}", "--weights=none",
+         f"--out_dir={tmp_path / 'results'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'photos'} is already split into train/ and test/; give one folder of class folders"
+    )
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

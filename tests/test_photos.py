@@ -1,4 +1,5 @@
 import os
+import re
 import struct
 import sys
 
@@ -52,6 +53,23 @@ def test_train_and_test_folders_keep_the_users_split(tmp_path):
     found = photos.load_photos(str(tmp_path), SIZE)
     assert sorted(found) == ["test", "train"]
     assert len(found["train"].x) == 18 and len(found["test"].x) == 9
+
+
+def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monkeypatch):
+    # So that a script refuses a setting that does not fit the folder at once,
+    # not after decoding every photo (minutes for the flowers).
+    write_photo_tree(str(tmp_path / "split" / "train"))
+    write_photo_tree(str(tmp_path / "split" / "test"))
+    archive = make_tar_gz(str(tmp_path / "split.tgz"), str(tmp_path / "split"), "split")
+    plain = write_photo_tree(str(tmp_path / "plain"))
+    monkeypatch.setattr(photos, "load_image", lambda *args: pytest.fail("a photo was decoded"))
+
+    def refuse(found):
+        raise UserError(f"found {sorted(found)}")
+
+    for source, found in ((str(tmp_path / "split"), "['test', 'train']"), (archive, "['test', 'train']"), (plain, "['all']")):
+        with pytest.raises(UserError, match=f"^found {re.escape(found)}$"):
+            photos.load_photos(source, SIZE, check_splits=refuse)
 
 
 def test_the_split_is_seeded_disjoint_and_holds_every_class(tmp_path):

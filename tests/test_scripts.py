@@ -410,8 +410,6 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--fine_tune_from=15"], "is not a block of Xception"),
         (["--image_size=32"], "Xception needs at least 71 pixels"),
         (["--test_split=0.9"], "leave photos for training"),
-        # The split is checked before the photos are read.
-        (["--test_split=0.9", "--data_dir=/no/such/folder"], "--validation_split=0.15 and --test_split=0.9 must each be"),
         (["--test_split=0"], "--test_split=0 leaves no test photos"),
         (["--fine_tune_epochs=-1"], "fine_tune_epochs must be >= 0"),
         (["--weights=/no/such/weights.h5"], "does not exist"),
@@ -432,6 +430,27 @@ def test_transfer_bad_input_gives_one_clean_line(args, message, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, result.stderr[-2000:]
     assert not run_folders(str(out_dir)), "a failed run must not leave a run folder"
+
+
+def test_transfer_checks_the_split_before_decoding_and_only_where_it_splits(tmp_path):
+    # --test_split=0.9 was refused once every photo had been decoded; and
+    # then (860ad00) before looking, for folders of the user's own train/ and
+    # test/ too, which take no test_split.
+    plain = write_photo_tree(str(tmp_path / "plain"), per_class=12)
+    for name in os.listdir(os.path.join(plain, "owls")):  # Decoding would stop at this class.
+        with open(os.path.join(plain, "owls", name), "w") as f:
+            f.write("not a photo")
+    split = tmp_path / "split"
+    write_photo_tree(str(split / "train"), per_class=12)
+    write_photo_tree(str(split / "test"), classes=("cats", "dogs"), per_class=4)
+    for photo_dir, args, message in (
+        (plain, ["--test_split=0.9"], "--validation_split=0.15 and --test_split=0.9 must each be"),
+        (plain, ["--test_split=0"], "--test_split=0 leaves no test photos"),
+        (split, ["--test_split=0.9"], "every split needs the same class folders"),
+    ):
+        result = run_script("transfer_xception.py", f"--data_dir={photo_dir}", f"--out_dir={tmp_path / 'runs'}", *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
 
 
 def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
