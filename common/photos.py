@@ -44,17 +44,17 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
     `data_dir` is a folder, an archive, a TensorFlow Datasets name such as
     `tf_flowers`, or "" for the TensorFlow flowers, downloaded once with
     `keras.utils.get_file`. `check_splits` is called with the names of the
-    splits found before any photo is decoded, to refuse settings that do
-    not fit them while that costs nothing.
+    splits found before any photo is decoded (and before the flowers are
+    downloaded), to refuse settings that do not fit them early.
     """
     if not data_dir:
+        check_splits(["all"])  # The flowers are one collection.
         # The flowers archive has no published hash to check against.
         data_dir = download(origin, None, cache_dir, "flower_photos.tgz", "the TensorFlow flowers")
     if not os.path.exists(data_dir):
         if os.sep in data_dir or data_dir.endswith(ARCHIVE_EXTENSIONS):
             raise UserError(f"data_dir {data_dir!r} does not exist; give a folder of class folders or a .tgz of one")
-        check_splits(["all"])
-        return _load_tfds(data_dir, image_size)
+        return _load_tfds(data_dir, image_size, check_splits)
     if os.path.isdir(data_dir):
         inside = glob.glob(os.path.join(data_dir, "*"))
         archives = [path for path in inside if path.endswith(ARCHIVE_EXTENSIONS)]
@@ -365,7 +365,7 @@ def _decode_classes(where, entries, prefix, classes, read, image_size):
     return Photos(x, np.array(labels, dtype=np.int64), classes, len(skipped))
 
 
-def _load_tfds(name, image_size):
+def _load_tfds(name, image_size, check_splits):
     """A TensorFlow Datasets collection by name, such as tf_flowers (needs
     tensorflow_datasets and, the first time, the internet)."""
     try:
@@ -375,6 +375,7 @@ def _load_tfds(name, image_size):
             f"data_dir {name!r} does not exist; give a folder of class folders or a .tgz of one "
             "(a TensorFlow Datasets name such as tf_flowers needs `pip install tensorflow-datasets`)"
         ) from None
+    check_splits(["all"])
     try:
         dataset, info = tfds.load(name, split="train", as_supervised=True, with_info=True)
     except Exception as error:

@@ -67,7 +67,10 @@ def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monk
     def refuse(found):
         raise UserError(f"found {sorted(found)}")
 
-    for source, found in ((str(tmp_path / "split"), "['test', 'train']"), (archive, "['test', 'train']"), (plain, "['all']")):
+    # "" is the TensorFlow flowers, checked before their download (218 MB).
+    monkeypatch.setattr(photos, "download", lambda *args: pytest.fail("the flowers were downloaded"))
+    for source, found in ((str(tmp_path / "split"), "['test', 'train']"), (archive, "['test', 'train']"), (plain, "['all']"),
+                          ("", "['all']")):
         with pytest.raises(UserError, match=f"^found {re.escape(found)}$"):
             photos.load_photos(source, SIZE, check_splits=refuse)
 
