@@ -296,5 +296,5 @@ if fine_tune_epochs:
 phase_starts = [epochs + 1] if fine_tune_epochs else []
 run.finish(
     model, x_test, y_test, classes, grid="predictions", phase_starts=phase_starts, batch_size=batch_size,
-    flip_tta=True, **{f"head_{key}": f"{value:.4f}" for key, value in head_test.items()},
+    flip_tta=True, **{f"head_{key}": round(value, 4) for key, value in head_test.items()},
 )

@@ -68,6 +68,11 @@ def label(run, keys):
     return f"{run['name']} {settings}".strip().encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _figure(value, form):
+    """A number of result.json in `form`; text (as runs before 2026-12-05 wrote their figures) as it is."""
+    return form.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def table(runs, keys):
     # "epochs run": the epochs in the history, beside the epochs setting when that differs.
     header = ["run", *keys, "best val_acc", "last val_acc", "test_acc", "train s", "epochs run"]
@@ -81,8 +86,8 @@ def table(runs, keys):
             *(str(run["config"].get(key, "-")) for key in keys),
             f"{best:.4f}" if val else "-",
             f"{val[-1]:.4f}" if val else "-",
-            str(result.get("test_acc", "unfinished")),
-            str(result.get("train_seconds", "-")),
+            _figure(result.get("test_acc", "unfinished"), "{:.4f}"),
+            _figure(result.get("train_seconds", "-"), "{:.1f}"),
             str(len(run["history"].get("loss", []))),
         ])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

@@ -186,19 +186,20 @@ class Run:
                 images = x_test
             if images is not None:
                 self._image_grid(images, labels, predicted, probabilities, class_names, grid, title)
+            # Numbers, as printed on the final line; epochs None where the history cannot be read.
             fields = {
-                "test_acc": f"{test_acc:.4f}",
-                "test_loss": f"{test_loss:.4f}",
-                "train_seconds": f"{self.train_seconds:.1f}",
-                "epochs": len(merged["loss"]) if merged is not None else "unknown",
+                "test_acc": round(float(test_acc), 4),
+                "test_loss": round(float(test_loss), 4),
+                "train_seconds": round(self.train_seconds, 1),
+                "epochs": len(merged["loss"]) if merged is not None else None,
                 **extra,
             }
             if flip_tta:
                 votes = _flip_votes(model, x_test, probabilities, batch_size)
-                fields["test_acc_flip_tta"] = f"{_accuracy(votes, labels):.4f}"
+                fields["test_acc_flip_tta"] = round(_accuracy(votes, labels), 4)
                 if shift_tta:
                     votes = _shift_votes(model, x_test, votes, shift_tta, batch_size)
-                    fields["test_acc_flip_shift_tta"] = f"{_accuracy(votes, labels):.4f}"
+                    fields["test_acc_flip_shift_tta"] = round(_accuracy(votes, labels), 4)
             # The final figures, for `python -m common.compare` and other tools.
             # Written last: until it exists, the same command resumes the run
             # from its saved state and finishes it again.
@@ -208,7 +209,7 @@ class Run:
                     os.remove(self.path(name))
             self._lock.close()  # Lets go of the lock.
             print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
-            print("final " + " ".join(f"{key}={value}" for key, value in {**fields, "run_dir": self.dir}.items()))
+            print("final " + " ".join(f"{key}={_shown(key, value)}" for key, value in {**fields, "run_dir": self.dir}.items()))
             return test_acc, test_loss
 
 
@@ -662,6 +663,16 @@ def _keep_history_rows(path, epochs):
 
 def write_json(path, data):
     _write_atomically(path, lambda tmp: _dump_json(tmp, data))
+
+
+def _shown(key, value):
+    """A figure as the final line shows it: seconds to a tenth, other
+    fractions (accuracies, losses) to four places, None as unknown."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, float):
+        return f"{value:.1f}" if key.endswith("seconds") else f"{value:.4f}"
+    return value
 
 
 def read_figures(path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -123,11 +124,16 @@ def test_damaged_files_of_a_run_and_a_bad_out_are_one_line(tmp_path):
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert line in result.stderr.strip().splitlines()[-1]
         open(os.path.join(run, name), "w").write(before)
-    open(os.path.join(run, "result.json"), "w").write('{"test_acc": 0.9, "train_seconds": 12.5}')  # Numbers.
-    assert compare(run, f"--out={tmp_path / 'cmp.png'}").returncode == 0
+    # Figures as numbers (since 2026-12-05) and as text (before), each shown as the final line shows it.
+    for text in ('{"test_acc": 0.9, "train_seconds": 12}', '{"test_acc": "0.9000", "train_seconds": "12.0"}'):
+        open(os.path.join(run, "result.json"), "w").write(text)
+        result = compare(run, f"--out={tmp_path / 'cmp.png'}")
+        assert result.returncode == 0 and re.search(r" 0\.9000 +12\.0 ", result.stdout), result.stdout
 
 
 def test_a_finished_run_writes_its_result(tmp_path):
     folder = make_run(tmp_path)
     result = json.load(open(os.path.join(folder, "result.json")))
-    assert result["script"] == "tiny" and 0 <= float(result["test_acc"]) <= 1 and result["epochs"] == 3
+    assert result["script"] == "tiny" and 0 <= result["test_acc"] <= 1 and result["epochs"] == 3
+    # Numbers, not the text of the final line (they were strings before 2026-12-05).
+    assert all(isinstance(result[key], float) for key in ("test_acc", "test_loss", "train_seconds"))
