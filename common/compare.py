@@ -19,7 +19,7 @@ import sys
 from matplotlib.backend_bases import FigureCanvasBase
 
 from common import UserError, plots
-from common.output import read_history
+from common.output import read_history, shown
 
 
 def load_run(folder):
@@ -68,11 +68,6 @@ def label(run, keys):
     return f"{run['name']} {settings}".strip().encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _figure(value, form):
-    """A number of result.json in `form`; text (as runs before 2026-12-05 wrote their figures) as it is."""
-    return form.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-
-
 def table(runs, keys):
     # "epochs run": the epochs in the history, beside the epochs setting when that differs.
     header = ["run", *keys, "best val_acc", "last val_acc", "test_acc", "train s", "epochs run"]
@@ -86,8 +81,8 @@ def table(runs, keys):
             *(str(run["config"].get(key, "-")) for key in keys),
             f"{best:.4f}" if val else "-",
             f"{val[-1]:.4f}" if val else "-",
-            _figure(result.get("test_acc", "unfinished"), "{:.4f}"),
-            _figure(result.get("train_seconds", "-"), "{:.1f}"),
+            shown("test_acc", result.get("test_acc", "unfinished")),
+            shown("train_seconds", result.get("train_seconds", "-")),
             str(len(run["history"].get("loss", []))),
         ])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

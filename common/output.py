@@ -209,7 +209,7 @@ class Run:
                     os.remove(self.path(name))
             self._lock.close()  # Lets go of the lock.
             print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
-            print("final " + " ".join(f"{key}={_shown(key, value)}" for key, value in {**fields, "run_dir": self.dir}.items()))
+            print("final " + " ".join(f"{key}={shown(key, value)}" for key, value in {**fields, "run_dir": self.dir}.items()))
             return test_acc, test_loss
 
 
@@ -665,14 +665,19 @@ def write_json(path, data):
     _write_atomically(path, lambda tmp: _dump_json(tmp, data))
 
 
-def _shown(key, value):
-    """A figure as the final line shows it: seconds to a tenth, other
-    fractions (accuracies, losses) to four places, None as unknown."""
+def shown(key, value):
+    """A figure as the final line (and `common.compare`) shows it: seconds to
+    a tenth, other fractions (accuracies, losses) to four places, counts as
+    they are, None as unknown, text (as runs before 2026-12-05 wrote their
+    figures) as it is."""
     if value is None:
         return "unknown"
-    if isinstance(value, float):
-        return f"{value:.1f}" if key.endswith("seconds") else f"{value:.4f}"
-    return value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and key.endswith("seconds"):
+        return f"{value:.1f}"
+    if number and isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
 
 
 def read_figures(path):

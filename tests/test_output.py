@@ -119,6 +119,16 @@ def test_a_full_disk_while_finishing_is_one_line(tmp_path):
     assert os.path.exists(run.path("result.json"))
 
 
+def test_figures_are_shown_one_way_on_the_final_line_and_in_compare():
+    assert output.shown("train_seconds", 12.345) == "12.3"
+    assert output.shown("train_seconds", 12) == "12.0"  # A hand-written whole number of seconds.
+    assert output.shown("test_acc", 0.98765) == "0.9877"
+    assert output.shown("epochs", 12) == "12"
+    assert output.shown("epochs", None) == "unknown"
+    assert output.shown("test_acc", "0.9000") == "0.9000"  # result.json before 2026-12-05.
+    assert output.shown("test_acc", True) == "True"
+
+
 def test_figures_are_read_back_only_when_they_are_named_numbers(tmp_path):
     path = str(tmp_path / "head_test.json")
     output.write_json(path, {"test_acc": 0.9, "test_acc_flip_tta": 1})
