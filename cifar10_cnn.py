@@ -64,7 +64,7 @@ whiten = False  # a frozen first layer that decorrelates the pixels of each 2x2 
 test_time_augmentation = True  # with flip, also score the test images' flips (and shifts): 2 or 6 passes, not 1
 patience = 8  # early stopping: epochs without a better val_accuracy before stopping
 validation_split = 0.1  # fraction of the training images held out for validation
-train_samples = 0  # use only the first N training images (0 = all)
+train_samples = 0  # train and validate on only the first N training images (0 = all)
 seed = 0  # draws the first weights, the validation split, the order of the batches and the augmentation
 config = common.config.apply_overrides(globals())
 
@@ -181,8 +181,11 @@ with scope:
         model.get_layer("whitening").set_weights(patch_whitening(x_train))
     total_steps = epochs * math.ceil(len(x_train) / batch_size)
     schedule = schedules.warmup_cosine(learning_rate, total_steps)
-    # SGD with Nesterov momentum 0.9, as in resnet34.py; the weights' penalty
-    # is the l1/l2 settings' either way.
+    # SGD with Nesterov momentum 0.9, as in resnet34.py. With either optimizer
+    # the weights' penalty is the l1/l2 settings', added to the loss (so its
+    # gradient goes through the momentum or Adam's scaling): not resnet34.py's
+    # weight_decay, which shrinks the weights apart from the gradient, in step
+    # with the learning rate. --l2=5e-4 and --weight_decay=5e-4 differ.
     if optimizer == "sgd":
         sgd_or_adam = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
     else:
@@ -237,8 +240,8 @@ model.fit(
 # shifts too, the image moved one pixel diagonally either way votes as well,
 # each time with its mirror image. --test_time_augmentation=False leaves
 # these votes out.
-votes = test_time_augmentation and flip
+flip_tta = test_time_augmentation and flip
 run.finish(
-    model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, flip_tta=votes,
-    shift_tta=1 if votes and shift else 0,
+    model, x_test, y_test, cifar10.CLASSES, batch_size=batch_size, flip_tta=flip_tta,
+    shift_tta=1 if flip_tta and shift else 0,
 )

@@ -33,7 +33,7 @@ dropout = 0.4  # fraction of the dense layer's units dropped while training
 shift = 3  # random shift while training, in whole pixels up/down and left/right
 patience = 5  # early stopping: epochs without a better val_accuracy before stopping
 validation_split = 0.1  # fraction of the training images held out for validation
-train_samples = 0  # use only the first N training images (0 = all)
+train_samples = 0  # train and validate on only the first N training images (0 = all)
 seed = 0  # draws the first weights, the validation split, the order of the batches and the shifts
 config = common.config.apply_overrides(globals())
 
@@ -99,8 +99,10 @@ run = output.Run("mnist_cnn", config)
 
 # The last epoch is not always the best one. Early stopping keeps the best
 # epoch's weights in memory and puts them back in the model at the end; the
-# checkpoint writes them to best.keras after each better epoch, so they are
-# on disk even if the run is stopped.
+# checkpoint writes them to best.keras after each better epoch: a model you
+# can load (keras.saving.load_model) while the run goes on, or after it was
+# stopped, without continuing it. (The resume state keeps them too, but only
+# for continuing the run.)
 callbacks = run.callbacks(
     output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),

@@ -23,7 +23,7 @@ steps_per_execution = 1  # batches per call of the compiled training step; more 
 learning_rate = 2e-3  # peak of the warm-up + cosine schedule
 dropout = 0.2  # fraction of hidden units dropped while training
 validation_split = 0.1  # fraction of the training images held out for validation
-train_samples = 0  # use only the first N training images (0 = all)
+train_samples = 0  # train and validate on only the first N training images (0 = all)
 seed = 0  # draws the first weights, the validation split and the order of the batches
 config = common.config.apply_overrides(globals())
 

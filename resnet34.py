@@ -52,7 +52,7 @@ label_smoothing = 0.1  # targets of 0.91 (0.9 + 0.1/10) and 0.01 instead of 1 an
 shift = 4  # random shift while training, in whole pixels up/down and left/right
 test_time_augmentation = True  # also score the test images' flips (and shifts): 2 or 6 passes, not 1
 validation_split = 0.1  # fraction of the training images held out for validation
-train_samples = 0  # use only the first N training images (0 = all)
+train_samples = 0  # train and validate on only the first N training images (0 = all)
 seed = 0  # draws the first weights, the validation split, the order of the batches and the augmentation
 config = common.config.apply_overrides(globals())
 if stem not in ("cifar", "imagenet"):
