@@ -248,7 +248,12 @@ if head_restored:
     print("phase 1   trained before this run was interrupted; the head has its trained weights back")
 # Phase 1's test accuracy, measured after the head trained and kept in head_test.json.
 head_test = None if head_trains else output.read_figures(run.path("head_test.json"))
-if head_test is None and (head_trains or head_restored):
+if not fine_tune_epochs:
+    # Without phase 2 the final model is phase 1's: the final line scores it,
+    # and scoring it here too would send the test photos through Xception twice.
+    print("phase 1   is all the training (--fine_tune_epochs=0); its test accuracy is the final line's")
+    head_test = {}
+elif head_test is None and (head_trains or head_restored):
     # The test photos go through the whole model: Xception's features, then
     # the head. Each test photo and its mirror image also vote together (flip
     # test-time augmentation), reported beside the plain accuracy.
