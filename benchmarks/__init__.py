@@ -3,6 +3,9 @@
     python -m benchmarks --help
 """
 
+import contextlib
+import platform
+
 # Overrides that make a script fast on the CPU: one short run that reaches the
 # seed's accuracy in a fraction of its time. README.md lists them with what
 # they measured. cifar10_cnn's trade far more accuracy for time than the
@@ -52,6 +55,18 @@ for overrides in (CPU_FAST, GPU_FAST):
 # --key=value wins). On an H200, at width 64 for 30 epochs: 90.09% (91.25%
 # with flip + shift TTA) against 89.30% (90.67%) without them, two seeds.
 WHITENED_TUNED = ["--l2=5e-4", "--dropout=0", "--activation=gelu", "--optimizer=sgd", "--learning_rate=0.5"]
+
+
+def processor():
+    """The processor's name where the system gives it (Linux's /proc/cpuinfo),
+    else its kind: accuracies on a CPU can move from one processor to another."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    return platform.processor() or platform.machine()
 
 
 def new_results_file(base, taken=lambda stem: False):

@@ -391,18 +391,6 @@ def plot(results, tasks, path):
     plt.close(figure)
 
 
-def processor():
-    """The processor's name where the system gives it (Linux's /proc/cpuinfo),
-    else its kind: accuracies on a CPU can move from one processor to another."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    return value.strip()
-    return platform.processor() or platform.machine()
-
-
 def header():
     import keras
 
@@ -413,7 +401,7 @@ def header():
         devices = ", ".join(sorted({d.device_kind for d in module.devices()}))
     return (
         f"Measured {datetime.date.today().isoformat()} with `python -m benchmarks {' '.join(sys.argv[1:])}` "
-        f"on {platform.machine()} ({processor()}), {os.cpu_count()} CPU cores, {devices}; Python {platform.python_version()}, "
+        f"on {platform.machine()} ({benchmarks.processor()}), {os.cpu_count()} CPU cores, {devices}; Python {platform.python_version()}, "
         f"Keras {keras.__version__}, {backend} {module.__version__}. Training seconds are the time in "
         "`model.fit`; \"other s\" is the rest of each run's wall time.\n"
     )

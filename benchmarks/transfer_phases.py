@@ -34,7 +34,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -44,7 +43,7 @@ import numpy as np
 from keras import layers
 
 import common.config
-from benchmarks import new_results_file
+from benchmarks import new_results_file, processor
 from common import UserError, device, photos, pretrained, reason, schedules
 
 # The script's defaults, and what the benchmark varies.
@@ -270,7 +269,7 @@ methods = list(dict.fromkeys(r["method"] for r in records))
 lines = [
     f"# transfer_xception.py's phases over {splits} splits ({started:%Y-%m-%d %H:%M})",
     "",
-    f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Keras {keras.__version__} "
+    f"{processor()}, {os.cpu_count()} cores, Keras {keras.__version__} "
     f"({keras.backend.backend()} backend). Data: {data_dir or 'the TensorFlow flowers'} "
     f"({len(everything.y)} photos), weights: {weights}, {image_size}x{image_size}. Settings: "
     + " ".join(f"{k}={v}" for k, v in config.items() if k not in ("data_dir", "weights", "out_dir")),

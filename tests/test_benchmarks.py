@@ -12,6 +12,7 @@ import sys
 import keras
 import pytest
 
+import benchmarks
 from benchmarks import WHITENED_TUNED
 import benchmarks.__main__ as benchmark
 from benchmarks.__main__ import SUITES, invocation, seconds_to, table, target_and_budget
@@ -396,6 +397,7 @@ def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):
         assert len(r["per_epoch"]) == 2 and r["per_epoch"][r["kept_epoch"] - 1]["test"] == r["test"]
     report = open(stem + ".md").read()
     assert "| phase 2, lr 0.0001 |" in report and "| phase 1, block 14 |" in report
+    assert f"\n{benchmarks.processor()}, {os.cpu_count()} cores, " in report  # As the benchmark's header names it.
 
 
 def test_transfer_phases_stopped_early_keeps_the_heads_it_scored(tmp_path):
