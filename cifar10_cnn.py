@@ -197,8 +197,13 @@ with scope:
         steps_per_execution=steps_per_execution,
     )
 
-# The run folder is made only now, once the model is built: a setting the
-# model refuses (a shift wider than the images) leaves no folder behind.
+# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
+# are training.
+device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
+
+# The run folder is made only now, once the model is built and its steps
+# compiled: a setting the model refuses (a shift wider than the images), or
+# batches that several devices cannot share, leave no folder behind.
 run = output.Run("cifar10_cnn", config)
 
 # Early stopping keeps the weights of the best epoch in memory and puts them
@@ -212,9 +217,6 @@ run = output.Run("cifar10_cnn", config)
 callbacks = run.callbacks(
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
 )
-# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
-# are training.
-device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # fit copies each shuffled batch of the images from host memory to the
 # device; with resident=True they are copied there once, and DeviceBatches
 # gathers each batch there (common/data.py). fit's batch_size then sizes the

@@ -93,8 +93,13 @@ with scope:
         steps_per_execution=steps_per_execution,
     )
 
-# The run folder is made only now, once the model is built: a setting the
-# model refuses (a shift wider than the images) leaves no folder behind.
+# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
+# are training.
+device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
+
+# The run folder is made only now, once the model is built and its steps
+# compiled: a setting the model refuses (a shift wider than the images), or
+# batches that several devices cannot share, leave no folder behind.
 run = output.Run("mnist_cnn", config)
 
 # The last epoch is not always the best one. Early stopping keeps the best
@@ -107,9 +112,6 @@ callbacks = run.callbacks(
     output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
 )
-# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
-# are training.
-device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # initial_epoch is above 0 when this continues a run that was interrupted.
 model.fit(
     x_train,

@@ -66,13 +66,15 @@ with scope:
         steps_per_execution=steps_per_execution,
     )
 
-# The run folder is made only now, once the model is built: a setting the
-# model refuses leaves no folder behind.
-run = output.Run("mnist_mlp", config)
-
 # The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
 # are training.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
+
+# The run folder is made only now, once the model is built and its steps
+# compiled: a setting the model refuses, or batches that several devices
+# cannot share, leave no folder behind.
+run = output.Run("mnist_mlp", config)
+
 # initial_epoch is above 0 when this continues a run that was interrupted.
 model.fit(
     x_train,

@@ -187,13 +187,15 @@ with scope:
         steps_per_execution=steps_per_execution,
     )
 
-# The run folder is made only now, once the model is built: a setting the
-# model refuses (a shift wider than the images) leaves no folder behind.
-run = output.Run("resnet34", config)
-
 # The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
 # are training.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
+
+# The run folder is made only now, once the model is built and its steps
+# compiled: a setting the model refuses (a shift wider than the images), or
+# batches that several devices cannot share, leave no folder behind.
+run = output.Run("resnet34", config)
+
 # With resident=True the training images are copied to the device once and
 # each batch is gathered there, as in cifar10_cnn.py (common/data.py); fit's
 # batch_size then sizes the validation batches only.

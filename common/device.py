@@ -60,8 +60,9 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     then put back, so training starts from the same state. (Not quite the
     same run: a model's first `fit` draws one extra shuffle to build itself,
     which a compiled model skips, so the batches come in another order.)
-    With several devices, every batch, the smaller last ones included, must
-    split evenly between them; a run whose batches do not stops here.
+    With several devices, a run whose batches do not split evenly between
+    them stops here (`_check_batches_split`), so call it before the run
+    folder is made.
 
     TensorFlow traces its steps into graphs in their first call, whatever
     the batch size; the same short fit does that here, and the run is then
@@ -95,14 +96,7 @@ def compile_ahead(model, x, y, batch_size, validation_data):
             model.train_function = _steps_in_one_call(model, steps)
     elif backend == "tensorflow":
         in_one_call = steps > 1  # TensorFlow's compiled loop
-    # Each process's batches split over its own devices.
-    devices = _local_devices(distribution)
-    uneven = sorted({batch_size, len(x) % batch_size, len(x_val) % batch_size} - {0})
-    if any(size % devices for size in uneven):
-        raise UserError(
-            f"batches of {', '.join(map(str, uneven))} examples do not split evenly over {devices} devices; "
-            f"choose a --batch_size that divides by {devices} and leaves last batches that do too"
-        )
+    _check_batches_split(model, batch_size, len(x), len(x_val))
     # One short fit through the same code path meets every batch shape: a
     # full batch and the smaller last one.
     n, n_val = batch_size + len(x) % batch_size, batch_size + len(x_val) % batch_size
@@ -129,6 +123,29 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     seconds = time.perf_counter() - start
     print(f"compiled  the training and evaluation steps in {seconds:.1f} s (before the clock starts)")
     return seconds
+
+
+def _check_batches_split(model, batch_size, count, val_count):
+    """Stops a run over several devices whose batches they cannot share.
+
+    On JAX (keras.distribution) each process's batches split over its own
+    devices, the smaller last batches of the training and validation data
+    included, and must split evenly. TensorFlow's MirroredStrategy splits a
+    smaller last batch unevenly itself, but stops with a traceback at a full
+    batch that does not split evenly (a batch of 7 over two CPUs: "Inputs to
+    operation AddN ... must have the same size and shape").
+    """
+    if keras.backend.backend() == "tensorflow":
+        devices = model.distribute_strategy.num_replicas_in_sync
+        sizes, advice = [batch_size], f"choose a --batch_size that divides by {devices}"
+    else:
+        devices = _local_devices(keras.distribution.distribution())
+        sizes = sorted({batch_size, count % batch_size, val_count % batch_size} - {0})
+        advice = f"choose a --batch_size that divides by {devices} and leaves last batches that do too"
+    if any(size % devices for size in sizes):
+        raise UserError(
+            f"batches of {', '.join(map(str, sizes))} examples do not split evenly over {devices} devices; {advice}"
+        )
 
 
 def predict(model, x, batch_size):

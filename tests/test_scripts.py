@@ -653,6 +653,40 @@ def test_two_devices_train_data_parallel_to_the_same_accuracy(tmp_path):
     assert accuracy_two == pytest.approx(accuracy_one, abs=0.005)
 
 
+# TensorFlow's MirroredStrategy splits a smaller last batch unevenly itself
+# (207 and 23 examples in batches of 8 train), but not a full batch; JAX
+# splits no batch unevenly.
+@pytest.mark.parametrize(
+    "backend, args, message",
+    [
+        ("tensorflow", ["--batch_size=7"], "batches of 7 examples do not split evenly over 2 devices; "
+                                           "choose a --batch_size that divides by 2"),
+        pytest.param("jax", ["--batch_size=8", "--train_samples=230"],
+                     "batches of 7, 8 examples do not split evenly over 2 devices", marks=needs_jax),
+    ],
+)
+def test_batches_that_do_not_split_over_the_devices_stop_before_the_run_folder_is_made(
+    backend, args, message, dataset, tmp_path
+):
+    # The check ran after the run folder (with its config.json) had been
+    # made, and on TensorFlow not at all: a batch of 7 over two CPUs ended in
+    # a traceback from inside the first step.
+    data_dir, _ = dataset("mnist")
+    out_dir = tmp_path / "runs"
+    script = os.path.join(REPO, "mnist_mlp.py")
+    args = [script, f"--data_dir={data_dir}", f"--out_dir={out_dir}", "--epochs=2", *args]
+    if backend == "tensorflow":
+        command, env = [sys.executable, "-c", _TWO_TF_CPUS, *args], {"PYTHONPATH": REPO}
+    else:
+        command, env = [sys.executable, *args], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO,
+                            env={**os.environ, "KERAS_BACKEND": backend, **env})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "data-parallel over 2 devices" in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
+    assert not out_dir.exists()
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("localhost", 0))
