@@ -28,7 +28,7 @@ with flip + shift) after 20 epochs, in 19 minutes of training on a 2-core CPU
 (TensorFlow backend, measured 2026-11-28 on the JPEG-compressed copy of
 CIFAR-10 in ../shared/data, which costs every method about 3 points); see
 README.md. On that copy the seed tutorial's code reached 69.1% after 10
-epochs (../shared/REFERENCE.md).
+epochs on an H100 (../shared/REFERENCE.md).
 
     python cifar10_cnn.py --data_dir=path/to/cifar10
 """

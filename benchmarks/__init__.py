@@ -39,7 +39,8 @@ GPU_FAST = {
 NINE_STEPS_PER_CALL = "--steps_per_execution=9"
 
 # The same with the whitening first layer: 2.4 points better after one epoch
-# with the fast overrides of 2026-11-28 (width 12; 1.4 with these), and 1.9
+# with the fast overrides of 2026-11-28 (width 12; with these, 1.4 and 0.65
+# in the CPU suites of 2026-12-04 22:55 and 2026-12-05 07:39), and 1.9
 # after eight, on the CPU (docs/measurements.md); on an H200 after 30
 # epochs, 89.30% (two seeds) against 88.75% (one; README's "GPU results").
 for overrides in (CPU_FAST, GPU_FAST):
