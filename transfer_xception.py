@@ -202,6 +202,10 @@ with scope:
     model = keras.Model(inputs, head(features), name="xception_transfer")
     extractor = keras.Model(inputs, features, name="xception_features")
 
+# Over several devices, every batch of both phases must split between them
+# (phase 1 trains on the photos and their mirror images).
+device.check_batches(model, batch_size, 2 * len(x_train), len(x_train), len(x_val))
+
 # The run folder is made only now, when the data and the weights have loaded.
 run = output.Run("transfer_xception", config)
 output.write_json(run.path("classes.json"), classes)
@@ -218,18 +222,21 @@ head_trains = run.initial_epoch < epochs
 if head_trains:
     print("phase 1   the base is frozen; the new head trains on its features")
     start = time.perf_counter()
-    features_train = extractor.predict(np.concatenate([x_train, x_train[:, :, ::-1]]), batch_size=batch_size, verbose=0)
-    features_val = extractor.predict(x_val, batch_size=batch_size, verbose=0)
+    features_train = device.predict(extractor, np.concatenate([x_train, x_train[:, :, ::-1]]), batch_size)
+    features_val = device.predict(extractor, x_val, batch_size)
     feature_seconds = time.perf_counter() - start
     print(f"phase 1   features of {len(features_train) + len(features_val)} photos in {feature_seconds:.1f} s")
     # Computing the features is part of training (and of the saved state's seconds).
     run.train_seconds = (run.train_seconds or 0) + feature_seconds
     steps = epochs * math.ceil(len(features_train) / batch_size)
-    head.compile(
-        optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, steps)),
-        loss=loss,
-        metrics=["accuracy"],
-    )
+    # Compiled in the scope of the strategy the model was built under (several
+    # devices, TensorFlow): the optimizer's variables must belong to it too.
+    with device.scope_of(head):
+        head.compile(
+            optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, steps)),
+            loss=loss,
+            metrics=["accuracy"],
+        )
     head.fit(
         features_train,
         np.concatenate([y_train, y_train]),
@@ -259,7 +266,7 @@ elif head_test is None and (head_trains or head_restored):
     # test-time augmentation), reported beside the plain accuracy.
     print(f"phase 1   scoring the {len(x_test)} test photos and their mirror images", flush=True)
     labels = y_test.argmax(axis=1)
-    probabilities = model.predict(x_test, batch_size=batch_size, verbose=0)
+    probabilities = device.predict(model, x_test, batch_size)
     head_test = {
         "test_acc": float(np.mean(probabilities.argmax(axis=1) == labels)),
         "test_acc_flip_tta": output.flip_tta_accuracy(model, x_test, probabilities, labels, batch_size),
@@ -284,7 +291,8 @@ if fine_tune_epochs:
     first = next(i for i, layer in enumerate(base.layers) if layer.name.startswith(f"block{fine_tune_from}_"))
     for layer in base.layers[:first]:
         layer.trainable = False
-    model.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate), loss=loss, metrics=["accuracy"])
+    with device.scope_of(model):
+        model.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate), loss=loss, metrics=["accuracy"])
     callbacks = run.callbacks(
         # best.keras is the whole model at its best validation epoch of phase 2.
         output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),

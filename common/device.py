@@ -61,7 +61,7 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     same run: a model's first `fit` draws one extra shuffle to build itself,
     which a compiled model skips, so the batches come in another order.)
     With several devices, a run whose batches do not split evenly between
-    them stops here (`_check_batches_split`), so call it before the run
+    them stops here (`check_batches`), so call it before the run
     folder is made.
 
     TensorFlow traces its steps into graphs in their first call, whatever
@@ -96,7 +96,7 @@ def compile_ahead(model, x, y, batch_size, validation_data):
             model.train_function = _steps_in_one_call(model, steps)
     elif backend == "tensorflow":
         in_one_call = steps > 1  # TensorFlow's compiled loop
-    _check_batches_split(model, batch_size, len(x), len(x_val))
+    check_batches(model, batch_size, len(x), len(x_val))
     # One short fit through the same code path meets every batch shape: a
     # full batch and the smaller last one.
     n, n_val = batch_size + len(x) % batch_size, batch_size + len(x_val) % batch_size
@@ -106,11 +106,8 @@ def compile_ahead(model, x, y, batch_size, validation_data):
         # of one, and one more to run alone where an epoch's last call has
         # fewer than N.
         n += batch_size * (steps - 1 + (full_batches % steps != 0))
-    # On TensorFlow with several devices the variables belong to the
-    # strategy the model was built under; they are made and set in its scope.
-    scope = model.distribute_strategy.scope() if backend == "tensorflow" else contextlib.nullcontext()
     start = time.perf_counter()
-    with scope:
+    with scope_of(model):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         state = model.variables + model.optimizer.variables
@@ -125,22 +122,34 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     return seconds
 
 
-def _check_batches_split(model, batch_size, count, val_count):
-    """Stops a run over several devices whose batches they cannot share.
+def scope_of(model):
+    """The scope to compile `model` again in, or to make or set its
+    optimizer's variables in: on TensorFlow with several devices they belong
+    to the strategy the model was built under (`setup`'s scope, which is
+    entered only once). Elsewhere it does nothing."""
+    if keras.backend.backend() == "tensorflow":
+        return model.distribute_strategy.scope()
+    return contextlib.nullcontext()
+
+
+def check_batches(model, batch_size, *counts):
+    """Stops a run over several devices whose batches they cannot share:
+    `model` is to be trained in batches of `batch_size` on sets of `counts`
+    examples (the training and validation sets).
 
     On JAX (keras.distribution) each process's batches split over its own
-    devices, the smaller last batches of the training and validation data
-    included, and must split evenly. TensorFlow's MirroredStrategy splits a
-    smaller last batch unevenly itself, but stops with a traceback at a full
-    batch that does not split evenly (a batch of 7 over two CPUs: "Inputs to
-    operation AddN ... must have the same size and shape").
+    devices, the smaller last batches included, and must split evenly.
+    TensorFlow's MirroredStrategy splits a smaller last batch unevenly itself,
+    but stops with a traceback at a full batch that does not split evenly (a
+    batch of 7 over two CPUs: "Inputs to operation AddN ... must have the
+    same size and shape"). (`predict` below pads what it predicts instead.)
     """
     if keras.backend.backend() == "tensorflow":
         devices = model.distribute_strategy.num_replicas_in_sync
         sizes, advice = [batch_size], f"choose a --batch_size that divides by {devices}"
     else:
         devices = _local_devices(keras.distribution.distribution())
-        sizes = sorted({batch_size, count % batch_size, val_count % batch_size} - {0})
+        sizes = sorted({batch_size, *(count % batch_size for count in counts)} - {0})
         advice = f"choose a --batch_size that divides by {devices} and leaves last batches that do too"
     if any(size % devices for size in sizes):
         raise UserError(
