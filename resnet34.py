@@ -188,7 +188,8 @@ with scope:
     )
 
 # The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
-# are training.
+# are training; with several devices, it first checks that they can share
+# every batch.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 
 # The run folder is made only now, once the model is built and its steps

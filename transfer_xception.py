@@ -202,9 +202,12 @@ with scope:
     model = keras.Model(inputs, head(features), name="xception_transfer")
     extractor = keras.Model(inputs, features, name="xception_features")
 
-# Over several devices, every batch of both phases must split between them
-# (phase 1 trains on the photos and their mirror images).
-device.check_batches(model, batch_size, 2 * len(x_train), len(x_train), len(x_val))
+# Over several devices, every batch must split between them: phase 1's, of
+# the photos and their mirror images, and phase 2's, of the photos.
+counts = [2 * len(x_train), len(x_val)]
+if fine_tune_epochs:
+    counts.append(len(x_train))
+device.check_batches(model, batch_size, *counts)
 
 # The run folder is made only now, when the data and the weights have loaded.
 run = output.Run("transfer_xception", config)

@@ -123,10 +123,10 @@ def compile_ahead(model, x, y, batch_size, validation_data):
 
 
 def scope_of(model):
-    """The scope to compile `model` again in, or to make or set its
-    optimizer's variables in: on TensorFlow with several devices they belong
-    to the strategy the model was built under (`setup`'s scope, which is
-    entered only once). Elsewhere it does nothing."""
+    """The scope to compile `model` again in: on TensorFlow with several
+    devices, a model compiled again (as `transfer_xception.py` does between
+    its phases) must be compiled, and its optimizer's variables made, in the
+    scope of the strategy it was built under. Elsewhere it does nothing."""
     if keras.backend.backend() == "tensorflow":
         return model.distribute_strategy.scope()
     return contextlib.nullcontext()
@@ -137,34 +137,30 @@ def check_batches(model, batch_size, *counts):
     `model` is to be trained in batches of `batch_size` on sets of `counts`
     examples (the training and validation sets).
 
-    On JAX (keras.distribution) each process's batches split over its own
-    devices, the smaller last batches included, and must split evenly.
-    TensorFlow's MirroredStrategy splits a smaller last batch unevenly itself,
-    but stops with a traceback at a full batch that does not split evenly (a
-    batch of 7 over two CPUs: "Inputs to operation AddN ... must have the
-    same size and shape"). (`predict` below pads what it predicts instead.)
+    Every batch, the smaller last ones included, must split evenly between
+    the devices. Keras on JAX refuses one that does not; on TensorFlow
+    (MirroredStrategy, two CPU devices) a batch of 7 ended in a traceback
+    from the first step ("Inputs to operation AddN ... must have the same
+    size and shape"), and a last batch of 1, which leaves one device none,
+    in one from `mnist_cnn.py`'s batch normalisation. (`predict` pads what
+    it predicts instead.)
     """
-    if keras.backend.backend() == "tensorflow":
-        devices = model.distribute_strategy.num_replicas_in_sync
-        sizes, advice = [batch_size], f"choose a --batch_size that divides by {devices}"
-    else:
-        devices = _local_devices(keras.distribution.distribution())
-        sizes = sorted({batch_size, *(count % batch_size for count in counts)} - {0})
-        advice = f"choose a --batch_size that divides by {devices} and leaves last batches that do too"
+    devices = _devices(model)
+    sizes = sorted({batch_size, *(count % batch_size for count in counts)} - {0})
     if any(size % devices for size in sizes):
         raise UserError(
-            f"batches of {', '.join(map(str, sizes))} examples do not split evenly over {devices} devices; {advice}"
+            f"batches of {', '.join(map(str, sizes))} examples do not split evenly over {devices} devices; "
+            f"choose a --batch_size that divides by {devices} and leaves last batches that do too"
         )
 
 
 def predict(model, x, batch_size):
     """`model.predict(x)` in batches of `batch_size`, quietly. Over several
-    devices (Keras' distribution API on JAX) every batch, the last one too,
-    must split evenly between them: compile_ahead checks the training and
-    validation batches before training, and here the images to predict are
-    padded with copies of the first one up to a multiple of the device
-    count, and the predictions for the copies dropped."""
-    devices = _local_devices(keras.distribution.distribution())
+    devices every batch, the last one too, must split evenly between them
+    (`check_batches`): here the images to predict are padded with copies of
+    the first one up to a multiple of the device count, and the predictions
+    for the copies dropped."""
+    devices = _devices(model)
     count = len(x)
     padding = -count % devices
     if padding:
@@ -172,9 +168,13 @@ def predict(model, x, batch_size):
     return model.predict(x, batch_size=batch_size, verbose=0)[:count]
 
 
-def _local_devices(distribution):
-    """How many devices of this process a batch is split over under
-    `distribution` (Keras' distribution API; None: one device)."""
+def _devices(model):
+    """How many devices of this process share each batch of `model`'s:
+    TensorFlow's MirroredStrategy replicas, or the devices of Keras'
+    distribution (JAX) over the processes; else one."""
+    if keras.backend.backend() == "tensorflow":
+        return model.distribute_strategy.num_replicas_in_sync
+    distribution = keras.distribution.distribution()
     return len(distribution.device_mesh.devices.flatten()) // processes() if distribution else 1
 
 
