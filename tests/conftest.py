@@ -100,13 +100,14 @@ def ctrl_c_works():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_until(script, *args, printed, how=signal.SIGKILL):
+def run_until(script, *args, printed, how=signal.SIGKILL, python_args=()):
     """Starts `python <script> args...` and kills it with SIGKILL (or the
     signal `how`) as soon as it prints a line for which `printed(line)` is
     true; returns its lines. SIGKILL ends it at once, a state being written
     in the background included; after SIGINT (Ctrl-C) it first finishes
-    writing the state it was writing."""
-    command = [sys.executable, os.path.join(REPO, script), *args]
+    writing the state it was writing. `python_args` go before the script
+    (such as `-c` and code that runs it)."""
+    command = [sys.executable, *python_args, os.path.join(REPO, script), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # Each line as it is printed, not when a buffer fills.
     process = subprocess.Popen(
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,

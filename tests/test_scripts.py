@@ -703,17 +703,26 @@ def test_batches_that_do_not_split_over_the_devices_stop_before_the_run_folder_i
     assert not out_dir.exists()
 
 
-def test_transfer_trains_both_phases_over_two_devices(tmp_path):
+def test_transfer_trains_both_phases_over_two_devices_and_resumes(tmp_path):
     # Its phases compiled the head and then the whole model outside the
     # strategy's scope: "Mixing different tf.distribute.Strategy objects".
+    # Killed in phase 2 (two epochs of phase 1, then three), the run resumes
+    # there, its whole model put back over both devices.
     photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
-    result = on_two_devices("tensorflow", "transfer_xception.py", f"--data_dir={photo_dir}",
-                            f"--out_dir={tmp_path / 'runs'}", *TINY_TRANSFER, "--weights=none")
+    args = [f"--data_dir={photo_dir}", f"--out_dir={tmp_path / 'runs'}", *TINY_TRANSFER, "--fine_tune_epochs=3",
+            "--patience=5", "--weights=none"]
+    killed = run_until("transfer_xception.py", *args, printed=lambda line: line.split()[:1] == ["5"],
+                       python_args=("-c", _TWO_TF_CPUS))
+    assert "data-parallel over 2 devices (MirroredStrategy)" in killed[0]
+    result = on_two_devices("tensorflow", "transfer_xception.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "data-parallel over 2 devices (MirroredStrategy)" in result.stdout
     assert "replicas 2" in result.stderr.splitlines()
+    resumed = re.search(r"^resume    .* after epoch (\d+)$", result.stdout, re.MULTILINE)
+    assert resumed and int(resumed.group(1)) in (3, 4), result.stdout  # The state of epoch 4 may not be written yet.
+    rows = [line.split()[0] for line in result.stdout.splitlines() if re.match(r"^ +\d+ ", line)]
+    assert rows[-1] == "5" and "1" not in rows
     fields = final_fields(result.stdout)
-    assert int(fields["epochs"]) == 3 and "head_test_acc" in fields  # Two epochs of phase 1, one of phase 2.
+    assert int(fields["epochs"]) == 5 and "head_test_acc" in fields
 
 
 def _free_port():
