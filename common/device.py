@@ -123,10 +123,11 @@ def compile_ahead(model, x, y, batch_size, validation_data):
 
 
 def scope_of(model):
-    """The scope to compile `model` again in: on TensorFlow with several
-    devices, a model compiled again (as `transfer_xception.py` does between
-    its phases) must be compiled, and its optimizer's variables made, in the
-    scope of the strategy it was built under. Elsewhere it does nothing."""
+    """The scope to compile, fit or set `model` in after it was built: on
+    TensorFlow with several devices, a model compiled again (as
+    `transfer_xception.py` does between its phases), and the variables that
+    `compile_ahead` makes and puts back, belong to the strategy the model was
+    built under and must be handled in its scope. Elsewhere it does nothing."""
     if keras.backend.backend() == "tensorflow":
         return model.distribute_strategy.scope()
     return contextlib.nullcontext()
