@@ -158,10 +158,11 @@ def resnet34(stem, shift):
     return keras.Sequential(
         [
             keras.Input(shape=(32, 32, 3), dtype="uint8"),
-            layers.Rescaling(1 / 255),
-            # Augmentation changes the images only while training.
+            # Augmentation changes the images only while training. As in
+            # cifar10_cnn.py it moves the bytes, before the scaling to [0, 1].
             layers.RandomFlip("horizontal"),
             augment.RandomShift(shift, fill_mode="reflect"),
+            layers.Rescaling(1 / 255),
             *stem_layers,
             *units,
             layers.GlobalAveragePooling2D(),
