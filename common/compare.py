@@ -62,7 +62,11 @@ def differing_keys(runs):
 
 
 def label(run, keys):
+    """The run's name, the settings that differ between the runs and, once
+    it has finished, its test accuracy."""
     settings = " ".join(f"{key}={run['config'].get(key, '-')}" for key in keys)
+    if "test_acc" in run["result"]:
+        settings += f" | test_acc={shown('test_acc', run['result']['test_acc'])}"
     # A path that is not UTF-8 (a Latin-1 café) holds characters that
     # Matplotlib cannot draw: they are written as escapes (\udce9).
     return f"{run['name']} {settings}".strip().encode("utf-8", "backslashreplace").decode("utf-8")

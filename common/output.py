@@ -179,7 +179,7 @@ class Run:
             test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
             title = f"{self.script}  {os.path.basename(self.dir)}"
             if merged is not None:
-                plots.curves(merged, self.path("curves.png"), title=title, phase_starts=list(phase_starts))
+                plots.curves(merged, self.path("curves.png"), f"{title}: test accuracy {test_acc:.2%}", list(phase_starts))
             class_names = list(class_names or map(str, range(probabilities.shape[1])))
             plots.confusion(labels, predicted, class_names, self.path("confusion.png"), title=title)
             if images is None and np.ndim(x_test) in (3, 4):
@@ -216,8 +216,13 @@ class Run:
     def _image_grid(self, images, labels, predicted, probabilities, class_names, grid, title, count=32):
         if grid == "misclassified":
             chosen = np.flatnonzero(predicted != labels)[:count]
-            captions = [f"{class_names[labels[i]]} -> {class_names[predicted[i]]}" for i in chosen]
-            heading = f"{title}: test images it got wrong (true -> predicted), {len(chosen)} of {np.sum(predicted != labels)}"
+            captions = [
+                f"{class_names[labels[i]]} -> {class_names[predicted[i]]} {probabilities[i, predicted[i]]:.2f}" for i in chosen
+            ]
+            heading = (
+                f"{title}: test images it got wrong (true -> predicted, its probability), "
+                f"{len(chosen)} of {np.sum(predicted != labels)}"
+            )
         else:
             chosen = np.arange(min(count, len(labels)))
             captions = [

@@ -1,6 +1,8 @@
 """Plots written as image files (PNG, or for the comparison any format Matplotlib writes),
 never shown, so they work on a headless server."""
 
+import textwrap
+
 import matplotlib
 import numpy as np
 
@@ -11,67 +13,100 @@ from matplotlib import ticker  # noqa: E402
 
 def curves(history, path, title="", phase_starts=()):
     """Accuracy and loss per epoch, train vs validation, side by side, with
-    the learning rate (at each epoch's end) on a second axis; a dashed line
-    marks the first epoch of each later training phase."""
+    the learning rate (at each epoch's end) on a second axis. A dashed line
+    marks the first epoch of each later training phase, and the curves break
+    there: a phase trains another way (other layers, other inputs, another
+    learning rate), so a line from one phase into the next would draw a
+    change that no epoch made. The loss is the one training minimised, label
+    smoothing and weight penalties included where the script has them."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = range(1, len(history["loss"]) + 1)
     for ax, metric in zip(axes, ("accuracy", "loss")):
+        lines = []
         if "learning_rate" in history:
             rate = ax.twinx()
-            rate.plot(epochs, history["learning_rate"], ":", color="gray", label="learning rate")
+            lines += rate.plot(*_by_phase(epochs, history["learning_rate"], phase_starts), ":", color="gray",
+                               label="learning rate")
             rate.set_ylabel("learning rate", color="gray")
             rate.tick_params(axis="y", colors="gray")
             rate.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
             rate.set_ylim(bottom=0)
-        ax.plot(epochs, history[metric], "o-", label="train")
+            # The curves and the legend in front of the learning rate's line.
+            ax.set_zorder(rate.get_zorder() + 1)
+            ax.patch.set_visible(False)
+        lines = ax.plot(*_by_phase(epochs, history[metric], phase_starts), "o-", label="train") + lines
         if f"val_{metric}" in history:
-            ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
+            lines[1:1] = ax.plot(*_by_phase(epochs, history[f"val_{metric}"], phase_starts), "o-", label="validation")
         for epoch in phase_starts:
             ax.axvline(epoch - 0.5, color="gray", linestyle="--", linewidth=1)
-            ax.annotate(" next phase", (epoch - 0.5, 1), xycoords=("data", "axes fraction"), va="top", color="gray")
+            # Above the plot, where no legend or curve can cover it.
+            ax.annotate("next phase", (epoch - 0.5, 1), xycoords=("data", "axes fraction"), va="bottom", ha="center",
+                        color="gray")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-        ax.set_ylabel(metric)
+        ax.set_ylabel("loss (as trained)" if metric == "loss" else metric)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(handles=lines)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
+def _by_phase(epochs, values, phase_starts):
+    """The points (epochs, values) with a gap before each phase's first epoch:
+    Matplotlib breaks a line at a NaN."""
+    x, y = list(epochs), [float(v) for v in values]
+    for epoch in sorted(phase_starts, reverse=True):
+        i = x.index(epoch) if epoch in x else None
+        if i:
+            x.insert(i, epoch - 0.5)
+            y.insert(i, float("nan"))
+    return x, y
+
+
 def compare(runs, path):
     """Validation accuracy and loss per epoch of several runs, one line each;
-    `runs` is a list of (label, history) pairs."""
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    `runs` is a list of (label, history) pairs. The legend goes below both
+    plots, as wide as the figure, a label that does not fit on one line
+    wrapped: it names the settings that differ, however many."""
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5 + 0.3 * len(runs)), layout="constrained")
     for ax, metric in zip(axes, ("val_accuracy", "val_loss")):
         for name, history in runs:
             values = history.get(metric, [])
-            ax.plot(range(1, len(values) + 1), values, "o-", markersize=3, label=name)
+            ax.plot(range(1, len(values) + 1), values, "o-", markersize=3, label=textwrap.fill(name, 150))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-        ax.set_ylabel(metric.replace("_", " ").replace("val", "validation"))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    figure.tight_layout()
+    axes[0].set_ylabel("validation accuracy")
+    axes[1].set_ylabel("validation loss (as trained)")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", fontsize=8)
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
 def confusion(labels, predictions, class_names, path, title=""):
     """The confusion matrix: how many test images of each true class (rows)
-    went to each predicted class (columns); the diagonal is what is right."""
+    went to each predicted class (columns); the diagonal, in bold on grey, is
+    what is right. Only the mistakes are coloured: the diagonal's counts, far
+    larger, would set the colour scale and leave every mistake near-white."""
     n = len(class_names)
     counts = np.zeros((n, n), dtype=int)
     np.add.at(counts, (labels, predictions), 1)
+    right = np.eye(n, dtype=bool)
+    mistakes = np.where(right, 0, counts)
     size = max(5, 0.55 * n + 2)
     figure, ax = plt.subplots(figsize=(size + 1, size))
-    shown = ax.imshow(counts, cmap="Blues")
-    figure.colorbar(shown, ax=ax, fraction=0.046)
+    # The diagonal is masked out of the colour scale, and drawn light grey.
+    colours = plt.get_cmap("Reds").with_extremes(bad="#e6e6e6")
+    shown = ax.imshow(np.ma.masked_array(counts, right), cmap=colours, vmin=0, vmax=max(1, mistakes.max()))
+    bar = figure.colorbar(shown, ax=ax, fraction=0.046, label="test images put in the wrong class")
+    bar.ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     for (row, column), count in np.ndenumerate(counts):
         if count:
-            dark = count > counts.max() / 2
-            ax.text(column, row, count, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            dark = mistakes[row, column] > mistakes.max() / 2
+            ax.text(column, row, count, ha="center", va="center", fontsize=7, color="white" if dark else "black",
+                    weight="bold" if row == column else "normal")
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted class")

@@ -68,8 +68,14 @@ def test_the_table_gives_the_best_and_the_last_validation_accuracy():
 
 def test_a_label_holds_only_characters_that_can_be_drawn():
     # A data_dir that is not UTF-8, as Python reads it: Matplotlib raised a TypeError.
-    run = {"name": "mnist_mlp/1", "config": {"data_dir": os.fsdecode(b"/data/caf\xe9")}}
+    run = {"name": "mnist_mlp/1", "config": {"data_dir": os.fsdecode(b"/data/caf\xe9")}, "result": {}}
     assert label(run, ["data_dir"]) == "mnist_mlp/1 data_dir=/data/caf\\udce9"
+
+
+def test_a_label_names_the_differing_settings_and_a_finished_runs_test_accuracy():
+    run = {"name": "cifar10_cnn/1", "config": {"epochs": 3, "l2": 5e-4, "seed": 0}, "result": {"test_acc": 0.85}}
+    assert label(run, ["l2", "seed"]) == "cifar10_cnn/1 l2=0.0005 seed=0 | test_acc=0.8500"
+    assert label({**run, "result": {}}, ["l2"]) == "cifar10_cnn/1 l2=0.0005"  # Unfinished: no test accuracy yet.
 
 
 def test_help_prints_the_usage_and_exits_zero():

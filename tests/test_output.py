@@ -196,7 +196,13 @@ def test_a_run_in_two_phases_keeps_one_history(tmp_path, capsys):
     assert os.path.getsize(run.path("curves.png")) > 1000
 
 
-def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, capsys):
+def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, capsys, monkeypatch):
+    drawn = {}
+    for name in ("curves", "confusion", "image_grid"):
+        def record(*args, _name=name, _plot=getattr(output.plots, name), **kwargs):
+            drawn[_name] = args, kwargs
+            _plot(*args, **kwargs)
+        monkeypatch.setattr(output.plots, name, record)
     run = output.Run("tiny_images", {"out_dir": str(tmp_path), "seed": 0})
     # A model that always answers class 0: its mistakes are known in advance.
     model = keras.Sequential([keras.Input((6, 6)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
@@ -218,6 +224,13 @@ def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, c
     assert "confusion.png" in wrote and "misclassified.png" in wrote
     # Mirrored, the images still get class 0: the vote changes nothing.
     assert json.load(open(run.path("result.json")))["test_acc_flip_tta"] == 0.5
+    assert drawn["curves"][0][2].endswith(": test accuracy 50.00%")
+    (true, predicted, names, _), _ = drawn["confusion"]
+    assert list(true) == list(labels) and list(predicted) == [0] * 6 and names == ["cat", "dog", "fox"]
+    # The grid holds the three it got wrong, with the probability of the wrong answer (e^2 / (e^2 + 2)).
+    (images, captions, _, _), kwargs = drawn["image_grid"]
+    assert np.array_equal(images, x[[1, 2, 4]]) and list(kwargs["wrong"]) == [True] * 3
+    assert captions == ["dog -> cat 0.79", "fox -> cat 0.79", "dog -> cat 0.79"]
 
 
 def test_shifted_images_move_diagonally_with_reflected_edges():

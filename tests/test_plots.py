@@ -1,0 +1,77 @@
+"""What the plots show, read back from the figures that common.plots draws."""
+
+import math
+
+import numpy as np
+import pytest
+
+from common import plots
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plots draw, kept open instead of closed after saving."""
+    drawn, close = [], plots.plt.close
+    monkeypatch.setattr(plots.plt, "close", drawn.append)
+    yield drawn
+    for figure in drawn:
+        close(figure)
+
+
+def test_the_curves_break_where_a_phase_starts_and_the_legend_names_the_learning_rate(figures, tmp_path):
+    history = {
+        "accuracy": [0.6, 0.8, 0.87, 0.76, 0.8], "val_accuracy": [0.7, 0.8, 0.85, 0.82, 0.84],
+        "loss": [1.2, 0.8, 0.6, 0.9, 0.7], "val_loss": [1.0, 0.8, 0.7, 0.8, 0.75],
+        "learning_rate": [1.7e-3, 8e-4, 0.0, 1e-4, 1e-4],
+    }
+    plots.curves(history, tmp_path / "curves.png", "title", phase_starts=[4])
+    (figure,) = figures
+    panels = [ax for ax in figure.axes if ax.get_legend()]
+    assert [ax.get_ylabel() for ax in panels] == ["accuracy", "loss (as trained)"]
+    for ax in panels:
+        assert [text.get_text() for text in ax.get_legend().get_texts()] == ["train", "validation", "learning rate"]
+        # The learning rate is drawn on a second axis, behind the curves and the legend.
+        twin = next(other for other in figure.axes if other is not ax and other.bbox.bounds == ax.bbox.bounds)
+        assert ax.get_zorder() > twin.get_zorder()
+        metric = ax.get_ylabel().split()[0]
+        lines = {line.get_label(): line for line in ax.get_lines() + twin.get_lines()}
+        for label, name in (("train", metric), ("validation", f"val_{metric}"), ("learning rate", "learning_rate")):
+            x, y = lines[label].get_xdata(), lines[label].get_ydata()
+            # Phase 1's epochs 1-3, a gap, phase 2's epochs 4-5: no line from epoch 3 to 4.
+            assert list(x) == [1, 2, 3, 3.5, 4, 5]
+            assert math.isnan(y[3])
+            assert [v for v in y if not math.isnan(v)] == history[name]
+
+
+def test_without_phases_the_curves_are_unbroken(figures, tmp_path):
+    plots.curves({"accuracy": [0.5, 0.7], "loss": [1.0, 0.8]}, tmp_path / "curves.png")
+    line = figures[0].axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [0.5, 0.7]
+
+
+def test_the_confusion_matrix_colours_the_mistakes_only(figures, tmp_path):
+    labels = np.array([0] * 90 + [1] * 95 + [2] * 5)
+    predictions = labels.copy()
+    predictions[:4] = 1  # four zeros taken for ones
+    predictions[90] = 2  # one one taken for a two
+    plots.confusion(labels, predictions, ["a", "b", "c"], tmp_path / "confusion.png")
+    (image,) = figures[0].axes[0].get_images()
+    shown = image.get_array()
+    # The right answers (86, 94 and 5) are masked out of the colours, so the
+    # four mistakes, not the 94 right ones, top the scale.
+    assert list(np.ma.getmaskarray(shown).diagonal()) == [True, True, True]
+    assert shown[0, 1] == 4 and shown[1, 2] == 1 and image.get_clim() == (0, 4)
+    texts = {text.get_text(): text.get_fontweight() for text in figures[0].axes[0].texts}
+    assert texts == {"86": "bold", "4": "normal", "94": "bold", "1": "normal", "5": "bold"}
+
+
+def test_the_comparison_puts_one_legend_below_both_plots(figures, tmp_path):
+    long_name = "cifar10_cnn/1 " + " ".join(f"setting_{i}=/a/long/path/{i}" for i in range(20))
+    plots.compare([(long_name, {"val_accuracy": [0.5, 0.6]}), ("b", {"val_accuracy": [0.4]})], tmp_path / "c.png")
+    (figure,) = figures
+    (legend,) = figure.legends
+    labels = [text.get_text() for text in legend.get_texts()]
+    # A label too long for one line is wrapped, not cut off at the figure's edge.
+    assert labels[0].replace("\n", " ") == long_name and "\n" in labels[0] and labels[1] == "b"
+    assert all(ax.get_legend() is None for ax in figure.axes)
+    assert legend.get_window_extent().y1 < min(ax.get_window_extent().y0 for ax in figure.axes)
