@@ -12,6 +12,7 @@ def defaults():
         "BATCHES_PER_CALL": "--steps_per_execution=9",  # nor constants.
         "data_dir": "",
         "epochs": 12,
+        "batch_size": 128,
         "learning_rate": 1e-3,
         "optimizer": "adam",
         "augment": True,
@@ -100,6 +101,8 @@ def test_values_are_never_executed(tmp_path):
         ("epochs=3", "write settings as --key=value"),
         ("--epochs", "write settings as --key=value"),
         ("--epochs=0", "epochs must be > 0"),
+        ("--batch_size=0", "batch_size must be > 0"),
+        ("--batch_size=-32", "batch_size must be > 0"),
         ("--learning_rate=-0.1", "learning_rate must be > 0"),
         # 1e999 reads as infinity: training went on to NaN losses and exit 0.
         ("--learning_rate=1e999", "learning_rate must be > 0 and finite"),

@@ -167,6 +167,26 @@ def test_npz_with_wrong_image_shape(tmp_path):
         data.load_mnist(str(tmp_path))
 
 
+def test_images_that_are_not_bytes_are_refused(tmp_path):
+    # Images already scaled to [0, 1] as floats would be scaled again by the model.
+    (x_train, y_train), test = synthetic_mnist()
+    write_mnist_npz(str(tmp_path), ((x_train / 255, y_train), test))
+    with pytest.raises(UserError, match=r"train images have shape \(240, 28, 28\) and dtype float64; expected"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_labels_must_be_integers_and_come_back_as_int64(tmp_path):
+    (x_train, y_train), (x_test, y_test) = synthetic_mnist()
+    write_mnist_npz(str(tmp_path), ((x_train, y_train.astype("float32")), (x_test, y_test)))
+    with pytest.raises(UserError, match="train labels have shape .240,. and dtype float32; expected one integer"):
+        data.load_mnist(str(tmp_path))
+    write_mnist_npz(str(tmp_path), ((x_train, y_train.astype("uint8")), (x_test, y_test.astype("uint8"))))
+    (_, y_train_read), (_, y_test_read) = data.load_mnist(str(tmp_path))
+    # uint8 labels would wrap around in arithmetic; every label comes back as int64.
+    assert y_train_read.dtype == y_test_read.dtype == np.int64
+    assert list(y_train_read) == list(y_train)
+
+
 def test_labels_out_of_range(tmp_path):
     (x_train, y_train), test = synthetic_mnist()
     y_train = y_train.copy()
@@ -272,8 +292,12 @@ def test_more_train_samples_than_there_are_is_refused():
 
 def test_split_that_leaves_nothing_is_refused():
     x = np.arange(5)
-    with pytest.raises(UserError, match="leaves no validation"):
-        data.split_validation(x, x, 0.05, seed=0)
+    with pytest.raises(UserError, match="leaves no validation or no training data"):
+        data.split_validation(x, x, 0.05, seed=0)  # 0.25 examples to validate on
+    with pytest.raises(UserError, match="leaves no validation or no training data"):
+        data.split_validation(x, x, 0.95, seed=0)  # all 5 to validate on, none to train on
+    x_train, _, x_val, _ = data.split_validation(x, x, 0.8, seed=0)
+    assert len(x_train) == 1 and len(x_val) == 4
 
 
 def test_device_batches_give_every_example_once_an_epoch_in_an_order_of_the_seed_and_epoch():
