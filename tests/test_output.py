@@ -55,8 +55,15 @@ def test_a_run_writes_its_files_and_ends_with_the_final_line(tmp_path, capsys):
     assert not [name for name in os.listdir(run.dir) if ".tmp" in name]
 
     lines = capsys.readouterr().out.strip().splitlines()
-    table_rows = [line for line in lines if line.split()[0] in ("1", "2")]
-    assert len(table_rows) == 2 and len(table_rows[0]) == len(table_rows[1])
+    table_rows = [line.split() for line in lines if line.split()[0] in ("1", "2")]
+    assert len(table_rows) == 2
+    # Each printed row holds the epoch's figures under their headings, as history.csv has them.
+    for printed, row in zip(table_rows, rows):
+        assert int(printed[0]) == int(row["epoch"]) + 1
+        for text, column in zip(printed[1:], output.TABLE_COLUMNS[1:]):
+            digits = 1 if column == "seconds" else 4
+            value = float(row[column])
+            assert float(text) == pytest.approx(value, rel=1e-2 if column == "learning_rate" else 0, abs=0.51 * 10**-digits)
     last = lines[-1]
     assert last.startswith("final test_acc=")
     fields = dict(pair.split("=", 1) for pair in last.split()[1:])
@@ -430,3 +437,37 @@ def test_sigterm_in_a_run_says_how_to_continue_and_still_ends_the_process(with_r
         )
     else:  # Only a training run changes what SIGTERM does.
         assert "terminated" not in result.stderr
+
+
+def test_a_constant_learning_rate_is_logged_and_printed(tmp_path, capsys):
+    # transfer_xception.py's phase 2 trains at a constant rate, not a schedule.
+    run = output.Run("tiny", {"out_dir": str(tmp_path)})
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    x, y = tiny_data()
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    rows = list(csv.DictReader(open(run.path("history.csv"))))
+    assert [float(row["learning_rate"]) for row in rows] == pytest.approx([3e-3, 3e-3])
+    printed = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[0] in ("1", "2")]
+    assert [row[5] for row in printed] == ["3.00e-03", "3.00e-03"]
+
+
+def test_flip_votes_add_the_mirror_images_probabilities():
+    # Two pixels per image, [a, b]; the logits are 3a for class 0 and b for class 1.
+    model = keras.Sequential([keras.Input((1, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    model.layers[-1].set_weights([np.array([[3.0, 0.0], [0.0, 1.0]]), np.zeros(2)])
+    images = np.array([[1.0, 0.0], [0.0, 0.8]]).reshape(2, 1, 2, 1)
+    labels = np.array([0, 0])
+    probabilities = model.predict(images, verbose=0)
+    # Alone, the second image is taken for class 1 (0.69); its mirror image,
+    # [0.8, 0], for class 0 (0.92), which wins the summed vote.
+    assert list(probabilities.argmax(axis=1)) == [0, 1]
+    assert output.flip_tta_accuracy(model, images, probabilities, labels) == 1.0
+
+
+def test_history_reads_na_as_a_missing_value(tmp_path):
+    # CSVLogger writes NA where an epoch logged no value (no validation that epoch).
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,val_loss\n0,0.9,NA\n1,0.7,0.8\n")
+    history = output.read_history(path)
+    assert history["loss"] == [0.9, 0.7] and np.isnan(history["val_loss"][0]) and history["val_loss"][1] == 0.8

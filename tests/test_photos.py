@@ -55,6 +55,16 @@ def test_train_and_test_folders_keep_the_users_split(tmp_path):
     assert len(found["train"].x) == 18 and len(found["test"].x) == 9
 
 
+@pytest.mark.parametrize("name", ["validation", "val"])
+def test_a_validation_folder_beside_train_and_test_is_the_validation_split(tmp_path, name):
+    write_photo_tree(str(tmp_path / "train"), per_class=6)
+    write_photo_tree(str(tmp_path / name), per_class=2, seed=2)
+    write_photo_tree(str(tmp_path / "test"), per_class=3, seed=1)
+    found = photos.load_photos(str(tmp_path), SIZE)
+    assert sorted(found) == ["test", "train", "validation"]
+    assert [len(found[split].x) for split in ("train", "validation", "test")] == [18, 6, 9]
+
+
 def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monkeypatch):
     # So that a script refuses a setting that does not fit the folder at once,
     # not after decoding every photo (minutes for the flowers).
@@ -88,6 +98,10 @@ def test_the_split_is_seeded_disjoint_and_holds_every_class(tmp_path):
     other = photos.split_photos(collection, 0.15, 0.2, seed=1)
     np.testing.assert_array_equal(again["test"].x, splits["test"].x)
     assert as_set(other["test"].x) != sets["test"]
+    # The classes are shuffled together: a split ordered by class would, for
+    # one, fill the grid of the first test photos with a single class.
+    for part in splits.values():
+        assert list(part.y) != sorted(part.y)
 
 
 def test_too_few_photos_to_split_is_a_user_error(tmp_path):

@@ -84,11 +84,16 @@ def interrupted_then_resumed(tmp_path, stop_after, **settings):
             thread.join()
     assert not os.path.exists(first.path("model.keras"))
     os.remove(first.path("running.pid"))  # As if the process had died.
+    with np.load(first.path(output.RESUME_STATE)) as state:
+        trained_seconds = float(state["train_seconds"])
 
     again = output.Run("tiny", config)
     assert again.dir == first.dir
+    # The seconds trained before the interruption count towards the run's time.
+    assert again.train_seconds == trained_seconds > 0
     resumed = train(again, **settings)
     again.finish(resumed, x, y)
+    assert again.train_seconds > trained_seconds
     np.testing.assert_allclose(history_rows(again.dir), history_rows(straight.dir), atol=1e-6)
     for a, b in zip(resumed.get_weights(), expected.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
@@ -117,6 +122,17 @@ def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path, capsys):
     resumed = capsys.readouterr().out.split(f"resume    {again.dir}")[1]
     assert output._HEADER not in resumed
     assert "epochs    none left to train" in resumed
+
+
+def test_a_run_interrupted_while_early_stopping_waits_stops_where_an_uninterrupted_one_does(tmp_path):
+    # Interrupted one epoch before patience runs out: the resumed run must
+    # count that epoch without improvement, not start waiting afresh.
+    probe = output.Run("tiny", {"out_dir": str(tmp_path / "probe")})
+    train(probe, epochs=12, patience=2)
+    stopped_at = len(history_rows(probe.dir))
+    assert stopped_at < 12
+    straight, again = interrupted_then_resumed(tmp_path, stop_after=stopped_at - 1, epochs=12, patience=2)
+    assert len(history_rows(again.dir)) == stopped_at
 
 
 def test_a_run_interrupted_while_finishing_finishes_again_without_training(tmp_path, monkeypatch):
