@@ -72,6 +72,7 @@ class Run:
         self.initial_epoch = 0
         self.train_seconds = None
         self._state = None
+        self._restorer = None  # the early stopping that puts the best epoch's weights back, if any
         if self.dir:
             self._state = _read_state(self.path(RESUME_STATE))
             done = 0
@@ -113,6 +114,11 @@ class Run:
         resumes after it: the script gives that phase's model its variables
         back with `restore`, and skips the phase's `fit`.
         """
+        # Early stopping that puts its best epoch's weights back at the end:
+        # `finish` says which epoch's weights the model holds, and marks it.
+        self._restorer = next(
+            (c for c in extra if isinstance(c, keras.callbacks.EarlyStopping) and c.restore_best_weights), None
+        )
         return [
             EpochTable(self),
             keras.callbacks.CSVLogger(self.path("history.csv"), append=True),
@@ -178,8 +184,13 @@ class Run:
             test_acc = float(np.mean(predicted == labels))
             test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
             title = f"{self.script}  {os.path.basename(self.dir)}"
+            kept = self._restorer if self._restorer is not None and self._restorer.best_weights is not None else None
+            if kept:
+                print(f"weights   of epoch {kept.best_epoch + 1}, its {kept.monitor} ({kept.best:.4f}) the best: "
+                      "early stopping put them back")
             if merged is not None:
-                plots.curves(merged, self.path("curves.png"), f"{title}: test accuracy {test_acc:.2%}", list(phase_starts))
+                plots.curves(merged, self.path("curves.png"), f"{title}: test accuracy {test_acc:.2%}", list(phase_starts),
+                             kept_epoch=kept.best_epoch + 1 if kept else None)
             class_names = list(class_names or map(str, range(probabilities.shape[1])))
             plots.confusion(labels, predicted, class_names, self.path("confusion.png"), title=title)
             if images is None and np.ndim(x_test) in (3, 4):

@@ -11,14 +11,16 @@ from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 
-def curves(history, path, title="", phase_starts=()):
+def curves(history, path, title="", phase_starts=(), kept_epoch=None):
     """Accuracy and loss per epoch, train vs validation, side by side, with
     the learning rate (at each epoch's end) on a second axis. A dashed line
     marks the first epoch of each later training phase, and the curves break
     there: a phase trains another way (other layers, other inputs, another
     learning rate), so a line from one phase into the next would draw a
     change that no epoch made. The loss is the one training minimised, label
-    smoothing and weight penalties included where the script has them."""
+    smoothing and weight penalties included where the script has them.
+    `kept_epoch` (counting from 1), where early stopping put back the
+    weights of its best epoch, is circled on the validation curves."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = range(1, len(history["loss"]) + 1)
     for ax, metric in zip(axes, ("accuracy", "loss")):
@@ -37,6 +39,9 @@ def curves(history, path, title="", phase_starts=()):
         lines = ax.plot(*_by_phase(epochs, history[metric], phase_starts), "o-", label="train") + lines
         if f"val_{metric}" in history:
             lines[1:1] = ax.plot(*_by_phase(epochs, history[f"val_{metric}"], phase_starts), "o-", label="validation")
+            if kept_epoch and kept_epoch <= len(epochs):
+                lines[2:2] = ax.plot(kept_epoch, history[f"val_{metric}"][kept_epoch - 1], "o", markersize=13,
+                                     fillstyle="none", color="black", label=f"weights kept (epoch {kept_epoch})")
         for epoch in phase_starts:
             ax.axvline(epoch - 0.5, color="gray", linestyle="--", linewidth=1)
             # Above the plot, where no legend or curve can cover it.

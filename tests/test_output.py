@@ -471,3 +471,24 @@ def test_history_reads_na_as_a_missing_value(tmp_path):
     path.write_text("epoch,loss,val_loss\n0,0.9,NA\n1,0.7,0.8\n")
     history = output.read_history(path)
     assert history["loss"] == [0.9, 0.7] and np.isnan(history["val_loss"][0]) and history["val_loss"][1] == 0.8
+
+
+def test_finish_names_and_circles_the_epoch_whose_weights_early_stopping_put_back(tmp_path, capsys, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(output.plots, "curves", lambda *args, **kwargs: drawn.append(kwargs))
+    x, y = tiny_data()
+    # Watching for the highest validation loss, early stopping keeps epoch 1's
+    # weights (the loss only falls), not the last epoch's.
+    for stopper in (keras.callbacks.EarlyStopping(monitor="val_loss", mode="max", patience=9, restore_best_weights=True), None):
+        run = output.Run("tiny", {"out_dir": str(tmp_path), "stopper": bool(stopper)})
+        model = tiny_model()
+        callbacks = run.callbacks(*([stopper] if stopper else []))
+        model.fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), callbacks=callbacks, verbose=0)
+        run.finish(model, x, y)
+        out = capsys.readouterr().out
+        val_loss = output.read_history(run.path("history.csv"))["val_loss"]
+        if stopper:
+            assert val_loss[0] == max(val_loss) and drawn[-1]["kept_epoch"] == 1
+            assert f"weights   of epoch 1, its val_loss ({val_loss[0]:.4f}) the best: early stopping put them back" in out
+        else:
+            assert drawn[-1]["kept_epoch"] is None and "weights   " not in out

@@ -75,3 +75,11 @@ def test_the_comparison_puts_one_legend_below_both_plots(figures, tmp_path):
     assert labels[0].replace("\n", " ") == long_name and "\n" in labels[0] and labels[1] == "b"
     assert all(ax.get_legend() is None for ax in figure.axes)
     assert legend.get_window_extent().y1 < min(ax.get_window_extent().y0 for ax in figure.axes)
+
+
+def test_the_epoch_whose_weights_were_kept_is_circled_on_the_validation_curves(figures, tmp_path):
+    history = {"accuracy": [0.5, 0.7, 0.8], "val_accuracy": [0.6, 0.75, 0.7], "loss": [1.0, 0.8, 0.7], "val_loss": [0.9, 0.7, 0.8]}
+    plots.curves(history, tmp_path / "curves.png", kept_epoch=2)
+    for ax, metric in zip(figures[0].axes, ("val_accuracy", "val_loss")):
+        (circle,) = [line for line in ax.get_lines() if line.get_label() == "weights kept (epoch 2)"]
+        assert list(circle.get_xdata()) == [2] and list(circle.get_ydata()) == [history[metric][1]]
