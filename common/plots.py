@@ -24,7 +24,12 @@ def curves(history, path, title="", phase_starts=(), kept_epoch=None):
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = range(1, len(history["loss"]) + 1)
     for ax, metric in zip(axes, ("accuracy", "loss")):
-        lines = []
+        lines = ax.plot(*_by_phase(epochs, history[metric], phase_starts), "o-", label="train")
+        if f"val_{metric}" in history:
+            lines += ax.plot(*_by_phase(epochs, history[f"val_{metric}"], phase_starts), "o-", label="validation")
+            if kept_epoch and kept_epoch <= len(epochs):
+                lines += ax.plot(kept_epoch, history[f"val_{metric}"][kept_epoch - 1], "o", markersize=13,
+                                 fillstyle="none", color="black", label=f"weights kept (epoch {kept_epoch})")
         if "learning_rate" in history:
             rate = ax.twinx()
             lines += rate.plot(*_by_phase(epochs, history["learning_rate"], phase_starts), ":", color="gray",
@@ -36,12 +41,6 @@ def curves(history, path, title="", phase_starts=(), kept_epoch=None):
             # The curves and the legend in front of the learning rate's line.
             ax.set_zorder(rate.get_zorder() + 1)
             ax.patch.set_visible(False)
-        lines = ax.plot(*_by_phase(epochs, history[metric], phase_starts), "o-", label="train") + lines
-        if f"val_{metric}" in history:
-            lines[1:1] = ax.plot(*_by_phase(epochs, history[f"val_{metric}"], phase_starts), "o-", label="validation")
-            if kept_epoch and kept_epoch <= len(epochs):
-                lines[2:2] = ax.plot(kept_epoch, history[f"val_{metric}"][kept_epoch - 1], "o", markersize=13,
-                                     fillstyle="none", color="black", label=f"weights kept (epoch {kept_epoch})")
         for epoch in phase_starts:
             ax.axvline(epoch - 0.5, color="gray", linestyle="--", linewidth=1)
             # Above the plot, where no legend or curve can cover it.
