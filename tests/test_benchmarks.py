@@ -8,6 +8,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 
 import keras
 import pytest
@@ -112,6 +113,99 @@ def test_the_table_times_each_run_to_the_target_and_gives_each_method_its_verdic
     assert rows["fast"][4] == "2.0 (1/1 runs)" and rows["short"][4] == "not reached"
     verdicts = {line.split(":")[0][2:]: line.split("**")[1] for line in lines if "**" in line}
     assert verdicts == {"fast": "yes", "slow": "no", "short": "no"}
+
+
+def test_every_column_of_the_table_holds_its_own_figure():
+    cpu = SUITES["cpu"]["cifar10_cnn"]
+    figures = {
+        "test_acc": 0.55, "train_seconds": 12.0, "val_accuracy": [0.52, 0.56], "epoch_seconds": [7.0, 5.0],
+        "images_per_second": 7500.0, "compile_seconds": 2.2, "first_epoch_seconds": 7.0, "median_epoch_seconds": 5.0,
+        "outside_epochs_seconds": 0.3, "other_seconds": 9.5, "peak_mb": 1800.0,
+    }
+    seed = {**figures, "method": cpu.seed.name, "test_acc": 0.51, "train_seconds": 60.0, "command": "python seed"}
+    fast = [
+        {**figures, "method": "fast", "test_acc_flip_tta": 0.57, "test_acc_flip_shift_tta": 0.58, "command": "python fast",
+         "peak_mb": 1800.0 + 100 * i, "test_acc": 0.55 + 0.02 * i}
+        for i in range(2)
+    ]
+    lines = table("cifar10_cnn", cpu, [seed, *fast]).splitlines()
+    assert lines[0] == "### cifar10_cnn: target 51.00% (the seed's mean final test accuracy)"
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("|")]
+    header, rule, seed_row, fast_row = cells
+    assert len(header) == len(rule) == len(seed_row) == len(fast_row)
+    assert dict(zip(header, fast_row)) == {
+        "method": "fast", "runs": "2", "test accuracy %": "56.00 ± 1.41",
+        "with flip TTA %": "57.00 ± 0.00", "with flip + shift TTA %": "58.00 ± 0.00",
+        "training s": "12.0 ± 0.0", "s to target (val)": "7.0 ± 0.0 (2/2 runs)", "images/s": "7500 ± 0",
+        "compile s": "2.2 ± 0.0", "first epoch s": "7.0 ± 0.0", "later epochs s": "5.0 ± 0.0",
+        "outside epochs s": "0.3 ± 0.0", "other s": "9.5 ± 0.0", "peak MB": "1900",
+    }
+    # The seed's runs report no test-time votes: their cells stay empty.
+    assert dict(zip(header, seed_row))["with flip TTA %"] == ""
+    assert (
+        "- fast: mean test accuracy 56.00% vs the seed's 51.00%, in 12.0 s = 0.20 of the seed's 60.0 s: "
+        "at least the seed's accuracy in at most a third of its time: **yes**"
+    ) in lines
+
+
+def fake_script(tmp_path, code):
+    """A method whose "script" is `code`, run with the arguments a script gets."""
+    path = tmp_path / "fake.py"
+    path.write_text("import os, sys\nargs = dict(a[2:].split('=', 1) for a in sys.argv[1:])\n" + code)
+    return benchmark.Method("fake", str(path), [])
+
+
+def test_a_runs_figures_come_from_its_output_and_history(tmp_path):
+    method = fake_script(tmp_path, """
+run_dir = os.path.join(args['out_dir'], 'fake', 'run 1')
+os.makedirs(run_dir)
+with open(os.path.join(run_dir, 'history.csv'), 'w') as f:
+    f.write('epoch,seconds,val_accuracy\\n0,4.0,0.8\\n1,3.0,0.85\\n2,2.0,0.9\\n')
+print('data      x_train (1200, 784) | x_val (100, 784) | x_test (100, 784)')
+print('compiled  the training and evaluation steps in 1.5 s (before the clock starts)')
+print(f"final test_acc=0.9100 test_loss=0.3000 train_seconds=10.0 epochs=3 test_acc_flip_tta=0.9200 run_dir={run_dir}")
+""")
+    start = time.perf_counter()
+    run = benchmark.run_method(method, "mnist", 7, "", str(tmp_path / "runs"))
+    wall = time.perf_counter() - start
+    assert run["command"].endswith("--seed=7") and run["seed"] == 7
+    assert (run["test_acc"], run["test_acc_flip_tta"], run["test_acc_flip_shift_tta"]) == (0.91, 0.92, None)
+    assert (run["train_seconds"], run["epochs"], run["epoch_seconds"]) == (10.0, 3, [4.0, 3.0, 2.0])
+    assert run["val_accuracy"] == [0.8, 0.85, 0.9]
+    assert run["images_per_second"] == 1200 * 3 / 10.0
+    assert (run["compile_seconds"], run["first_epoch_seconds"], run["median_epoch_seconds"]) == (1.5, 4.0, 2.5)
+    assert run["outside_epochs_seconds"] == pytest.approx(1.0)
+    # The wall time less training and compiling: this fake took far less than their 11.5 s.
+    assert -11.5 < run["other_seconds"] < wall - 11.5
+    assert run["peak_mb"] > 1
+
+
+def test_a_method_that_fails_stops_the_benchmark_with_its_last_line(tmp_path):
+    method = fake_script(tmp_path, "print('error: no MNIST data in /nowhere; give --data_dir', file=sys.stderr)\nsys.exit(1)")
+    with pytest.raises(UserError, match=r"^fake \(seed 0\) failed: no MNIST data in /nowhere; give --data_dir$"):
+        benchmark.run_method(method, "mnist", 0, "", str(tmp_path / "runs"))
+
+
+def test_the_seed_baseline_runs_baseline_seeds_times(monkeypatch, tmp_path):
+    calls = []
+
+    def run_method(method, dataset, seed, cache_dir, runs):
+        calls.append((method.name, seed))
+        return {
+            "method": method.name, "command": "python x", "seed": seed, "test_acc": 0.9, "train_seconds": 1.0,
+            "val_accuracy": [0.9], "epoch_seconds": [1.0], "images_per_second": 1.0, "compile_seconds": 0.0,
+            "first_epoch_seconds": 1.0, "median_epoch_seconds": 1.0, "outside_epochs_seconds": 0.0,
+            "other_seconds": 0.0, "peak_mb": 1.0,
+        }
+
+    monkeypatch.setattr(benchmark, "run_method", run_method)
+    for name in ("tasks", "seeds", "baseline_seeds", "out_dir", "runs_dir"):  # Restored after the test.
+        monkeypatch.setattr(benchmark, name, getattr(benchmark, name))
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "--tasks=mnist_cnn", "--seeds=2", "--baseline_seeds=1",
+                                      f"--out_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'runs'}"])
+    benchmark.main()
+    task = SUITES["cpu"]["mnist_cnn"]
+    assert calls == [(task.seed.name, 0), (task.methods[0].name, 0), (task.methods[0].name, 1)]
 
 
 def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
