@@ -25,6 +25,19 @@ def test_each_image_is_its_padded_self_cropped_at_some_offset(fill_mode):
     assert len(offsets) > 3, "the offsets should vary from image to image"
 
 
+def test_every_shift_up_to_the_limit_is_drawn_on_each_axis_independently():
+    # The largest shift either way must come up, and rows and columns must
+    # shift apart from each other, not only diagonally.
+    x = images(n=400)
+    shifted = keras.ops.convert_to_numpy(RandomShift(2, fill_mode="constant", seed=1)(x, training=True))
+    padded = np.pad(x, [(0, 0), (2, 2), (2, 2), (0, 0)])
+    offsets = {
+        next((dy, dx) for dy in range(5) for dx in range(5) if np.array_equal(image[dy : dy + 8, dx : dx + 8], out))
+        for image, out in zip(padded, shifted)
+    }
+    assert offsets == {(dy, dx) for dy in range(5) for dx in range(5)}
+
+
 def test_inference_leaves_images_alone_and_the_layer_saves(tmp_path):
     x = images()
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(RandomShift(4)(x, training=False)), x)

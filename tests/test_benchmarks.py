@@ -148,6 +148,29 @@ def test_every_column_of_the_table_holds_its_own_figure():
     ) in lines
 
 
+def test_the_plot_draws_accuracy_against_cumulative_seconds_and_a_star_at_the_final_test_accuracy(monkeypatch, tmp_path):
+    from common.plots import plt
+
+    drawn, close = [], plt.close
+    monkeypatch.setattr(plt, "close", drawn.append)
+    cpu = SUITES["cpu"]["mnist_mlp"]
+    runs = [
+        {"method": cpu.seed.name, "val_accuracy": [0.9, 0.95], "epoch_seconds": [10.0, 8.0], "test_acc": 0.96,
+         "train_seconds": 19.0},
+        {"method": "fast", "val_accuracy": [0.96, 0.97], "epoch_seconds": [2.0, 1.0], "test_acc": 0.975,
+         "train_seconds": 3.5},
+    ]
+    try:
+        benchmark.plot({"mnist_mlp": runs}, SUITES["cpu"], tmp_path / "plot.png")
+        lines = {line.get_label(): line for line in drawn[0].axes[0].get_lines()}
+    finally:
+        for figure in drawn:
+            close(figure)
+    assert list(lines["fast"].get_xdata()) == [2.0, 3.0] and list(lines["fast"].get_ydata()) == [0.96, 0.97]
+    stars = [line for line in lines.values() if line.get_marker() == "*" and len(line.get_xdata())]
+    assert sorted((float(star.get_xdata()[0]), float(star.get_ydata()[0])) for star in stars) == [(3.5, 0.975), (19.0, 0.96)]
+
+
 def fake_script(tmp_path, code):
     """A method whose "script" is `code`, run with the arguments a script gets."""
     path = tmp_path / "fake.py"
@@ -352,6 +375,21 @@ def test_the_header_names_the_processor(monkeypatch, tmp_path):
     assert f"on {platform.machine()} (Intel(R) Xeon(R) Processor @ 2.80GHz), " in benchmark.header()
     cpuinfo.unlink()  # No /proc/cpuinfo (macOS): the processor's kind.
     assert f"on {platform.machine()} ({platform.processor() or platform.machine()}), " in benchmark.header()
+    backend = keras.backend.backend()
+    assert f", CPU; Python {platform.python_version()}, Keras {keras.__version__}, {backend} " in benchmark.header()
+
+
+def test_the_header_names_the_gpus_on_jax(monkeypatch):
+    import jax
+
+    class Gpu:
+        device_kind = "NVIDIA H200"
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    monkeypatch.setattr(jax, "devices", lambda: [Gpu(), Gpu()])
+    assert f" CPU cores, NVIDIA H200; Python {platform.python_version()}, Keras {keras.__version__}, jax {jax.__version__}." in (
+        benchmark.header()
+    )
 
 
 def test_a_kill_after_the_table_is_written_says_where_it_is(monkeypatch, tmp_path):

@@ -165,6 +165,35 @@ def test_decoded_images_are_cached_and_rebuilt_when_the_source_changes(tmp_path,
     assert "decoding" in capsys.readouterr().out
 
 
+def test_the_cache_of_an_image_tree_is_rebuilt_when_an_image_or_the_cache_format_changes(tmp_path, capsys, monkeypatch):
+    # Upper-case extensions (.PNG), as cameras and some tools write them, are images too.
+    data = synthetic_cifar10()
+    tree = write_image_tree(str(tmp_path / "cifar"), data, ".PNG")
+    assert_same(load_cifar10(tree), data)
+    assert "decoding" in capsys.readouterr().out
+    load_cifar10(tree)
+    assert "reused" in capsys.readouterr().out
+
+    # Other test images under the same names: the training images are as they were.
+    other = synthetic_cifar10(seed=1)
+    build = write_image_tree(str(tmp_path / "build"), other, ".PNG")
+    shutil.copytree(os.path.join(build, "test"), os.path.join(tree, "test"), dirs_exist_ok=True)
+    for folder, _, names in os.walk(os.path.join(tree, "test")):
+        for name in names:
+            path = os.path.join(folder, name)
+            later = os.stat(path).st_mtime_ns + 10**9
+            os.utime(path, ns=(later, later))
+    (x_train, _), (x_test, _) = load_cifar10(tree)
+    assert "decoding" in capsys.readouterr().out
+    np.testing.assert_array_equal(x_train, data[0][0])
+    np.testing.assert_array_equal(x_test, other[1][0])
+
+    # A new version of the cache's format does not read the old one.
+    monkeypatch.setattr(cifar10, "_CACHE_FORMAT", cifar10._CACHE_FORMAT + "-next")
+    load_cifar10(tree)
+    assert "decoding" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("in_the_way", ["a folder", "a pipe", "unwritable"])
 def test_a_cache_that_cannot_be_read_or_written_only_costs_the_decoding(in_the_way, tmp_path, monkeypatch, capsys):
     # A folder or a pipe where the cache goes, or a cache that cannot be

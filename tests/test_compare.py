@@ -49,6 +49,12 @@ def test_compare_tabulates_what_differs_and_draws_every_run(tmp_path):
     assert header[:2] == ["run", "epochs"] and "dropout" not in header and "out_dir" not in header
     assert header[-2:] == ["epochs", "run"]  # Not a second "epochs" column, beside the setting's.
     rows = [line.split() for line in lines[2:6]]
+    # Each run is named by its script and its folder: runs of several scripts stay apart.
+    assert [row[0] for row in rows] == [f"tiny/{os.path.basename(run)}" for run in runs]
+    # Every cell starts where the dashes under its heading start.
+    starts = [match.start() for match in re.finditer(r"-+", lines[1])]
+    for line in [lines[0], *lines[2:6]]:
+        assert all(line[i] != " " and line[i - 2 : i] in ("", "  ") for i in starts), line
     assert [row[1] for row in rows] == ["2", "3", "3", "4"]
     assert [row[-1] for row in rows] == ["2", "3", "3", "0"]  # Epochs in each history.
     assert rows[2][-3] == "unfinished" and rows[3][-3] == "unfinished" and rows[0][-3] != "unfinished"

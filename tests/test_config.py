@@ -1,6 +1,6 @@
 import pytest
 
-from common import UserError
+from common import UserError, reason
 from common.config import HELP_HEADER, apply_overrides
 
 
@@ -230,3 +230,9 @@ def test_every_setting_of_the_collections_scripts_has_a_comment_for_help():
         assert settings, path
         bare += [f"{os.path.basename(path)}: {name}" for name in settings if name not in _comments(path)]
     assert not bare
+
+
+def test_an_errors_reason_is_its_first_line_or_else_its_kind():
+    # What goes in brackets in a one-line error: a library's message of several lines would break the line.
+    assert reason(OSError("No space left on device\n  while writing x")) == "No space left on device"
+    assert reason(KeyError()) == "KeyError"

@@ -21,6 +21,31 @@ def test_cpu_setup_prints_backend_devices_and_precision(capsys):
         pass
 
 
+@pytest.mark.parametrize("bfloat16, policy", [(True, "mixed_bfloat16"), (False, "mixed_float16")])
+def test_a_gpu_computes_in_bfloat16_where_it_can_and_else_in_float16(monkeypatch, capsys, bfloat16, policy):
+    monkeypatch.setattr(device, "_gpus", lambda backend: (["NVIDIA H100 80GB HBM3"], bfloat16))
+    try:
+        device.setup(seed=0)
+        assert keras.mixed_precision.global_policy().name == policy
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert f"devices 1 x NVIDIA H100 80GB HBM3 | precision {policy}" in capsys.readouterr().out
+
+
+def test_bfloat16_needs_compute_capability_8_on_every_gpu(monkeypatch):
+    import jax
+
+    class Gpu:
+        platform, device_kind = "gpu", "a GPU"
+
+        def __init__(self, capability):
+            self.compute_capability = capability
+
+    for capabilities, bfloat16 in ((["9.0"], True), (["8.0", "8.6"], True), (["8.0", "7.5"], False), (["7.0"], False)):
+        monkeypatch.setattr(jax, "devices", lambda: [Gpu(c) for c in capabilities])
+        assert device._gpus("jax") == (["a GPU"] * len(capabilities), bfloat16), capabilities
+
+
 def test_setup_seeds_every_generator():
     def draw():
         return np.random.rand(3), keras.ops.convert_to_numpy(keras.random.uniform((3,)))
@@ -286,3 +311,16 @@ def test_predict_over_devices_that_the_last_batch_does_not_split_over():
     assert "data-parallel over 3 devices" in result.stdout
     assert "plain predict: failed" in result.stdout  # What the scripts met, Keras' own.
     assert "device.predict: (10, 3) True" in result.stdout
+
+
+def test_each_process_takes_an_equal_share_of_the_examples(monkeypatch):
+    # Over three machines, 3,001 examples: 1,000 each and one left over, so that
+    # every process takes as many steps as the others (uneven shares hang a run).
+    monkeypatch.setattr(device, "processes", lambda: 3)
+    shares = []
+    for index in range(3):
+        monkeypatch.setattr(device, "process_index", lambda index=index: index)
+        shares.append(device.process_share(np.arange(3001)))
+    assert [len(share) for share in shares] == [1000, 1000, 1000]
+    assert sorted(np.concatenate(shares)) == list(range(3000))
+    assert list(shares[1][:3]) == [1, 4, 7]
