@@ -527,8 +527,14 @@ def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):
         assert 0 <= r["validation"] <= 1 and 0 <= r["test"] <= 1
     for r in records[2:4]:
         assert len(r["per_epoch"]) == 2 and r["per_epoch"][r["kept_epoch"] - 1]["test"] == r["test"]
+        # Early stopping's pick: the first epoch with the best validation accuracy.
+        validation = [epoch["validation"] for epoch in r["per_epoch"]]
+        assert r["kept_epoch"] == validation.index(max(validation)) + 1
     report = open(stem + ".md").read()
-    assert "| phase 2, lr 0.0001 |" in report and "| phase 1, block 14 |" in report
+    assert "| phase 1, block 14 |" in report
+    # Phase 2 is set beside the phase 1 it started from: the head on blocks 13 and 14.
+    row = next(line for line in report.splitlines() if line.startswith("| phase 2, lr 0.0001 |"))
+    assert row.endswith(f"| {100 * records[1]['test']:.1f}% |")
     assert f"\n{benchmarks.processor()}, {os.cpu_count()} cores, " in report  # As the benchmark's header names it.
 
 
