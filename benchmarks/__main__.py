@@ -398,7 +398,8 @@ def header():
     module = __import__(backend)
     devices = "CPU"
     if backend == "jax":
-        devices = ", ".join(sorted({d.device_kind for d in module.devices()}))
+        kinds = collections.Counter(d.device_kind for d in module.devices())
+        devices = ", ".join(f"{count} x {kind}" for kind, count in sorted(kinds.items()))
     return (
         f"Measured {datetime.date.today().isoformat()} with `python -m benchmarks {' '.join(sys.argv[1:])}` "
         f"on {platform.machine()} ({benchmarks.processor()}), {os.cpu_count()} CPU cores, {devices}; Python {platform.python_version()}, "

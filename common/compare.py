@@ -64,12 +64,12 @@ def differing_keys(runs):
 def label(run, keys):
     """The run's name, the settings that differ between the runs and, once
     it has finished, its test accuracy."""
-    settings = " ".join(f"{key}={run['config'].get(key, '-')}" for key in keys)
+    text = " ".join([run["name"], *(f"{key}={run['config'].get(key, '-')}" for key in keys)])
     if "test_acc" in run["result"]:
-        settings += f" | test_acc={shown('test_acc', run['result']['test_acc'])}"
+        text += f" | test_acc={shown('test_acc', run['result']['test_acc'])}"
     # A path that is not UTF-8 (a Latin-1 café) holds characters that
     # Matplotlib cannot draw: they are written as escapes (\udce9).
-    return f"{run['name']} {settings}".strip().encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def table(runs, keys):
@@ -121,7 +121,7 @@ def main(argv):
     keys = differing_keys(runs)
     print(table(runs, keys))
     try:
-        plots.compare([(label(run, keys), run["history"]) for run in runs], out)
+        plots.compare([(label(run, keys), run["history"], run["result"].get("phase_starts", [])) for run in runs], out)
     except OSError as error:
         raise UserError(f"cannot write {out} ({error.strerror}); give a writable --out=path.png") from None
     print(f"wrote     {out}")

@@ -184,13 +184,10 @@ class Run:
             test_acc = float(np.mean(predicted == labels))
             test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
             title = f"{self.script}  {os.path.basename(self.dir)}"
-            kept = self._restorer if self._restorer is not None and self._restorer.best_weights is not None else None
-            if kept:
-                print(f"weights   of epoch {kept.best_epoch + 1}, its {kept.monitor} ({kept.best:.4f}) the best: "
-                      "early stopping put them back")
+            kept = self._kept_epoch(merged)
             if merged is not None:
-                plots.curves(merged, self.path("curves.png"), f"{title}: test accuracy {test_acc:.2%}", list(phase_starts),
-                             kept_epoch=kept.best_epoch + 1 if kept else None)
+                plots.curves(merged, self.path("curves.png"), title=f"{title}: test accuracy {test_acc:.2%}",
+                             phase_starts=list(phase_starts), kept_epoch=kept)
             class_names = list(class_names or map(str, range(probabilities.shape[1])))
             plots.confusion(labels, predicted, class_names, self.path("confusion.png"), title=title)
             if images is None and np.ndim(x_test) in (3, 4):
@@ -214,7 +211,9 @@ class Run:
             # The final figures, for `python -m common.compare` and other tools.
             # Written last: until it exists, the same command resumes the run
             # from its saved state and finishes it again.
-            write_json(self.path("result.json"), {"script": self.script, **fields})
+            # With the epochs where later phases began, for common.compare's curves.
+            phases = {"phase_starts": list(phase_starts)} if phase_starts else {}
+            write_json(self.path("result.json"), {"script": self.script, **fields, **phases})
             for name in (RESUME_STATE, _LOCK):
                 if os.path.exists(self.path(name)):
                     os.remove(self.path(name))
@@ -223,6 +222,20 @@ class Run:
             print("final " + " ".join(f"{key}={shown(key, value)}" for key, value in {**fields, "run_dir": self.dir}.items()))
             return test_acc, test_loss
 
+
+    def _kept_epoch(self, history):
+        """The epoch (counting from 1) whose weights early stopping put back
+        at the end of training, printed on a `weights` line; None without
+        such early stopping."""
+        stopper = self._restorer
+        if stopper is None or stopper.best_weights is None:
+            return None
+        kept, best = stopper.best_epoch + 1, f"{stopper.monitor} {stopper.best:.4f}"
+        if history is not None and kept == len(history["loss"]):
+            print(f"weights   of epoch {kept}, the last and the best ({best})")
+        else:
+            print(f"weights   of epoch {kept}, the best ({best}), put back by early stopping")
+        return kept
 
     def _image_grid(self, images, labels, predicted, probabilities, class_names, grid, title, count=32):
         if grid == "misclassified":

@@ -1,6 +1,7 @@
 """Plots written as image files (PNG, or for the comparison any format Matplotlib writes),
 never shown, so they work on a headless server."""
 
+import math
 import textwrap
 
 import matplotlib
@@ -28,20 +29,25 @@ def curves(history, path, title="", phase_starts=(), kept_epoch=None):
         if f"val_{metric}" in history:
             lines += ax.plot(*_by_phase(epochs, history[f"val_{metric}"], phase_starts), "o-", label="validation")
             if kept_epoch and kept_epoch <= len(epochs):
+                # With phases, early stopping watched the last phase only.
+                which = f"epoch {kept_epoch}" + (", best of its phase" if phase_starts else "")
                 lines += ax.plot(kept_epoch, history[f"val_{metric}"][kept_epoch - 1], "o", markersize=13,
-                                 fillstyle="none", color="black", label=f"weights kept (epoch {kept_epoch})")
+                                 fillstyle="none", color="black", label=f"weights kept ({which})")
         if "learning_rate" in history:
             rate = ax.twinx()
-            lines += rate.plot(*_by_phase(epochs, history["learning_rate"], phase_starts), ":", color="gray",
-                               label="learning rate")
-            rate.set_ylabel("learning rate", color="gray")
+            # In units of a power of ten, named in the axis' label: Matplotlib
+            # would write the power above the axis, where the phase labels go.
+            top = max((v for v in history["learning_rate"] if v > 0), default=1.0)
+            unit = 10.0 ** math.floor(math.log10(top))
+            x, y = _by_phase(epochs, history["learning_rate"], phase_starts)
+            lines += rate.plot(x, [v / unit for v in y], ":", color="gray", label="learning rate")
+            rate.set_ylabel(f"learning rate (x {unit:g})", color="gray")
             rate.tick_params(axis="y", colors="gray")
-            rate.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
             rate.set_ylim(bottom=0)
             # The curves and the legend in front of the learning rate's line.
             ax.set_zorder(rate.get_zorder() + 1)
             ax.patch.set_visible(False)
-        for epoch in phase_starts:
+        for epoch in (start for start in phase_starts if start <= len(epochs)):
             ax.axvline(epoch - 0.5, color="gray", linestyle="--", linewidth=1)
             # Above the plot, where no legend or curve can cover it.
             ax.annotate("next phase", (epoch - 0.5, 1), xycoords=("data", "axes fraction"), va="bottom", ha="center",
@@ -61,24 +67,26 @@ def _by_phase(epochs, values, phase_starts):
     """The points (epochs, values) with a gap before each phase's first epoch:
     Matplotlib breaks a line at a NaN."""
     x, y = list(epochs), [float(v) for v in values]
-    for epoch in sorted(phase_starts, reverse=True):
-        i = x.index(epoch) if epoch in x else None
-        if i:
+    for epoch in sorted(set(phase_starts), reverse=True):
+        if epoch in x[1:]:
+            i = x.index(epoch)
             x.insert(i, epoch - 0.5)
             y.insert(i, float("nan"))
     return x, y
 
 
 def compare(runs, path):
-    """Validation accuracy and loss per epoch of several runs, one line each;
-    `runs` is a list of (label, history) pairs. The legend goes below both
+    """Validation accuracy and loss per epoch of several runs, one line each,
+    broken where a phase starts as in `curves`; `runs` is a list of (label,
+    history, phase_starts) triples. The legend goes below both
     plots, as wide as the figure, a label that does not fit on one line
     wrapped: it names the settings that differ, however many."""
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5 + 0.3 * len(runs)), layout="constrained")
     for ax, metric in zip(axes, ("val_accuracy", "val_loss")):
-        for name, history in runs:
+        for name, history, phase_starts in runs:
             values = history.get(metric, [])
-            ax.plot(range(1, len(values) + 1), values, "o-", markersize=3, label=textwrap.fill(name, 150))
+            ax.plot(*_by_phase(range(1, len(values) + 1), values, phase_starts), "o-", markersize=3,
+                    label=textwrap.fill(name, 150))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)

@@ -22,6 +22,19 @@ needs_real_mnist = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+def figures(monkeypatch):
+    """The Matplotlib figures drawn during a test, kept open instead of closed
+    after saving, so that the test can read back what they show."""
+    from common.plots import plt
+
+    drawn, close = [], plt.close
+    monkeypatch.setattr(plt, "close", drawn.append)
+    yield drawn
+    for figure in drawn:
+        close(figure)
+
+
 def synthetic_mnist(num_train=240, num_test=60, seed=0):
     """MNIST-shaped uint8 images whose label is drawn as a bright bar, so that
     even a tiny model can learn something from them."""

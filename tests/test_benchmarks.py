@@ -148,11 +148,7 @@ def test_every_column_of_the_table_holds_its_own_figure():
     ) in lines
 
 
-def test_the_plot_draws_accuracy_against_cumulative_seconds_and_a_star_at_the_final_test_accuracy(monkeypatch, tmp_path):
-    from common.plots import plt
-
-    drawn, close = [], plt.close
-    monkeypatch.setattr(plt, "close", drawn.append)
+def test_the_plot_draws_accuracy_against_cumulative_seconds_and_a_star_at_the_final_test_accuracy(figures, tmp_path):
     cpu = SUITES["cpu"]["mnist_mlp"]
     runs = [
         {"method": cpu.seed.name, "val_accuracy": [0.9, 0.95], "epoch_seconds": [10.0, 8.0], "test_acc": 0.96,
@@ -160,12 +156,8 @@ def test_the_plot_draws_accuracy_against_cumulative_seconds_and_a_star_at_the_fi
         {"method": "fast", "val_accuracy": [0.96, 0.97], "epoch_seconds": [2.0, 1.0], "test_acc": 0.975,
          "train_seconds": 3.5},
     ]
-    try:
-        benchmark.plot({"mnist_mlp": runs}, SUITES["cpu"], tmp_path / "plot.png")
-        lines = {line.get_label(): line for line in drawn[0].axes[0].get_lines()}
-    finally:
-        for figure in drawn:
-            close(figure)
+    benchmark.plot({"mnist_mlp": runs}, SUITES["cpu"], tmp_path / "plot.png")
+    lines = {line.get_label(): line for line in figures[0].axes[0].get_lines()}
     assert list(lines["fast"].get_xdata()) == [2.0, 3.0] and list(lines["fast"].get_ydata()) == [0.96, 0.97]
     stars = [line for line in lines.values() if line.get_marker() == "*" and len(line.get_xdata())]
     assert sorted((float(star.get_xdata()[0]), float(star.get_ydata()[0])) for star in stars) == [(3.5, 0.975), (19.0, 0.96)]
@@ -387,7 +379,7 @@ def test_the_header_names_the_gpus_on_jax(monkeypatch):
 
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     monkeypatch.setattr(jax, "devices", lambda: [Gpu(), Gpu()])
-    assert f" CPU cores, NVIDIA H200; Python {platform.python_version()}, Keras {keras.__version__}, jax {jax.__version__}." in (
+    assert f" CPU cores, 2 x NVIDIA H200; Python {platform.python_version()}, Keras {keras.__version__}, jax {jax.__version__}." in (
         benchmark.header()
     )
 

@@ -1,4 +1,5 @@
 import csv
+import inspect
 import json
 import os
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from common import UserError, output, schedules
+from conftest import final_fields
 
 
 def tiny_model():
@@ -194,6 +196,8 @@ def test_a_run_in_two_phases_keeps_one_history(tmp_path, capsys):
     )
     assert run.train_seconds > first_seconds  # The phases' times add up.
     run.finish(model, x, y, phase_starts=[3])
+    # result.json keeps where phase 2 began, for common.compare's curves.
+    assert json.load(open(run.path("result.json")))["phase_starts"] == [3]
 
     lines = open(run.path("history.csv")).read().strip().splitlines()
     assert lines[0].startswith("epoch,") and [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2"]
@@ -204,10 +208,10 @@ def test_a_run_in_two_phases_keeps_one_history(tmp_path, capsys):
 
 
 def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, capsys, monkeypatch):
-    drawn = {}
+    drawn = {}  # The arguments of each plot, by name, however they were passed.
     for name in ("curves", "confusion", "image_grid"):
         def record(*args, _name=name, _plot=getattr(output.plots, name), **kwargs):
-            drawn[_name] = args, kwargs
+            drawn[_name] = inspect.signature(_plot).bind(*args, **kwargs).arguments
             _plot(*args, **kwargs)
         monkeypatch.setattr(output.plots, name, record)
     run = output.Run("tiny_images", {"out_dir": str(tmp_path), "seed": 0})
@@ -231,13 +235,14 @@ def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, c
     assert "confusion.png" in wrote and "misclassified.png" in wrote
     # Mirrored, the images still get class 0: the vote changes nothing.
     assert json.load(open(run.path("result.json")))["test_acc_flip_tta"] == 0.5
-    assert drawn["curves"][0][2].endswith(": test accuracy 50.00%")
-    (true, predicted, names, _), _ = drawn["confusion"]
-    assert list(true) == list(labels) and list(predicted) == [0] * 6 and names == ["cat", "dog", "fox"]
+    assert drawn["curves"]["title"].endswith(": test accuracy 50.00%")
+    confusion = drawn["confusion"]
+    assert list(confusion["labels"]) == list(labels) and list(confusion["predictions"]) == [0] * 6
+    assert confusion["class_names"] == ["cat", "dog", "fox"]
     # The grid holds the three it got wrong, with the probability of the wrong answer (e^2 / (e^2 + 2)).
-    (images, captions, _, _), kwargs = drawn["image_grid"]
-    assert np.array_equal(images, x[[1, 2, 4]]) and list(kwargs["wrong"]) == [True] * 3
-    assert captions == ["dog -> cat 0.79", "fox -> cat 0.79", "dog -> cat 0.79"]
+    grid = drawn["image_grid"]
+    assert np.array_equal(grid["images"], x[[1, 2, 4]]) and list(grid["wrong"]) == [True] * 3
+    assert grid["captions"] == ["dog -> cat 0.79", "fox -> cat 0.79", "dog -> cat 0.79"]
 
 
 def test_shifted_images_move_diagonally_with_reflected_edges():
@@ -478,7 +483,9 @@ def test_finish_names_and_circles_the_epoch_whose_weights_early_stopping_put_bac
     monkeypatch.setattr(output.plots, "curves", lambda *args, **kwargs: drawn.append(kwargs))
     x, y = tiny_data()
     # Watching for the highest validation loss, early stopping keeps epoch 1's
-    # weights (the loss only falls), not the last epoch's.
+    # weights (the loss only falls), not the last epoch's. The test images
+    # are the validation images, so the test loss shows whose weights the
+    # model holds.
     for stopper in (keras.callbacks.EarlyStopping(monitor="val_loss", mode="max", patience=9, restore_best_weights=True), None):
         run = output.Run("tiny", {"out_dir": str(tmp_path), "stopper": bool(stopper)})
         model = tiny_model()
@@ -487,8 +494,11 @@ def test_finish_names_and_circles_the_epoch_whose_weights_early_stopping_put_bac
         run.finish(model, x, y)
         out = capsys.readouterr().out
         val_loss = output.read_history(run.path("history.csv"))["val_loss"]
+        test_loss = float(final_fields(out)["test_loss"])
         if stopper:
             assert val_loss[0] == max(val_loss) and drawn[-1]["kept_epoch"] == 1
-            assert f"weights   of epoch 1, its val_loss ({val_loss[0]:.4f}) the best: early stopping put them back" in out
+            assert f"weights   of epoch 1, the best (val_loss {val_loss[0]:.4f}), put back by early stopping" in out
+            assert test_loss == pytest.approx(val_loss[0], abs=2e-4)
         else:
             assert drawn[-1]["kept_epoch"] is None and "weights   " not in out
+            assert test_loss == pytest.approx(val_loss[-1], abs=2e-4)

@@ -8,28 +8,21 @@ import pytest
 from common import plots
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the plots draw, kept open instead of closed after saving."""
-    drawn, close = [], plots.plt.close
-    monkeypatch.setattr(plots.plt, "close", drawn.append)
-    yield drawn
-    for figure in drawn:
-        close(figure)
-
-
 def test_the_curves_break_where_a_phase_starts_and_the_legend_names_the_learning_rate(figures, tmp_path):
     history = {
         "accuracy": [0.6, 0.8, 0.87, 0.76, 0.8], "val_accuracy": [0.7, 0.8, 0.85, 0.82, 0.84],
         "loss": [1.2, 0.8, 0.6, 0.9, 0.7], "val_loss": [1.0, 0.8, 0.7, 0.8, 0.75],
         "learning_rate": [1.7e-3, 8e-4, 0.0, 1e-4, 1e-4],
     }
-    plots.curves(history, tmp_path / "curves.png", "title", phase_starts=[4])
+    plots.curves(history, tmp_path / "curves.png", "title", phase_starts=[4], kept_epoch=5)
     (figure,) = figures
     panels = [ax for ax in figure.axes if ax.get_legend()]
     assert [ax.get_ylabel() for ax in panels] == ["accuracy", "loss (as trained)"]
     for ax in panels:
-        assert [text.get_text() for text in ax.get_legend().get_texts()] == ["train", "validation", "learning rate"]
+        # Early stopping watched the last phase only, and the circle says so.
+        assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+            "train", "validation", "weights kept (epoch 5, best of its phase)", "learning rate"
+        ]
         # The learning rate is drawn on a second axis, behind the curves and the legend.
         twin = next(other for other in figure.axes if other is not ax and other.bbox.bounds == ax.bbox.bounds)
         assert ax.get_zorder() > twin.get_zorder()
@@ -40,7 +33,10 @@ def test_the_curves_break_where_a_phase_starts_and_the_legend_names_the_learning
             # Phase 1's epochs 1-3, a gap, phase 2's epochs 4-5: no line from epoch 3 to 4.
             assert list(x) == [1, 2, 3, 3.5, 4, 5]
             assert math.isnan(y[3])
-            assert [v for v in y if not math.isnan(v)] == history[name]
+            # The learning rate in units of 0.001, as its axis says.
+            unit = 1e-3 if label == "learning rate" else 1
+            assert [v * unit for v in y if not math.isnan(v)] == pytest.approx(history[name])
+        assert twin.get_ylabel() == "learning rate (x 0.001)"
 
 
 def test_without_phases_the_curves_are_unbroken(figures, tmp_path):
@@ -67,7 +63,7 @@ def test_the_confusion_matrix_colours_the_mistakes_only(figures, tmp_path):
 
 def test_the_comparison_puts_one_legend_below_both_plots(figures, tmp_path):
     long_name = "cifar10_cnn/1 " + " ".join(f"setting_{i}=/a/long/path/{i}" for i in range(20))
-    plots.compare([(long_name, {"val_accuracy": [0.5, 0.6]}), ("b", {"val_accuracy": [0.4]})], tmp_path / "c.png")
+    plots.compare([(long_name, {"val_accuracy": [0.5, 0.6]}, []), ("b", {"val_accuracy": [0.4]}, [])], tmp_path / "c.png")
     (figure,) = figures
     (legend,) = figure.legends
     labels = [text.get_text() for text in legend.get_texts()]
@@ -83,3 +79,11 @@ def test_the_epoch_whose_weights_were_kept_is_circled_on_the_validation_curves(f
     for ax, metric in zip(figures[0].axes, ("val_accuracy", "val_loss")):
         (circle,) = [line for line in ax.get_lines() if line.get_label() == "weights kept (epoch 2)"]
         assert list(circle.get_xdata()) == [2] and list(circle.get_ydata()) == [history[metric][1]]
+
+
+def test_the_comparison_breaks_a_runs_lines_where_its_phases_start(figures, tmp_path):
+    two_phases = {"val_accuracy": [0.7, 0.8, 0.75, 0.82], "val_loss": [1.0, 0.9, 0.95, 0.85]}
+    plots.compare([("transfer", two_phases, [3]), ("plain", {"val_accuracy": [0.5, 0.6]}, [])], tmp_path / "c.png")
+    transfer, plain = figures[0].axes[0].get_lines()
+    assert list(transfer.get_xdata()) == [1, 2, 2.5, 3, 4] and math.isnan(transfer.get_ydata()[2])
+    assert list(plain.get_xdata()) == [1, 2]

@@ -124,15 +124,19 @@ def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path, capsys):
     assert "epochs    none left to train" in resumed
 
 
-def test_a_run_interrupted_while_early_stopping_waits_stops_where_an_uninterrupted_one_does(tmp_path):
+def test_a_run_interrupted_while_early_stopping_waits_stops_where_an_uninterrupted_one_does(tmp_path, capsys):
     # Interrupted one epoch before patience runs out: the resumed run must
     # count that epoch without improvement, not start waiting afresh.
     probe = output.Run("tiny", {"out_dir": str(tmp_path / "probe")})
     train(probe, epochs=12, patience=2)
     stopped_at = len(history_rows(probe.dir))
     assert stopped_at < 12
+    capsys.readouterr()
     straight, again = interrupted_then_resumed(tmp_path, stop_after=stopped_at - 1, epochs=12, patience=2)
     assert len(history_rows(again.dir)) == stopped_at
+    # Both name the same epoch as the one whose weights early stopping put back.
+    kept = [line for line in capsys.readouterr().out.splitlines() if line.startswith("weights   ")]
+    assert len(kept) == 2 and kept[0] == kept[1] and "put back by early stopping" in kept[0]
 
 
 def test_a_run_interrupted_while_finishing_finishes_again_without_training(tmp_path, monkeypatch):

@@ -366,6 +366,8 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
     assert re.search(r"phase 1   test_acc=[\d.]+", result.stdout)
     fields = final_fields(result.stdout)
     assert fields["epochs"] == "3"
+    # Early stopping in phase 2 counts the run's epochs, phase 1's included.
+    assert re.search(r"^weights   of epoch 3, the last and the best \(val_accuracy [\d.]+\)$", result.stdout, re.MULTILINE)
     for name in ("head_test_acc", "head_test_acc_flip_tta", "test_acc", "test_acc_flip_tta"):
         assert 0 <= float(fields[name]) <= 1, name
     run_dir = fields["run_dir"]
