@@ -208,10 +208,10 @@ class Run:
                 if shift_tta:
                     votes = _shift_votes(model, x_test, votes, shift_tta, batch_size)
                     fields["test_acc_flip_shift_tta"] = round(_accuracy(votes, labels), 4)
-            # The final figures, for `python -m common.compare` and other tools.
+            # The final figures, for `python -m common.compare` and other tools
+            # (and the epochs where later phases began, for its curves).
             # Written last: until it exists, the same command resumes the run
             # from its saved state and finishes it again.
-            # With the epochs where later phases began, for common.compare's curves.
             phases = {"phase_starts": list(phase_starts)} if phase_starts else {}
             write_json(self.path("result.json"), {"script": self.script, **fields, **phases})
             for name in (RESUME_STATE, _LOCK):
@@ -221,7 +221,6 @@ class Run:
             print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
             print("final " + " ".join(f"{key}={shown(key, value)}" for key, value in {**fields, "run_dir": self.dir}.items()))
             return test_acc, test_loss
-
 
     def _kept_epoch(self, history):
         """The epoch (counting from 1) whose weights early stopping put back
