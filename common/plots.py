@@ -38,7 +38,8 @@ def curves(history, path, title="", phase_starts=(), kept_epoch=None):
             # In units of a power of ten, named in the axis' label: Matplotlib
             # would write the power above the axis, where the phase labels go.
             top = max((v for v in history["learning_rate"] if v > 0), default=1.0)
-            unit = 10.0 ** math.floor(math.log10(top))
+            # (A float32 rate of 1e-4 is logged as 9.9999997e-05: the 1e-6 keeps it in units of 1e-4.)
+            unit = 10.0 ** math.floor(math.log10(top) + 1e-6)
             x, y = _by_phase(epochs, history["learning_rate"], phase_starts)
             lines += rate.plot(x, [v / unit for v in y], ":", color="gray", label="learning rate")
             rate.set_ylabel(f"learning rate (x {unit:g})", color="gray")

@@ -82,6 +82,7 @@ def test_a_label_names_the_differing_settings_and_a_finished_runs_test_accuracy(
     run = {"name": "cifar10_cnn/1", "config": {"epochs": 3, "l2": 5e-4, "seed": 0}, "result": {"test_acc": 0.85}}
     assert label(run, ["l2", "seed"]) == "cifar10_cnn/1 l2=0.0005 seed=0 | test_acc=0.8500"
     assert label({**run, "result": {}}, ["l2"]) == "cifar10_cnn/1 l2=0.0005"  # Unfinished: no test accuracy yet.
+    assert label(run, []) == "cifar10_cnn/1 | test_acc=0.8500"  # No setting differs.
 
 
 def test_help_prints_the_usage_and_exits_zero():

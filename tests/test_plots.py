@@ -45,6 +45,22 @@ def test_without_phases_the_curves_are_unbroken(figures, tmp_path):
     assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [0.5, 0.7]
 
 
+def test_a_phase_start_beyond_the_history_draws_no_phase_line(figures, tmp_path):
+    # A history.csv damaged since its epochs were written can hold fewer epochs than the phases.
+    plots.curves({"accuracy": [0.5, 0.7], "loss": [1.0, 0.8]}, tmp_path / "curves.png", phase_starts=[9])
+    ax = figures[0].axes[0]
+    assert len(ax.get_lines()) == 1 and not ax.texts and ax.get_xlim()[1] < 3
+
+
+def test_the_learning_rates_unit_is_its_own_power_of_ten_even_in_float32(figures, tmp_path):
+    # Phase 2's 1e-4, as Keras logs it in float32: 9.9999997e-05.
+    rate = float(np.float32(1e-4))
+    plots.curves({"accuracy": [0.5, 0.7], "loss": [1.0, 0.8], "learning_rate": [rate, rate]}, tmp_path / "curves.png")
+    twin = figures[0].axes[-1]
+    assert twin.get_ylabel() == "learning rate (x 0.0001)"
+    assert twin.get_lines()[0].get_ydata() == pytest.approx([1, 1])
+
+
 def test_the_confusion_matrix_colours_the_mistakes_only(figures, tmp_path):
     labels = np.array([0] * 90 + [1] * 95 + [2] * 5)
     predictions = labels.copy()
