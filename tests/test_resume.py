@@ -109,12 +109,18 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     assert output.Run("tiny", {"out_dir": str(tmp_path / "b")}).dir != again.dir
 
 
-def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path, capsys):
-    # With patience 1 this run stops early; interrupt it right at that epoch.
+def epochs_before_early_stopping(tmp_path, patience):
+    """How many of 12 epochs the tiny run trains before early stopping ends it."""
     probe = output.Run("tiny", {"out_dir": str(tmp_path / "probe")})
-    train(probe, epochs=12, patience=1)
+    train(probe, epochs=12, patience=patience)
     stopped_at = len(history_rows(probe.dir))
     assert stopped_at < 12
+    return stopped_at
+
+
+def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path, capsys):
+    # With patience 1 this run stops early; interrupt it right at that epoch.
+    stopped_at = epochs_before_early_stopping(tmp_path, patience=1)
     capsys.readouterr()
     straight, again = interrupted_then_resumed(tmp_path, stop_after=stopped_at, epochs=12, patience=1)
     assert again.initial_epoch == 12  # Nothing left to train.
@@ -127,10 +133,7 @@ def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path, capsys):
 def test_a_run_interrupted_while_early_stopping_waits_stops_where_an_uninterrupted_one_does(tmp_path, capsys):
     # Interrupted one epoch before patience runs out: the resumed run must
     # count that epoch without improvement, not start waiting afresh.
-    probe = output.Run("tiny", {"out_dir": str(tmp_path / "probe")})
-    train(probe, epochs=12, patience=2)
-    stopped_at = len(history_rows(probe.dir))
-    assert stopped_at < 12
+    stopped_at = epochs_before_early_stopping(tmp_path, patience=2)
     capsys.readouterr()
     straight, again = interrupted_then_resumed(tmp_path, stop_after=stopped_at - 1, epochs=12, patience=2)
     assert len(history_rows(again.dir)) == stopped_at
