@@ -85,17 +85,23 @@ def test_the_target_and_the_seconds_allowed_are_the_suites_or_the_seeds():
     assert target_and_budget(SUITES["gpu"]["resnet34"], []) == (0.92, None)
 
 
+def run_figures(method, **figures):
+    """A run's figures as `run_method` returns them: made-up ones, with `figures` in their place."""
+    return {
+        "method": method, "command": f"python {method}", "seed": 0, "test_acc": 0.9, "train_seconds": 1.0,
+        "val_accuracy": [0.9], "epoch_seconds": [1.0], "images_per_second": 1000.0, "compile_seconds": 0.0,
+        "first_epoch_seconds": 1.0, "median_epoch_seconds": 1.0, "outside_epochs_seconds": 0.0, "other_seconds": 0.0,
+        "peak_mb": 100.0, **figures,
+    }
+
+
 def test_the_table_times_each_run_to_the_target_and_gives_each_method_its_verdict():
     cpu = SUITES["cpu"]["mnist_mlp"]
 
     def run(method, test_acc, train_seconds, val_accuracy):
         epochs = len(val_accuracy)
-        return {
-            "method": method, "test_acc": test_acc, "train_seconds": train_seconds, "val_accuracy": val_accuracy,
-            "epoch_seconds": [train_seconds / epochs] * epochs, "images_per_second": 1000.0,
-            "first_epoch_seconds": 1.0, "median_epoch_seconds": 1.0, "outside_epochs_seconds": 0.0,
-            "other_seconds": 0.0, "peak_mb": 100.0, "command": f"python {method}",
-        }
+        return run_figures(method, test_acc=test_acc, train_seconds=train_seconds, val_accuracy=val_accuracy,
+                           epoch_seconds=[train_seconds / epochs] * epochs)
 
     seed = cpu.seed.name
     runs = [
@@ -122,10 +128,10 @@ def test_every_column_of_the_table_holds_its_own_figure():
         "images_per_second": 7500.0, "compile_seconds": 2.2, "first_epoch_seconds": 7.0, "median_epoch_seconds": 5.0,
         "outside_epochs_seconds": 0.3, "other_seconds": 9.5, "peak_mb": 1800.0,
     }
-    seed = {**figures, "method": cpu.seed.name, "test_acc": 0.51, "train_seconds": 60.0, "command": "python seed"}
+    seed = run_figures(cpu.seed.name, **{**figures, "test_acc": 0.51, "train_seconds": 60.0})
     fast = [
-        {**figures, "method": "fast", "test_acc_flip_tta": 0.57, "test_acc_flip_shift_tta": 0.58, "command": "python fast",
-         "peak_mb": 1800.0 + 100 * i, "test_acc": 0.55 + 0.02 * i}
+        run_figures("fast", **{**figures, "test_acc_flip_tta": 0.57, "test_acc_flip_shift_tta": 0.58,
+                               "peak_mb": 1800.0 + 100 * i, "test_acc": 0.55 + 0.02 * i})
         for i in range(2)
     ]
     lines = table("cifar10_cnn", cpu, [seed, *fast]).splitlines()
@@ -206,12 +212,7 @@ def test_the_seed_baseline_runs_baseline_seeds_times(monkeypatch, tmp_path):
 
     def run_method(method, dataset, seed, cache_dir, runs):
         calls.append((method.name, seed))
-        return {
-            "method": method.name, "command": "python x", "seed": seed, "test_acc": 0.9, "train_seconds": 1.0,
-            "val_accuracy": [0.9], "epoch_seconds": [1.0], "images_per_second": 1.0, "compile_seconds": 0.0,
-            "first_epoch_seconds": 1.0, "median_epoch_seconds": 1.0, "outside_epochs_seconds": 0.0,
-            "other_seconds": 0.0, "peak_mb": 1.0,
-        }
+        return run_figures(method.name, seed=seed)
 
     monkeypatch.setattr(benchmark, "run_method", run_method)
     for name in ("tasks", "seeds", "baseline_seeds", "out_dir", "runs_dir"):  # Restored after the test.
