@@ -184,7 +184,7 @@ class Run:
             test_acc = float(np.mean(predicted == labels))
             test_loss = float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
             title = f"{self.script}  {os.path.basename(self.dir)}"
-            kept = self._kept_epoch(merged)
+            kept = self._report_kept_epoch(merged)
             if merged is not None:
                 plots.curves(merged, self.path("curves.png"), title=f"{title}: test accuracy {test_acc:.2%}",
                              phase_starts=list(phase_starts), kept_epoch=kept)
@@ -222,10 +222,10 @@ class Run:
             print("final " + " ".join(f"{key}={shown(key, value)}" for key, value in {**fields, "run_dir": self.dir}.items()))
             return test_acc, test_loss
 
-    def _kept_epoch(self, history):
-        """The epoch (counting from 1) whose weights early stopping put back
-        at the end of training, printed on a `weights` line; None without
-        such early stopping."""
+    def _report_kept_epoch(self, history):
+        """Prints a `weights` line naming the epoch (counting from 1) whose
+        weights early stopping put back at the end of training, and returns
+        it; None, and no line, without such early stopping."""
         stopper = self._restorer
         if stopper is None or stopper.best_weights is None:
             return None
