@@ -110,6 +110,7 @@ def apply_overrides(namespace, argv=None):
     """
     argv = sys.argv[1:] if argv is None else argv
     keys = config_keys(namespace)
+    defaults = {key: namespace[key] for key in keys}  # The script's own, whatever earlier overrides set.
     if "--help" in argv or "-h" in argv:
         print_help(namespace, keys)
         raise SystemExit(0)
@@ -124,7 +125,7 @@ def apply_overrides(namespace, argv=None):
             raise UserError(
                 f"unknown setting --{key}; valid keys: {', '.join(keys)}"
             )
-        value = parse_value(key, text, namespace[key])
+        value = parse_value(key, text, defaults[key])
         if isinstance(value, str) and (value == "~" or value.startswith("~/")):
             # The shell expands ~ only at the start of a word, so not in
             # --out_dir=~/runs: without this, runs went to a folder named "~".

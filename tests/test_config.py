@@ -236,3 +236,11 @@ def test_an_errors_reason_is_its_first_line_or_else_its_kind():
     # What goes in brackets in a one-line error: a library's message of several lines would break the line.
     assert reason(OSError("No space left on device\n  while writing x")) == "No space left on device"
     assert reason(KeyError()) == "KeyError"
+
+
+def test_a_later_override_of_the_same_key_is_told_the_scripts_default():
+    # After --epochs=1, the message for --epochs=1.0 called 1 the default (the script's is 12).
+    with pytest.raises(UserError) as error:
+        apply_overrides(defaults(), ["--epochs=1", "--epochs=1.0"])
+    assert str(error.value) == "--epochs=1.0 is not an integer (default epochs=12); give e.g. --epochs=12"
+    assert apply_overrides(defaults(), ["--epochs=1", "--epochs=2"])["epochs"] == 2  # The last one wins.
