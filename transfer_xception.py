@@ -121,6 +121,9 @@ def predict_photos(paths, model_path):
 if predict:
     predict_photos(photos.split_paths(predict), model_file)
     raise SystemExit(0)
+if model_file:
+    # Without --predict the run would train, for minutes to hours, and ignore it.
+    raise UserError(f"--model_file={model_file} is the model that --predict uses; give --predict=photo.jpg with it")
 if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")
 if image_size < 71:
@@ -133,6 +136,22 @@ if device.processes() > 1:
     # Phase 1 computes the features with predict(), whose outputs would be
     # spread over the machines.
     raise UserError("transfer_xception.py trains on one machine; unset KERAS_DISTRIBUTION_NUM_PROCESSES")
+
+
+def check_classes(path, classes):
+    """Refuses to resume a run whose photo folder now has other classes: its
+    saved head has one output per class it began with."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):  # A new run, or one killed before it wrote its classes.
+        return
+    if isinstance(saved, list) and saved != classes:
+        raise UserError(
+            f"the interrupted run in {os.path.dirname(path)} trained on the classes {', '.join(map(str, saved))}, "
+            f"but {data_dir or 'the photo folder'} now has {', '.join(classes)}; put the folder back as it was "
+            "to continue that run, or start a new one with another --out_dir"
+        )
 
 
 def check_split(split_names):
@@ -211,6 +230,7 @@ device.check_batches(model, batch_size, *counts)
 
 # The run folder is made only now, when the data and the weights have loaded.
 run = output.Run("transfer_xception", config)
+check_classes(run.path("classes.json"), classes)
 output.write_json(run.path("classes.json"), classes)
 loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 

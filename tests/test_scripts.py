@@ -421,6 +421,8 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--predict=,"], "--predict names no photo"),
         (["--predict=photo.jpg", "--model_file=/no/model.keras"], "must both exist"),
         (["--predict=photo.jpg", "--model_file=tests/conftest.py"], "must both exist"),
+        # Without --predict it trained a new model (18 minutes at the defaults) and ignored the file.
+        (["--model_file=model.keras"], "--model_file=model.keras is the model that --predict uses; give --predict="),
     ],
 )
 def test_transfer_bad_input_gives_one_clean_line(args, message, tmp_path):
@@ -550,6 +552,26 @@ def test_transfer_killed_in_phase_2_resumes_there(head_test_json, tmp_path):
     assert fields["epochs"] == "5"
     rows = open(os.path.join(fields["run_dir"], "history.csv")).read().strip().splitlines()
     assert [row.split(",")[0] for row in rows] == ["epoch", "0", "1", "2", "3", "4"]
+
+
+def test_transfer_refuses_to_resume_on_other_classes_and_keeps_the_runs_files(tmp_path):
+    # A class folder added after the run was killed: classes.json was
+    # rewritten with the new classes before the saved state was refused as
+    # "another model".
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), classes=("cats", "dogs"), per_class=12)
+    args = [f"--data_dir={photo_dir}", f"--out_dir={tmp_path / 'runs'}", *TINY_TRANSFER, "--weights=none"]
+    run_until_epoch("transfer_xception.py", *args, epoch=1)
+    [run_dir] = run_folders(str(tmp_path / "runs" / "transfer_xception"))
+    kept = {name: open(os.path.join(run_dir, name), "rb").read() for name in ("classes.json", "config.json")}
+    write_photo_tree(str(tmp_path / "photos"), classes=("owls",), per_class=12)
+
+    result = run_script("transfer_xception.py", *args)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the interrupted run in {run_dir} trained on the classes cats, dogs, but {photo_dir} now has "
+        "cats, dogs, owls; put the folder back as it was to continue that run, or start a new one with another --out_dir"
+    )
+    assert {name: open(os.path.join(run_dir, name), "rb").read() for name in kept} == kept
 
 
 @pytest.mark.parametrize("fine_tune_epochs", [1, 0])
