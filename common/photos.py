@@ -4,8 +4,8 @@
 
 The photos may sit in a folder or in a .tgz / .tar.gz of one (read in place),
 possibly a few folders down, as in the TensorFlow flowers archive. A folder
-that holds train/ and test/ (and optionally validation/) folders of classes
-keeps the user's own split. Every photo is decoded once, turned upright as
+that holds train/ and test/ (and optionally validation/ or val/) folders of
+classes keeps the user's own split; train/ and val/ without test/ are refused. Every photo is decoded once, turned upright as
 its EXIF orientation says, resized to a square of `image_size` pixels and
 kept in memory as uint8.
 
@@ -279,12 +279,20 @@ def _join(prefix, name):
     return f"{prefix}/{name}" if prefix else name
 
 
-def _find_classes(entries):
+def _find_classes(source, entries):
     """Where the class folders are: `{split: folder}` with split "all" for a
     plain collection, or the user's own train / validation / test folders."""
     prefix = ""
     for _ in range(4):
         folders, _files = _children(entries, prefix)
+        validation = {"validation", "val"} & set(folders)
+        if "train" in folders and validation and "test" not in folders:
+            # Read as a collection, train/ and val/ would be its two classes.
+            where = f"{source}/{prefix}".rstrip("/") if prefix else source
+            raise UserError(
+                f"{where} holds train/ and {min(validation)}/ but no test/; add a test/ folder of the same classes "
+                "(the photos scored once, at the end), or give one folder of class folders for the script to split"
+            )
         if {"train", "test"} <= set(folders):
             splits = {"train": _join(prefix, "train"), "test": _join(prefix, "test")}
             for name in ("validation", "val"):
@@ -302,7 +310,7 @@ def _find_classes(entries):
 
 def _decode_tree(source, entries, read, image_size, check_splits):
     entries = {path: is_dir for path, is_dir in entries.items() if not _hidden(path)}
-    found = _find_classes(entries)
+    found = _find_classes(source, entries)
     check_splits(list(found))
     splits = {}
     for split, prefix in found.items():

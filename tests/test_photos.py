@@ -65,6 +65,20 @@ def test_a_validation_folder_beside_train_and_test_is_the_validation_split(tmp_p
     assert [len(found[split].x) for split in ("train", "validation", "test")] == [18, 6, 9]
 
 
+@pytest.mark.parametrize("name", ["validation", "val"])
+def test_train_and_validation_folders_without_test_are_refused_before_decoding(tmp_path, monkeypatch, name):
+    # They were read as a collection of two classes, "train" and "val", and trained on.
+    write_photo_tree(str(tmp_path / "photos" / "train"), per_class=6)
+    write_photo_tree(str(tmp_path / "photos" / name), per_class=2, seed=2)
+    monkeypatch.setattr(photos, "load_image", lambda data, size: pytest.fail("a photo was decoded"))
+    with pytest.raises(UserError) as error:
+        photos.load_photos(str(tmp_path), SIZE)  # One wrapping folder up, as the flowers archive has.
+    assert str(error.value) == (
+        f"{tmp_path}/photos holds train/ and {name}/ but no test/; add a test/ folder of the same classes (the photos "
+        "scored once, at the end), or give one folder of class folders for the script to split"
+    )
+
+
 def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monkeypatch):
     # So that a script refuses a setting that does not fit the folder at once,
     # not after decoding every photo (minutes for the flowers).
