@@ -3,7 +3,9 @@
 Importing this package installs one behaviour worth knowing about: a `UserError`
 that nobody catches (a missing data file, an unknown override, ...) is printed
 as a single `error: ...` line, and the run exits with status 1, instead of a
-traceback: it is a mistake in the input, not in the program. Ctrl-C during a
+traceback: it is a mistake in the input, not in the program. Running out of
+memory (a model, batch or image size too large for the machine) is one line
+too. Ctrl-C during a
 training run prints how to continue it, and so does SIGTERM once a run has
 called `print_on_terminate`. Output piped into a reader that stops early
 (`| head`) ends the process quietly, as a Unix tool ends, and a path that
@@ -14,6 +16,7 @@ other exception still prints its full traceback.
 import atexit
 import contextlib
 import os
+import re
 import select
 import signal
 import sys
@@ -37,6 +40,14 @@ def reason(error):
 def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)
+    elif _out_of_memory(exc):
+        # TensorFlow wraps its message in the name of the op's function ("{{function_node ...}} OOM when ... [Op:...]").
+        detail = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", reason(exc))
+        print(
+            f"error: out of memory ({detail}); give a smaller --batch_size, model or image size, "
+            "or stop what else is using the memory",
+            file=sys.stderr,
+        )
     elif issubclass(exc_type, BrokenPipeError) and _stdout_is_broken():
         # The reader of the output went away (`python mnist_mlp.py | head`):
         # the process ends quietly, as a Unix tool does. (Another broken
@@ -47,6 +58,19 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
         print("\ninterrupted" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr)
     else:
         _default(exc_type, exc, tb)
+
+
+def _out_of_memory(exc):
+    """Whether an exception says that memory ran out: NumPy's MemoryError, or
+    a backend's own kind (TensorFlow's ResourceExhaustedError, XLA's
+    RESOURCE_EXHAUSTED, PyTorch's OutOfMemoryError or its CPU allocator's)."""
+    message = str(exc)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ in ("ResourceExhaustedError", "OutOfMemoryError")
+        or message.startswith("RESOURCE_EXHAUSTED")
+        or "DefaultCPUAllocator: can't allocate memory" in message
+    )
 
 
 def _stdout_is_broken():

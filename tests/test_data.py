@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import io
 import os
 import re
 import zipfile
@@ -139,6 +140,21 @@ def test_a_zip_of_other_files_named_like_the_arrays_is_not_a_readable_npz(tmp_pa
         for name in ("x_train", "y_train", "x_test", "y_test"):
             archive.writestr(name + ".npy", b"not an array")
     with pytest.raises(UserError, match="mnist.npz is not a readable npz file .*not saved arrays"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_an_npz_whose_header_claims_terabytes_is_not_a_readable_npz(tmp_path):
+    # It ended in NumPy's MemoryError traceback ("Unable to allocate 71.3 TiB").
+    path = write_mnist_npz(str(tmp_path))
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10**11, 28, 28)})
+    members["x_train.npy"] = header.getvalue() + bytes(100)  # The magic string, the header, a few bytes.
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(UserError, match=r"mnist.npz is not a readable npz file \(Unable to allocate .*; it may be truncated"):
         data.load_mnist(str(tmp_path))
 
 

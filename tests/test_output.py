@@ -345,6 +345,32 @@ def test_a_broken_pipe_that_is_not_stdout_is_an_error_like_any_other():
     assert process.returncode == 1 and stderr.strip().splitlines()[-1] == "BrokenPipeError: a pipe of some library"
 
 
+@pytest.mark.parametrize(
+    "code, detail",
+    [
+        # NumPy, as a damaged file's header or a huge image size asks for terabytes.
+        ("import numpy as np\nnp.zeros((10**7, 10**7))", "Unable to allocate 728. TiB for an array with shape (10000000, 10000000) and data type float64"),
+        # TensorFlow's kind, its message wrapped as TensorFlow wraps it (a huge --width of mnist_cnn.py).
+        ("class ResourceExhaustedError(Exception): pass\nraise ResourceExhaustedError('{{function_node "
+         "__wrapped__Mul_device_/job:localhost/replica:0/task:0/device:CPU:0}} OOM when allocating tensor with "
+         "shape[3,3] and type float by allocator mklcpu [Op:Mul] name: ')",
+         "OOM when allocating tensor with shape[3,3] and type float by allocator mklcpu"),
+        # XLA's (JAX), on an accelerator.
+        ("raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 bytes.\\nmore')",
+         "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 bytes."),
+    ],
+)
+def test_running_out_of_memory_is_one_line_not_a_traceback(code, detail):
+    import subprocess
+
+    process = python_with_common(code, subprocess.PIPE)
+    out, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: out of memory ({detail}); give a smaller --batch_size, model or image size, or stop what else is using the memory"
+    )
+
+
 def test_kill_keeps_the_output_still_buffered():
     # stdout to a file or a pipe is buffered, and SIGTERM's default end of the process lost what was in the buffer.
     import subprocess
