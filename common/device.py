@@ -30,6 +30,9 @@ def setup(seed):
     joins the others of a run over several machines.
     """
     backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax", "torch"):
+        # Keras' numpy and openvino backends run models but cannot train them.
+        raise UserError(f"KERAS_BACKEND={backend} cannot train a model; use tensorflow (the default), jax or torch")
     num_processes = _join_processes(backend)
     if backend == "tensorflow":
         _turn_off_tf_data_autotuning()

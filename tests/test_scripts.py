@@ -288,6 +288,18 @@ def test_bad_input_gives_one_clean_line(script, case, tmp_path):
     assert not run_folders(str(out_dir)), "a failed run must not leave a run folder"
 
 
+def test_a_backend_that_cannot_train_stops_with_one_line_before_the_run_folder(mnist_dir, tmp_path):
+    # With KERAS_BACKEND=numpy, fit ended in a NotImplementedError traceback
+    # and left a run folder that the next run with the same settings resumed.
+    out_dir = tmp_path / "runs"
+    result = run_script("mnist_mlp.py", f"--data_dir={mnist_dir}", f"--out_dir={out_dir}", *TINY, env={"KERAS_BACKEND": "numpy"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: KERAS_BACKEND=numpy cannot train a model; use tensorflow (the default), jax or torch"
+    )
+    assert not out_dir.exists()
+
+
 @pytest.mark.parametrize("script", ["mnist_cnn.py", "cifar10_cnn.py", "resnet34.py"])
 def test_a_shift_as_wide_as_the_images_stops_before_the_run_folder_is_made(script, dataset, tmp_path):
     # The layer refuses it as the model is built, which is after the data loads.
