@@ -510,9 +510,9 @@ def new_results_file(chosen):
         os.makedirs(out_dir, exist_ok=True)
         return benchmarks.new_results_file(base, lambda stem: os.path.exists(os.path.join(runs_dir, os.path.basename(stem))))
     except OSError as error:
-        raise UserError(
-            f"cannot write the results to --out_dir={out_dir!r} ({reason(error)}); give a folder you can write to"
-        ) from None
+        # makedirs says "[Errno 17] File exists" of a file in the folder's place.
+        why = "it is a file, not a folder" if os.path.isfile(out_dir) else reason(error)
+        raise UserError(f"cannot write the results to --out_dir={out_dir!r} ({why}); give a folder you can write to") from None
 
 
 class _Terminated(BaseException):
