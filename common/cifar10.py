@@ -212,7 +212,7 @@ def _decode_images(source, files, read):
     """Decodes `files` ({"train/cat/0001.jpg": where, ...}) into arrays in an
     order set by the class and file names alone, never by the file system or
     the archive."""
-    from PIL import Image  # Pillow; only needed for image trees.
+    from PIL import Image, UnidentifiedImageError  # Pillow; only needed for image trees.
 
     found = {path.split("/")[1] for path in files if path.split("/")[0] in ("train", "test")}
     unknown = sorted(found - set(CLASSES))
@@ -236,10 +236,9 @@ def _decode_images(source, files, read):
                 except UserError:
                     raise  # read_file's line already says what is wrong.
                 except Exception as error:  # Pillow raises many kinds of errors.
-                    raise UserError(
-                        f"{source}: {path} is not a readable image ({error}); "
-                        "replace or remove it"
-                    ) from None
+                    # Pillow names the in-memory copy it read ("<_io.BytesIO object at 0x...>"), not the file.
+                    detail = "no image format Pillow can decode" if isinstance(error, UnidentifiedImageError) else error
+                    raise UserError(f"{source}: {path} is not a readable image ({detail}); replace or remove it") from None
                 labels.append(label)
                 positions.append(position)
         shapes = {image.shape for image in images}
@@ -294,7 +293,7 @@ def _cached(source, cache_dir, decode):
                     return arrays
         except Exception:  # A damaged cache is rebuilt, never trusted.
             pass
-    print(f"data      decoding {source} once; the arrays are cached in {path}")
+    print(f"data      decoding {source} once, to cache the arrays in {path}")
     (x_train, y_train), (x_test, y_test) = decode(source)
     # A name of this process's own: two runs that decode at once each write
     # a whole copy, and the last one renamed stays.
