@@ -312,6 +312,7 @@ def _decode_tree(source, entries, read, image_size, check_splits):
     entries = {path: is_dir for path, is_dir in entries.items() if not _hidden(path)}
     found = _find_classes(source, entries)
     check_splits(list(found))
+    _check_memory(source, entries, found, image_size)
     splits = {}
     for split, prefix in found.items():
         where = f"{source}/{prefix}".rstrip("/") if prefix else source
@@ -338,6 +339,24 @@ def _decode_tree(source, entries, read, image_size, check_splits):
             )
         splits[split] = _decode_classes(where, entries, prefix, classes, read, image_size)
     return splits
+
+
+def _check_memory(source, entries, found, image_size):
+    """Refuses, before decoding, an image size at which the photos alone
+    would not fit in the machine's memory (the run was killed by the
+    system, or said that the photos did not decode)."""
+    folders = [_join(prefix, "") for prefix in found.values()]  # "" for a collection at the top: every file.
+    files = sum(1 for path, is_dir in entries.items() if not is_dir and path.startswith(tuple(folders)))
+    needed = files * image_size * image_size * 3
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # A system that does not say.
+        return
+    if needed > memory:
+        raise UserError(
+            f"{files} files of {source} as {image_size}x{image_size} photos would take {needed / 2**30:,.1f} GiB, "
+            f"more than this machine's {memory / 2**30:,.1f} GiB of memory; give a smaller --image_size (Xception's own is 299)"
+        )
 
 
 def _hidden(path):

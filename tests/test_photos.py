@@ -79,6 +79,21 @@ def test_train_and_validation_folders_without_test_are_refused_before_decoding(t
     )
 
 
+def test_an_image_size_whose_photos_would_not_fit_in_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    # --image_size=1000000 ran the machine out of memory until the system killed the run.
+    root = write_photo_tree(str(tmp_path / "photos"))  # 30 photos and 3 other files.
+    monkeypatch.setattr(photos, "load_image", lambda data, size: pytest.fail("a photo was decoded"))
+    monkeypatch.setattr(os, "sysconf", {"SC_PHYS_PAGES": 2**20, "SC_PAGE_SIZE": 2**12}.get)  # 4 GiB.
+    with pytest.raises(UserError) as error:
+        photos.load_photos(root, 7000)
+    assert str(error.value) == (
+        f"33 files of {root} as 7000x7000 photos would take 4.5 GiB, more than this machine's 4.0 GiB of memory; "
+        "give a smaller --image_size (Xception's own is 299)"
+    )
+    monkeypatch.undo()
+    assert len(photos.load_photos(root, SIZE)["all"].x) == 30
+
+
 def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monkeypatch):
     # So that a script refuses a setting that does not fit the folder at once,
     # not after decoding every photo (minutes for the flowers).
