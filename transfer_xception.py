@@ -130,6 +130,7 @@ if image_size < 71:
     raise UserError(f"--image_size={image_size} is too small: Xception needs at least 71 pixels")
 # A wrong weights file stops the run now, not after the photos have loaded.
 pretrained.check_weights(weights, "Xception")
+photos.check_out_dir(data_dir, out_dir)
 
 scope = device.setup(seed)
 if device.processes() > 1:

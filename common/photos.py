@@ -71,6 +71,16 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
         return _decode_tree(data_dir, entries, lambda path: tar.extractfile(members[path]).read(), image_size, check_splits)
 
 
+def check_out_dir(data_dir, out_dir):
+    """Refuses an out_dir inside the photo folder, where the runs' files
+    would be read as a class of photos the next time."""
+    if data_dir and os.path.isdir(data_dir) and _holds(os.path.realpath(data_dir), os.path.realpath(out_dir)):
+        raise UserError(
+            f"--out_dir={out_dir} lies inside --data_dir={data_dir}, whose folders are read as classes of photos; "
+            "give an out_dir outside it"
+        )
+
+
 def check_fractions(validation_split, test_split):
     """Refuses split fractions that leave no photos to train on. The scripts
     call it before reading any photo; `split_photos` calls it too."""

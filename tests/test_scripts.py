@@ -435,17 +435,20 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--predict=photo.jpg", "--model_file=tests/conftest.py"], "must both exist"),
         # Without --predict it trained a new model (18 minutes at the defaults) and ignored the file.
         (["--model_file=model.keras"], "--model_file=model.keras is the model that --predict uses; give --predict="),
+        # The second run read the first one's folder as a class of photos ("class 'runs' has 3 photos").
+        (["--out_dir={photos}/runs"], "--out_dir={photos}/runs lies inside --data_dir={photos}, whose folders are read"),
     ],
 )
 def test_transfer_bad_input_gives_one_clean_line(args, message, tmp_path):
     photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
     out_dir = tmp_path / "runs"
+    args, message = [arg.format(photos=photo_dir) for arg in args], message.format(photos=photo_dir)
     result = run_script("transfer_xception.py", f"--data_dir={photo_dir}", f"--out_dir={out_dir}", *args)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, result.stderr[-2000:]
-    assert not run_folders(str(out_dir)), "a failed run must not leave a run folder"
+    assert not run_folders(str(out_dir)) and not os.path.exists(os.path.join(photo_dir, "runs")), "a failed run must not leave a run folder"
 
 
 def test_transfer_checks_the_split_before_decoding_and_only_where_it_splits(tmp_path):
