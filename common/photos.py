@@ -124,10 +124,22 @@ def load_image(data, image_size):
     ValueError (or an OSError) when they are not an image."""
     from PIL import Image  # Pillow: only needed for photos.
 
-    with Image.open(io.BytesIO(data)) as image:
+    # Pillow refuses an image of more than twice MAX_IMAGE_PIXELS (179
+    # million pixels), and warns above it, as it opens the file: before a
+    # JPEG's draft mode below has made it smaller. A panorama or a
+    # 200-megapixel phone photo then decodes at an eighth of its width and
+    # height, so the limit is applied to the size that is decoded instead.
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        image = Image.open(io.BytesIO(data))
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    with image:
         # JPEG can decode straight to a smaller size (at least the target
         # size), which is much faster than decoding every pixel and shrinking.
         image.draft("RGB", (image_size, image_size))
+        if limit and image.width * image.height > 2 * limit:
+            raise ValueError(f"{image.width}x{image.height} pixels to decode, more than {2 * limit:,}")
         return _square(_upright(image), image_size)
 
 

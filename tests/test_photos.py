@@ -1,3 +1,4 @@
+import io
 import os
 import re
 import struct
@@ -92,6 +93,25 @@ def test_an_image_size_whose_photos_would_not_fit_in_memory_is_refused_before_de
     )
     monkeypatch.undo()
     assert len(photos.load_photos(root, SIZE)["all"].x) == 30
+
+
+def test_a_photo_too_large_for_pillow_decodes_if_jpeg_shrinks_it_enough(recwarn):
+    # A panorama or a 200-megapixel phone photo was skipped as "not a readable
+    # image" (Pillow's decompression bomb error), and one of 90 to 179
+    # million pixels printed Pillow's two-line warning.
+    from PIL import Image
+
+    pixels = Image.new("L", (15000, 12000), 128)  # 180 million pixels.
+    for format, readable in ("JPEG", True), ("PNG", False):
+        data = io.BytesIO()
+        pixels.save(data, format)
+        if readable:  # JPEG decodes at an eighth of the size here.
+            assert photos.load_image(data.getvalue(), SIZE).shape == (SIZE, SIZE, 3)
+        else:
+            with pytest.raises(ValueError, match="^15000x12000 pixels to decode, more than 178,956,970$"):
+                photos.load_image(data.getvalue(), SIZE)
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+    assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's own limit is back for other code.
 
 
 def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monkeypatch):
