@@ -51,7 +51,7 @@ def load_mnist(data_dir="", cache_dir=None, origin=MNIST_URL, file_hash=MNIST_SH
                 "holds mnist.npz or the four MNIST IDX files"
             )
         npz = os.path.join(data_dir, "mnist.npz")
-        if os.path.exists(npz):
+        if os.path.lexists(npz):  # A link to nowhere is named as such, not read as "no MNIST data".
             data = _read_npz(npz)
         else:
             data = _read_idx_folder(data_dir)
@@ -230,6 +230,8 @@ def verified_in_cache(path, file_hash, what, use_anyway):
 
 def unreadable(path, error):
     """The one line for a file that an OSError kept from being read."""
+    if os.path.islink(path) and not os.path.exists(path):  # "No such file" of a name that `ls` lists.
+        return UserError(f"cannot read {path}: it is a link to {os.readlink(path)}, which does not exist; fix or replace the link")
     return UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable")
 
 

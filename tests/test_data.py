@@ -158,6 +158,17 @@ def test_an_npz_whose_header_claims_terabytes_is_not_a_readable_npz(tmp_path):
         data.load_mnist(str(tmp_path))
 
 
+def test_a_link_to_nowhere_named_mnist_npz_is_reported_as_what_it_is(tmp_path):
+    # It was passed over as missing: "no MNIST data ... train-images-idx3-ubyte is missing".
+    (tmp_path / "mnist.npz").symlink_to(tmp_path / "moved" / "mnist.npz")
+    with pytest.raises(UserError) as error:
+        data.load_mnist(str(tmp_path))
+    assert str(error.value) == (
+        f"cannot read {tmp_path}/mnist.npz: it is a link to {tmp_path}/moved/mnist.npz, which does not exist; "
+        "fix or replace the link"
+    )
+
+
 def test_a_folder_named_mnist_npz_is_reported_as_what_it_is(tmp_path):
     (tmp_path / "mnist.npz").mkdir()
     with pytest.raises(UserError, match="cannot read .*mnist.npz \\(Is a directory\\)"):
