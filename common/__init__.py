@@ -41,10 +41,8 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)
     elif _out_of_memory(exc):
-        # TensorFlow wraps its message in the name of the op's function ("{{function_node ...}} OOM when ... [Op:...]").
-        detail = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", reason(exc))
         print(
-            f"error: out of memory ({detail}); give a smaller --batch_size, model or image size, "
+            f"error: out of memory ({_memory_detail(exc)}); give a smaller --batch_size, model or image size, "
             "or stop what else is using the memory",
             file=sys.stderr,
         )
@@ -71,6 +69,20 @@ def _out_of_memory(exc):
         or message.startswith("RESOURCE_EXHAUSTED")
         or "DefaultCPUAllocator: can't allocate memory" in message
     )
+
+
+def _memory_detail(exc):
+    """The line of an out-of-memory message that says what did not fit.
+    TensorFlow's starts "Graph execution error:" in a compiled step, and
+    wraps the line in the op's names ("{{function_node ...}} OOM when
+    allocating tensor ... [Op:...]"); PyTorch's starts with the line of C++
+    that failed ("[enforce fail at alloc_cpu.cpp:127] err == 0.")."""
+    lines = str(exc).splitlines()
+    line = next((line for line in lines if re.search(r"OOM when|out of memory|allocat", line, re.IGNORECASE)), None)
+    if line is None:
+        return reason(exc)
+    line = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", line)
+    return re.sub(r"^\[enforce fail at .*?\]\s*err == 0\.\s*", "", line)
 
 
 def _stdout_is_broken():

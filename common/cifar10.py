@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 
 from common import UserError, reason
-from common.data import checked, download, keras_cache_dir, matches_hash, open_tar, read_file
+from common.data import checked, download, keras_cache_dir, matches_hash, not_an_image, open_tar, read_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The hash that keras.datasets.cifar10 checks.
@@ -212,7 +212,7 @@ def _decode_images(source, files, read):
     """Decodes `files` ({"train/cat/0001.jpg": where, ...}) into arrays in an
     order set by the class and file names alone, never by the file system or
     the archive."""
-    from PIL import Image, UnidentifiedImageError  # Pillow; only needed for image trees.
+    from PIL import Image  # Pillow; only needed for image trees.
 
     found = {path.split("/")[1] for path in files if path.split("/")[0] in ("train", "test")}
     unknown = sorted(found - set(CLASSES))
@@ -236,9 +236,7 @@ def _decode_images(source, files, read):
                 except UserError:
                     raise  # read_file's line already says what is wrong.
                 except Exception as error:  # Pillow raises many kinds of errors.
-                    # Pillow names the in-memory copy it read ("<_io.BytesIO object at 0x...>"), not the file.
-                    detail = "no image format Pillow can decode" if isinstance(error, UnidentifiedImageError) else error
-                    raise UserError(f"{source}: {path} is not a readable image ({detail}); replace or remove it") from None
+                    raise UserError(f"{source}: {path} is not a readable image ({not_an_image(error)}); replace or remove it") from None
                 labels.append(label)
                 positions.append(position)
         shapes = {image.shape for image in images}

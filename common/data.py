@@ -231,8 +231,18 @@ def verified_in_cache(path, file_hash, what, use_anyway):
 def unreadable(path, error):
     """The one line for a file that an OSError kept from being read."""
     if os.path.islink(path) and not os.path.exists(path):  # "No such file" of a name that `ls` lists.
-        return UserError(f"cannot read {path}: it is a link to {os.readlink(path)}, which does not exist; fix or replace the link")
+        target = os.path.join(os.path.dirname(path), os.readlink(path))  # A relative link is relative to its folder.
+        return UserError(f"cannot read {path}: it is a link to {os.path.normpath(target)}, which does not exist; fix or replace the link")
     return UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable")
+
+
+def not_an_image(error):
+    """What Pillow's error says of bytes that do not decode, for a one-line
+    error. For bytes of no image format at all, Pillow names the in-memory
+    copy it read ("<_io.BytesIO object at 0x...>"), not the file."""
+    from PIL import UnidentifiedImageError  # Pillow; only needed for images.
+
+    return "no image format Pillow can decode" if isinstance(error, UnidentifiedImageError) else reason(error)
 
 
 def matches_hash(path, file_hash):

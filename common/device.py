@@ -32,7 +32,10 @@ def setup(seed):
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax", "torch"):
         # Keras' numpy and openvino backends run models but cannot train them.
-        raise UserError(f"KERAS_BACKEND={backend} cannot train a model; use tensorflow (the default), jax or torch")
+        raise UserError(
+            f"the Keras backend {backend} (from KERAS_BACKEND or ~/.keras/keras.json) cannot train a model; "
+            "use tensorflow (the default), jax or torch"
+        )
     num_processes = _join_processes(backend)
     if backend == "tensorflow":
         _turn_off_tf_data_autotuning()

@@ -4,8 +4,9 @@
 
 The photos may sit in a folder or in a .tgz / .tar.gz of one (read in place),
 possibly a few folders down, as in the TensorFlow flowers archive. A folder
-that holds train/ and test/ (and optionally validation/ or val/) folders of
-classes keeps the user's own split; train/ and val/ without test/ are refused. Every photo is decoded once, turned upright as
+that holds train/ and test/ (and optionally validation/, val/ or valid/)
+folders of classes keeps the user's own split; train/ and a validation
+folder without test/ are refused. Every photo is decoded once, turned upright as
 its EXIF orientation says, resized to a square of `image_size` pixels and
 kept in memory as uint8.
 
@@ -26,10 +27,12 @@ import os
 import numpy as np
 
 from common import UserError, reason
-from common.data import download, open_tar, read_file
+from common.data import download, not_an_image, open_tar, read_file
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
+# The names a validation folder beside train/ and test/ may have, in order of preference.
+VALIDATION_FOLDERS = ("validation", "val", "valid")
 
 # The photos of a run: uint8 images (N, size, size, 3), integer labels, the
 # class names in label order, and how many files were skipped as non-images.
@@ -74,11 +77,16 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
 def check_out_dir(data_dir, out_dir):
     """Refuses an out_dir inside the photo folder, where the runs' files
     would be read as a class of photos the next time."""
-    if data_dir and os.path.isdir(data_dir) and _holds(os.path.realpath(data_dir), os.path.realpath(out_dir)):
-        raise UserError(
-            f"--out_dir={out_dir} lies inside --data_dir={data_dir}, whose folders are read as classes of photos; "
-            "give an out_dir outside it"
-        )
+    if not data_dir or not os.path.isdir(data_dir):
+        return
+    # As written, and with links resolved: a link inside the photo folder to
+    # a folder elsewhere is followed as a class. A hidden folder is never read.
+    for top, inside in [(os.path.abspath(data_dir), os.path.abspath(out_dir)), (os.path.realpath(data_dir), os.path.realpath(out_dir))]:
+        if _holds(top, inside) and not _hidden(os.path.relpath(inside, top).replace(os.sep, "/")):
+            raise UserError(
+                f"--out_dir={out_dir} lies inside --data_dir={data_dir}, whose folders are read as classes of photos; "
+                "give an out_dir outside it"
+            )
 
 
 def check_fractions(validation_split, test_split):
@@ -247,11 +255,7 @@ def read_image(path, image_size):
     except UserError:
         raise
     except Exception as error:  # Pillow raises many kinds of errors.
-        from PIL import UnidentifiedImageError
-
-        # Pillow names the in-memory copy it read ("<_io.BytesIO object at 0x...>"), not the file.
-        detail = "no image format Pillow can decode" if isinstance(error, UnidentifiedImageError) else error
-        raise UserError(f"{path} is not a readable image ({detail}); give a JPEG or PNG photo") from None
+        raise UserError(f"{path} is not a readable image ({not_an_image(error)}); give a JPEG or PNG photo") from None
 
 
 def _folder_entries(root):
@@ -307,17 +311,17 @@ def _find_classes(source, entries):
     prefix = ""
     for _ in range(4):
         folders, _files = _children(entries, prefix)
-        validation = {"validation", "val"} & set(folders)
+        validation = [name for name in VALIDATION_FOLDERS if name in folders]
         if "train" in folders and validation and "test" not in folders:
             # Read as a collection, train/ and val/ would be its two classes.
             where = f"{source}/{prefix}".rstrip("/") if prefix else source
             raise UserError(
-                f"{where} holds train/ and {min(validation)}/ but no test/; add a test/ folder of the same classes "
-                "(the photos scored once, at the end), or give one folder of class folders for the script to split"
+                f"{where} holds train/ and {validation[0]}/ but no test/; rename {validation[0]}/ to test/ (validation "
+                "then comes out of train/), or add a test/ folder of the same classes (the photos scored once, at the end)"
             )
         if {"train", "test"} <= set(folders):
             splits = {"train": _join(prefix, "train"), "test": _join(prefix, "test")}
-            for name in ("validation", "val"):
+            for name in VALIDATION_FOLDERS:
                 if name in folders:
                     splits["validation"] = _join(prefix, name)
                     break
@@ -366,17 +370,20 @@ def _decode_tree(source, entries, read, image_size, check_splits):
 def _check_memory(source, entries, found, image_size):
     """Refuses, before decoding, an image size at which the photos alone
     would not fit in the machine's memory (the run was killed by the
-    system, or said that the photos did not decode)."""
+    system, or said that the photos did not decode). A lower bound: the
+    decoded photos are held twice while they are gathered into one array,
+    and the splits copy them again; every file is counted, since only
+    decoding tells an image from another file."""
     folders = [_join(prefix, "") for prefix in found.values()]  # "" for a collection at the top: every file.
     files = sum(1 for path, is_dir in entries.items() if not is_dir and path.startswith(tuple(folders)))
-    needed = files * image_size * image_size * 3
+    needed = 2 * files * image_size * image_size * 3
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, OSError, ValueError):  # A system that does not say.
         return
     if needed > memory:
         raise UserError(
-            f"{files} files of {source} as {image_size}x{image_size} photos would take {needed / 2**30:,.1f} GiB, "
+            f"{files} files of {source} as {image_size}x{image_size} photos would take {needed / 2**30:,.1f} GiB as they load, "
             f"more than this machine's {memory / 2**30:,.1f} GiB of memory; give a smaller --image_size (Xception's own is 299)"
         )
 

@@ -56,7 +56,7 @@ def test_train_and_test_folders_keep_the_users_split(tmp_path):
     assert len(found["train"].x) == 18 and len(found["test"].x) == 9
 
 
-@pytest.mark.parametrize("name", ["validation", "val"])
+@pytest.mark.parametrize("name", ["validation", "val", "valid"])
 def test_a_validation_folder_beside_train_and_test_is_the_validation_split(tmp_path, name):
     write_photo_tree(str(tmp_path / "train"), per_class=6)
     write_photo_tree(str(tmp_path / name), per_class=2, seed=2)
@@ -66,7 +66,7 @@ def test_a_validation_folder_beside_train_and_test_is_the_validation_split(tmp_p
     assert [len(found[split].x) for split in ("train", "validation", "test")] == [18, 6, 9]
 
 
-@pytest.mark.parametrize("name", ["validation", "val"])
+@pytest.mark.parametrize("name", ["validation", "val", "valid"])
 def test_train_and_validation_folders_without_test_are_refused_before_decoding(tmp_path, monkeypatch, name):
     # They were read as a collection of two classes, "train" and "val", and trained on.
     write_photo_tree(str(tmp_path / "photos" / "train"), per_class=6)
@@ -75,8 +75,8 @@ def test_train_and_validation_folders_without_test_are_refused_before_decoding(t
     with pytest.raises(UserError) as error:
         photos.load_photos(str(tmp_path), SIZE)  # One wrapping folder up, as the flowers archive has.
     assert str(error.value) == (
-        f"{tmp_path}/photos holds train/ and {name}/ but no test/; add a test/ folder of the same classes (the photos "
-        "scored once, at the end), or give one folder of class folders for the script to split"
+        f"{tmp_path}/photos holds train/ and {name}/ but no test/; rename {name}/ to test/ (validation then comes out "
+        "of train/), or add a test/ folder of the same classes (the photos scored once, at the end)"
     )
 
 
@@ -86,32 +86,48 @@ def test_an_image_size_whose_photos_would_not_fit_in_memory_is_refused_before_de
     monkeypatch.setattr(photos, "load_image", lambda data, size: pytest.fail("a photo was decoded"))
     monkeypatch.setattr(os, "sysconf", {"SC_PHYS_PAGES": 2**20, "SC_PAGE_SIZE": 2**12}.get)  # 4 GiB.
     with pytest.raises(UserError) as error:
-        photos.load_photos(root, 7000)
+        photos.load_photos(root, 5000)
     assert str(error.value) == (
-        f"33 files of {root} as 7000x7000 photos would take 4.5 GiB, more than this machine's 4.0 GiB of memory; "
+        f"33 files of {root} as 5000x5000 photos would take 4.6 GiB as they load, more than this machine's 4.0 GiB of memory; "
         "give a smaller --image_size (Xception's own is 299)"
     )
     monkeypatch.undo()
     assert len(photos.load_photos(root, SIZE)["all"].x) == 30
 
 
-def test_a_photo_too_large_for_pillow_decodes_if_jpeg_shrinks_it_enough(recwarn):
+def test_a_photo_too_large_for_pillow_decodes_if_jpeg_shrinks_it_enough(recwarn, monkeypatch):
     # A panorama or a 200-megapixel phone photo was skipped as "not a readable
-    # image" (Pillow's decompression bomb error), and one of 90 to 179
-    # million pixels printed Pillow's two-line warning.
+    # image" (Pillow's decompression bomb error above twice its limit of 89
+    # million pixels), and one above the limit printed Pillow's two-line
+    # warning. Here with a limit of 1,000 pixels and photos of 10,000.
     from PIL import Image
 
-    pixels = Image.new("L", (15000, 12000), 128)  # 180 million pixels.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    pixels = Image.new("RGB", (100, 100), (128, 64, 32))
     for format, readable in ("JPEG", True), ("PNG", False):
         data = io.BytesIO()
         pixels.save(data, format)
-        if readable:  # JPEG decodes at an eighth of the size here.
+        if readable:  # JPEG decodes at a quarter of the width and height here: 25x25.
             assert photos.load_image(data.getvalue(), SIZE).shape == (SIZE, SIZE, 3)
         else:
-            with pytest.raises(ValueError, match="^15000x12000 pixels to decode, more than 178,956,970$"):
+            with pytest.raises(ValueError, match="^100x100 pixels to decode, more than 2,000$"):
                 photos.load_image(data.getvalue(), SIZE)
     assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
-    assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's own limit is back for other code.
+    assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's own limit is back for other code.
+
+
+def test_an_out_dir_read_as_a_class_of_photos_is_refused(tmp_path, monkeypatch):
+    root = write_photo_tree(str(tmp_path / "photos"))
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", os.path.join(root, "linked"))  # A link out of the folder is read as a class.
+    monkeypatch.chdir(tmp_path)
+    for out_dir in ("photos/runs", "photos", f"{root}/cats/runs", "photos/linked/runs"):
+        with pytest.raises(UserError, match=f"^--out_dir={out_dir} lies inside --data_dir=photos, whose folders are read"):
+            photos.check_out_dir("photos", out_dir)
+    # Hidden folders are never read; the photo folder's neighbours are not in it; an archive holds no folder.
+    for out_dir in ("photos/.runs", "photos-runs", "runs", str(tmp_path / "elsewhere" / "runs")):
+        photos.check_out_dir("photos", out_dir)
+    photos.check_out_dir(make_tar_gz(str(tmp_path / "photos.tgz"), root, "photos"), "runs")
 
 
 def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monkeypatch):

@@ -295,7 +295,8 @@ def test_a_backend_that_cannot_train_stops_with_one_line_before_the_run_folder(m
     result = run_script("mnist_mlp.py", f"--data_dir={mnist_dir}", f"--out_dir={out_dir}", *TINY, env={"KERAS_BACKEND": "numpy"})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: KERAS_BACKEND=numpy cannot train a model; use tensorflow (the default), jax or torch"
+        "error: the Keras backend numpy (from KERAS_BACKEND or ~/.keras/keras.json) cannot train a model; "
+        "use tensorflow (the default), jax or torch"
     )
     assert not out_dir.exists()
 
