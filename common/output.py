@@ -577,6 +577,8 @@ def _writing_to(folder):
     read-only) into the one line of `_unwritable`."""
     try:
         yield
+    except BrokenPipeError:
+        raise  # The reader of stdout went away (`| head`): the run folder is fine.
     except OSError as error:
         raise _unwritable(folder, error) from None
 

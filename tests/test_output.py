@@ -128,6 +128,26 @@ def test_a_full_disk_while_finishing_is_one_line(tmp_path):
     assert os.path.exists(run.path("result.json"))
 
 
+def test_a_reader_of_stdout_gone_while_finishing_is_not_a_run_folder_error(tmp_path, monkeypatch):
+    # `python mnist_mlp.py | head -9` ended with "error: cannot write to the
+    # run folder ... (Broken pipe)" although the run had finished.
+    run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
+    model = tiny_model()
+    x, y = tiny_data()
+    model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    print_ = print
+
+    def reader_gone_at_wrote(*args, **kwargs):
+        if str(args[0]).startswith("wrote"):
+            raise BrokenPipeError(32, "Broken pipe")
+        print_(*args, **kwargs)
+
+    monkeypatch.setattr("builtins.print", reader_gone_at_wrote)
+    with pytest.raises(BrokenPipeError):  # Which common's excepthook ends quietly.
+        run.finish(model, x, y)
+    assert os.path.exists(run.path("result.json"))
+
+
 def test_figures_are_shown_one_way_on_the_final_line_and_in_compare():
     assert output.shown("train_seconds", 12.345) == "12.3"
     assert output.shown("train_seconds", 12) == "12.0"  # A hand-written whole number of seconds.
