@@ -130,6 +130,10 @@ def apply_overrides(namespace, argv=None):
             # The shell expands ~ only at the start of a word, so not in
             # --out_dir=~/runs: without this, runs went to a folder named "~".
             value = os.path.expanduser(value)
+        if key.endswith("_dir") and len(value) > 1:
+            # runs/ and runs are one folder: the same command typed either
+            # way resumes a run that the other started, and compares alike.
+            value = value.rstrip("/") or "/"
         namespace[key] = value
     config = {key: namespace[key] for key in keys}
     for key, (is_valid, rule) in _CHECKS.items():

@@ -529,7 +529,7 @@ def _unfinished_run(parent, config):
             continue
         try:
             with open(os.path.join(folder, "config.json")) as f:
-                if json.load(f) != config:
+                if not _same_settings(json.load(f), config):
                     continue
         except (OSError, ValueError):
             continue
@@ -542,6 +542,15 @@ def _unfinished_run(parent, config):
         elif lock:
             return folder, lock
     return None, None
+
+
+def _same_settings(saved, config):
+    """Whether a run folder's config.json holds these settings. Its out_dir
+    is not compared: the folder was found in this one, however it was
+    spelled then (relative to another folder, or absolute)."""
+    if not isinstance(saved, dict):
+        return False
+    return {**saved, "out_dir": None} == {**config, "out_dir": None}
 
 
 def _claim(folder):

@@ -244,3 +244,10 @@ def test_a_later_override_of_the_same_key_is_told_the_scripts_default():
         apply_overrides(defaults(), ["--epochs=1", "--epochs=1.0"])
     assert str(error.value) == "--epochs=1.0 is not an integer (default epochs=12); give e.g. --epochs=12"
     assert apply_overrides(defaults(), ["--epochs=1", "--epochs=2"])["epochs"] == 2  # The last one wins.
+
+
+def test_a_folder_typed_with_a_trailing_slash_is_the_same_setting():
+    # --out_dir=runs/ did not resume a run started with --out_dir=runs.
+    assert apply_overrides(defaults(), ["--data_dir=/data/mnist/"])["data_dir"] == "/data/mnist"
+    assert apply_overrides(defaults(), ["--data_dir=/"])["data_dir"] == "/"
+    assert apply_overrides(defaults(), ["--data_dir=//"])["data_dir"] == "/"

@@ -328,6 +328,19 @@ def test_other_settings_start_a_new_run(tmp_path):
     assert output.Run("tiny", {"out_dir": str(tmp_path), "epochs": 4}).dir != first.dir
 
 
+def test_the_same_out_dir_spelled_another_way_resumes_the_run(tmp_path, monkeypatch):
+    # Typed relative to another folder (or with a trailing slash, which the
+    # config drops), it started the run over and left the interrupted one.
+    first = output.Run("tiny", {"out_dir": str(tmp_path / "runs"), "epochs": 3})
+    os.remove(first.path("running.pid"))
+    monkeypatch.chdir(tmp_path)
+    again = output.Run("tiny", {"out_dir": "runs", "epochs": 3})
+    assert os.path.samefile(again.dir, first.dir)
+    os.remove(again.path("running.pid"))
+    monkeypatch.chdir(tmp_path / "runs")
+    assert os.path.samefile(output.Run("tiny", {"out_dir": ".", "epochs": 3}).dir, first.dir)
+
+
 @pytest.mark.parametrize("damaged", ["half a zip", "one array"])
 def test_a_damaged_state_file_is_one_clear_line(damaged, tmp_path):
     config = {"out_dir": str(tmp_path)}
