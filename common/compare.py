@@ -45,6 +45,9 @@ def load_run(folder):
                 result = json.load(f)
             if not isinstance(result, dict):
                 raise ValueError("it holds no figures")
+            starts = result.get("phase_starts", [])
+            if not (isinstance(starts, list) and all(type(epoch) is int and epoch > 0 for epoch in starts)):
+                raise ValueError(f"its phase_starts, {starts!r}, are not epochs")
     except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
         raise UserError(
             f"{path} is damaged ({error.__class__.__name__}: {error}); leave that run out of the comparison"
