@@ -504,12 +504,17 @@ def _read_state(path):
             missing = [key for key in _STATE_KEYS if key not in state.files]
             if missing:
                 raise ValueError(f"it lacks {missing[0]!r}")
-            return {key: state[key] for key in state.files}
+            arrays = {key: state[key] for key in state.files}
+        # Each figure as it is read later: a value of another kind (an edited file) is refused here.
+        int(arrays["epochs_done"]), int(arrays["initial_epoch"]), float(arrays["train_seconds"])
+        json.loads(str(arrays["callbacks"]))
+        return arrays
     except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        # TypeError: a single array (.npy) in its place is no context manager.
+        # TypeError: a single array (.npy) in its place is no context manager. NumPy's
+        # advice for pickled data, to load it unsafely, is no advice for a state file.
+        why = "it holds pickled data, which a state file never does" if "pickled" in str(error) else reason(error)
         raise UserError(
-            f"{path} cannot be read ({reason(error)}); delete it to restart that run "
-            "from its first epoch, or use another --out_dir"
+            f"{path} cannot be read ({why}); delete it to restart that run from its first epoch, or use another --out_dir"
         ) from None
 
 

@@ -442,6 +442,35 @@ def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
         output.Run("tiny", config)
 
 
+@pytest.mark.parametrize(
+    "key, value, why",
+    [
+        # Edited by hand: tracebacks, the first after compiling.
+        ("callbacks", "not json", "Expecting value: line 1 column 1 (char 0)"),
+        ("epochs_done", "two", "invalid literal for int() with base 10: 'two'"),
+        ("train_seconds", "long", "could not convert string to float: 'long'"),
+        # Bytes of neither a zip nor an array, with NumPy's advice to load them unsafely as a pickle.
+        (None, b"\x80\x04 neither a zip nor an array", "it holds pickled data, which a state file never does"),
+    ],
+)
+def test_a_state_with_a_value_of_another_kind_is_one_line(key, value, why, tmp_path):
+    config, first = interrupted_after_two_epochs(tmp_path)
+    path = first.path(output.RESUME_STATE)
+    with np.load(path) as state:
+        arrays = {name: state[name] for name in state.files}
+    arrays[key] = value
+    with open(path, "wb") as f:
+        if key is None:
+            f.write(value)
+        else:
+            np.savez(f, **arrays)
+    with pytest.raises(UserError) as error:
+        output.Run("tiny", config)
+    assert str(error.value) == (
+        f"{path} cannot be read ({why}); delete it to restart that run from its first epoch, or use another --out_dir"
+    )
+
+
 def test_a_state_of_another_model_is_one_line(tmp_path):
     config, first = interrupted_after_two_epochs(tmp_path)
     again = output.Run("tiny", config)
