@@ -109,6 +109,11 @@ def one_collection(found):
 everything = photos.load_photos(data_dir, image_size, check_splits=one_collection)["all"]
 classes = everything.classes
 print(f"data      {len(everything.y)} photos in {len(classes)} classes")
+# The splits index the photos. Every seed takes as many photos of each class
+# for each split, so the first split refuses a class too small to split
+# now, before Xception runs over every photo (minutes, hours on a CPU).
+everything_indexed = photos.Photos(np.arange(len(everything.y)), everything.y, classes, 0)
+photos.split_photos(everything_indexed, validation_split, test_split, 0)
 
 xception = pretrained.pretrained_base(keras.applications.Xception, weights, input_shape=(image_size, image_size, 3))
 block12 = xception.get_layer("block13_sepconv1_act").input  # block 12's output: the exit flow's input
@@ -233,7 +238,6 @@ def keep(record):
     common.on_interrupt = f"the heads scored so far are in {stem}.jsonl; the table is written only at the end"
 
 
-everything_indexed = photos.Photos(np.arange(len(everything.y)), everything.y, classes, 0)
 heads = {"block 14": slice(block13_channels, None), "blocks 13+14": slice(None)}
 for seed in range(splits):
     split = photos.split_photos(everything_indexed, validation_split, test_split, seed)

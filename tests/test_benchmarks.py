@@ -601,6 +601,20 @@ def test_transfer_phases_refuses_a_folder_already_split_before_decoding_it(tmp_p
     )
 
 
+def test_transfer_phases_refuses_a_class_too_small_to_split_before_xception_runs(tmp_path):
+    # It was refused by the first split, after Xception's pass over every photo (minutes).
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    write_photo_tree(str(tmp_path / "photos"), classes=("ants",), per_class=2)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.transfer_phases", f"--data_dir={photo_dir}", "--weights=none",
+         "--image_size=71", f"--out_dir={tmp_path / 'results'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: class 'ants' has 2 photos: too few to split")
+    assert result.stdout.strip().splitlines()[-1].startswith("data      ")  # Nothing after the photos loaded.
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
