@@ -41,6 +41,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -248,7 +249,8 @@ def run_method(method, dataset, seed, cache_dir, runs):
     train_seconds = float(final["train_seconds"])
     return {
         "method": method.name,
-        "command": " ".join(["python", *(["-m"] if program[0] == "-m" else []), method.command, *args]),
+        # Quoted where the shell needs it (a path with a space), so that it can be pasted back.
+        "command": shlex.join(["python", *(["-m"] if program[0] == "-m" else []), method.command, *args]),
         "seed": seed,
         "test_acc": float(final["test_acc"]),
         **{key: float(final[key]) if key in final else None for key in TTA_COLUMNS},
@@ -401,7 +403,7 @@ def header():
         kinds = collections.Counter(d.device_kind for d in module.devices())
         devices = ", ".join(f"{count} x {kind}" for kind, count in sorted(kinds.items()))
     return (
-        f"Measured {datetime.date.today().isoformat()} with `python -m benchmarks {' '.join(sys.argv[1:])}` "
+        f"Measured {datetime.date.today().isoformat()} with `{shlex.join(['python', '-m', 'benchmarks', *sys.argv[1:]])}` "
         f"on {platform.machine()} ({benchmarks.processor()}), {os.cpu_count()} CPU cores, {devices}; Python {platform.python_version()}, "
         f"Keras {keras.__version__}, {backend} {module.__version__}. Training seconds are the time in "
         "`model.fit`; \"other s\" is the rest of each run's wall time.\n"

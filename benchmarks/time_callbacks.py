@@ -84,7 +84,8 @@ def report():
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
     raise SystemExit(0)
-if len(sys.argv) < 2 or not os.path.isfile(sys.argv[1]):
+if len(sys.argv) < 2 or not sys.argv[1].endswith(".py") or not os.path.isfile(sys.argv[1]):
+    # Anything else would be run as Python: README.md ended in a SyntaxError traceback.
     given = f"{sys.argv[1]!r} is not a script's file; " if len(sys.argv) > 1 else ""
     raise UserError(f"{given}use: python -m benchmarks.time_callbacks SCRIPT.py [--key=value ...]")
 output.Run.callbacks = timed_callbacks

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -46,7 +47,8 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     assert len(methods) == 3 and any(name.startswith("seed MLP") for name in methods)
     for run in runs:
         # Into a folder of this benchmark run's own, so that no earlier run is resumed.
-        assert f"--out_dir={tmp_path / 'my runs é' / os.path.basename(stem)} " in run["command"]
+        # Quoted, so that the command pastes back into a shell as one.
+        assert f"--out_dir={tmp_path / 'my runs é' / os.path.basename(stem)}" in shlex.split(run["command"])
         assert 0 <= run["test_acc"] <= 1 and run["train_seconds"] > 0 and run["peak_mb"] > 50
         assert 0 <= run["outside_epochs_seconds"] < run["train_seconds"]
         assert len(run["val_accuracy"]) == len(run["epoch_seconds"]) == run["epochs"]
@@ -370,6 +372,9 @@ def test_the_header_names_the_processor(monkeypatch, tmp_path):
     assert f"on {platform.machine()} ({platform.processor() or platform.machine()}), " in benchmark.header()
     backend = keras.backend.backend()
     assert f", CPU; Python {platform.python_version()}, Keras {keras.__version__}, {backend} " in benchmark.header()
+    # The command, quoted where the shell needs it.
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "--runs_dir=my runs"])
+    assert benchmark.header().startswith(f"Measured {datetime.date.today().isoformat()} with `python -m benchmarks '--runs_dir=my runs'` on ")
 
 
 def test_the_header_names_the_gpus_on_jax(monkeypatch):
@@ -572,6 +577,7 @@ def test_transfer_phases_refuses_a_bad_list_of_learning_rates(tmp_path):
     [
         ([], "error: use: python -m benchmarks.time_callbacks SCRIPT.py"),  # An IndexError traceback.
         (["nosuch.py"], "error: 'nosuch.py' is not a script's file; use:"),  # A FileNotFoundError traceback.
+        (["README.md"], "error: 'README.md' is not a script's file; use:"),  # A SyntaxError traceback.
         (["mnist_mlp.py", "--bogus=1"], "error: unknown setting --bogus"),  # Followed by an empty 'callbacks' line.
     ],
 )
