@@ -5,7 +5,7 @@ that nobody catches (a missing data file, an unknown override, ...) is printed
 as a single `error: ...` line, and the run exits with status 1, instead of a
 traceback: it is a mistake in the input, not in the program. Running out of
 memory (a model, batch or image size too large for the machine) is one line
-too. Ctrl-C during a
+too, and so is a full disk where the output is redirected. Ctrl-C during a
 training run prints how to continue it, and so does SIGTERM once a run has
 called `print_on_terminate`. Output piped into a reader that stops early
 (`| head`) ends the process quietly, as a Unix tool ends, and a path that
@@ -15,6 +15,7 @@ other exception still prints its full traceback.
 
 import atexit
 import contextlib
+import errno
 import os
 import re
 import select
@@ -46,6 +47,12 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
             "or stop what else is using the memory",
             file=sys.stderr,
         )
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        # Most often the output itself, redirected to a file on a full disk
+        # (the run's own files say so in a UserError): it goes nowhere now,
+        # so that Python's last flush of it does not fail again.
+        _quiet_stdout()
+        print(f"error: no space left on the device ({reason(exc)}); make room, then run the same command again", file=sys.stderr)
     elif issubclass(exc_type, BrokenPipeError) and _stdout_is_broken():
         # The reader of the output went away (`python mnist_mlp.py | head`):
         # the process ends quietly, as a Unix tool does. (Another broken

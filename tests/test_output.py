@@ -408,6 +408,19 @@ def test_running_out_of_memory_is_one_line_not_a_traceback(code, detail):
     ]
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (Linux's always-full device)")
+def test_output_redirected_to_a_full_disk_is_one_line():
+    # `python mnist_mlp.py > /dev/full`: an OSError traceback, then "Exception ignored" from Python's last flush.
+    import subprocess
+
+    with open("/dev/full", "w") as full:
+        process = python_with_common("print('row ' * 100_000)", full)  # More than a buffer holds: written at once.
+        out, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1 and stderr == (
+        "error: no space left on the device ([Errno 28] No space left on device); make room, then run the same command again\n"
+    )
+
+
 def test_kill_keeps_the_output_still_buffered():
     # stdout to a file or a pipe is buffered, and SIGTERM's default end of the process lost what was in the buffer.
     import subprocess
