@@ -48,10 +48,13 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
             file=sys.stderr,
         )
     elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        # Most often the output itself, redirected to a file on a full disk
-        # (the run's own files say so in a UserError): it goes nowhere now,
-        # so that Python's last flush of it does not fail again.
-        _quiet_stdout()
+        # A file on a full disk (the run folder's own say so in a UserError),
+        # or the output itself, redirected there: then it goes nowhere from
+        # now on, so that Python's last flush of it does not fail again.
+        try:
+            sys.stdout.flush()
+        except OSError:
+            _quiet_stdout()
         print(f"error: no space left on the device ({reason(exc)}); make room, then run the same command again", file=sys.stderr)
     elif issubclass(exc_type, BrokenPipeError) and _stdout_is_broken():
         # The reader of the output went away (`python mnist_mlp.py | head`):
@@ -83,13 +86,16 @@ def _memory_detail(exc):
     TensorFlow's starts "Graph execution error:" in a compiled step, and
     wraps the line in the op's names ("{{function_node ...}} OOM when
     allocating tensor ... [Op:...]"); PyTorch's starts with the line of C++
-    that failed ("[enforce fail at alloc_cpu.cpp:127] err == 0.")."""
+    that failed ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: ...")."""
     lines = str(exc).splitlines()
-    line = next((line for line in lines if re.search(r"OOM when|out of memory|allocat", line, re.IGNORECASE)), None)
+    # TensorFlow's own words first: its message lists the code that ran, whose names might say "allocate" too.
+    line = next((line for line in lines if "OOM when" in line), None) or next(
+        (line for line in lines if re.search(r"out of memory|allocat", line, re.IGNORECASE)), None
+    )
     if line is None:
         return reason(exc)
     line = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", line)
-    return re.sub(r"^\[enforce fail at .*?\]\s*err == 0\.\s*", "", line)
+    return line[line.find("DefaultCPUAllocator"):] if "DefaultCPUAllocator" in line else line
 
 
 def _stdout_is_broken():

@@ -507,12 +507,14 @@ def _read_state(path):
             arrays = {key: state[key] for key in state.files}
         # Each figure as it is read later: a value of another kind (an edited file) is refused here.
         int(arrays["epochs_done"]), int(arrays["initial_epoch"]), float(arrays["train_seconds"])
-        json.loads(str(arrays["callbacks"]))
+        callbacks = json.loads(str(arrays["callbacks"]))
+        if not (isinstance(callbacks, list) and all(isinstance(values, dict) for values in callbacks)):
+            raise ValueError("its callbacks are not a list of each callback's values")
         return arrays
     except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        # TypeError: a single array (.npy) in its place is no context manager. NumPy's
-        # advice for pickled data, to load it unsafely, is no advice for a state file.
-        why = "it holds pickled data, which a state file never does" if "pickled" in str(error) else reason(error)
+        # TypeError: a single array (.npy) in its place is no context manager. NumPy takes
+        # bytes of neither kind for a pickle, and advises loading them unsafely: no advice here.
+        why = "it is neither an .npz nor an .npy file" if "pickled" in str(error) else reason(error)
         raise UserError(
             f"{path} cannot be read ({why}); delete it to restart that run from its first epoch, or use another --out_dir"
         ) from None

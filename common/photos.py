@@ -79,9 +79,19 @@ def check_out_dir(data_dir, out_dir):
     would be read as a class of photos the next time."""
     if not data_dir or not os.path.isdir(data_dir):
         return
-    # As written, and with links resolved: a link inside the photo folder to
-    # a folder elsewhere is followed as a class. A hidden folder is never read.
-    for top, inside in [(os.path.abspath(data_dir), os.path.abspath(out_dir)), (os.path.realpath(data_dir), os.path.realpath(out_dir))]:
+    # As written, and with links resolved; and the folders that links in the
+    # photo folder lead to, which are read as classes (or parts of one). A
+    # hidden folder is never read.
+    top = os.path.realpath(data_dir)
+    read = [(os.path.abspath(data_dir), os.path.abspath(out_dir)), (top, os.path.realpath(out_dir))]
+    for folder, names, _files in os.walk(data_dir):  # Not through the links: a link may lead round in circles.
+        names[:] = [name for name in names if not name.startswith(".")]
+        for name in names:
+            real = os.path.realpath(os.path.join(folder, name))
+            # Followed when it leads out of the folder, not round to a folder above (_folder_entries).
+            if os.path.islink(os.path.join(folder, name)) and not _holds(real, top):
+                read.append((real, os.path.realpath(out_dir)))
+    for top, inside in read:
         if _holds(top, inside) and not _hidden(os.path.relpath(inside, top).replace(os.sep, "/")):
             raise UserError(
                 f"--out_dir={out_dir} lies inside --data_dir={data_dir}, whose folders are read as classes of photos; "

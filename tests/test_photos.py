@@ -120,12 +120,13 @@ def test_an_out_dir_read_as_a_class_of_photos_is_refused(tmp_path, monkeypatch):
     root = write_photo_tree(str(tmp_path / "photos"))
     (tmp_path / "elsewhere").mkdir()
     os.symlink(tmp_path / "elsewhere", os.path.join(root, "linked"))  # A link out of the folder is read as a class.
+    os.symlink(tmp_path, os.path.join(root, "cats", "round"))  # Round in circles: the check still ends.
     monkeypatch.chdir(tmp_path)
-    for out_dir in ("photos/runs", "photos", f"{root}/cats/runs", "photos/linked/runs"):
+    for out_dir in ("photos/runs", "photos", f"{root}/cats/runs", "photos/linked/runs", "elsewhere/runs"):
         with pytest.raises(UserError, match=f"^--out_dir={out_dir} lies inside --data_dir=photos, whose folders are read"):
             photos.check_out_dir("photos", out_dir)
     # Hidden folders are never read; the photo folder's neighbours are not in it; an archive holds no folder.
-    for out_dir in ("photos/.runs", "photos-runs", "runs", str(tmp_path / "elsewhere" / "runs")):
+    for out_dir in ("photos/.runs", "photos-runs", "runs", "elsewhere/.runs"):
         photos.check_out_dir("photos", out_dir)
     photos.check_out_dir(make_tar_gz(str(tmp_path / "photos.tgz"), root, "photos"), "runs")
 

@@ -449,8 +449,9 @@ def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
         ("callbacks", "not json", "Expecting value: line 1 column 1 (char 0)"),
         ("epochs_done", "two", "invalid literal for int() with base 10: 'two'"),
         ("train_seconds", "long", "could not convert string to float: 'long'"),
-        # Bytes of neither a zip nor an array, with NumPy's advice to load them unsafely as a pickle.
-        (None, b"\x80\x04 neither a zip nor an array", "it holds pickled data, which a state file never does"),
+        # Bytes of neither kind, with NumPy's advice to load them unsafely as a pickle.
+        ("callbacks", "5", "its callbacks are not a list of each callback's values"),
+        (None, b"\x80\x04 neither a zip nor an array", "it is neither an .npz nor an .npy file"),
     ],
 )
 def test_a_state_with_a_value_of_another_kind_is_one_line(key, value, why, tmp_path):
