@@ -118,6 +118,8 @@ def main(argv):
         raise UserError(f"--out={out} is not an image file's path; give e.g. --out=compare.png (or .svg, .pdf)")
     # A run's own plots (curves.png, ...) stay as the run drew them.
     where = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(where):  # Said before the table is printed, not after.
+        raise UserError(f"--out={out} is in a folder that does not exist, {where}; make it, or give another --out")
     if os.path.exists(os.path.join(where, "config.json")):
         raise UserError(f"--out={out} would write into the run folder {where}; give --out a path outside run folders")
     runs = [load_run(folder) for folder in folders]

@@ -118,6 +118,9 @@ def test_damaged_files_of_a_run_and_a_bad_out_are_one_line(tmp_path):
         ("--out=cmp.txt", "--out=cmp.txt is not an image file's path; give e.g. --out=compare.png (or .svg, .pdf)"),
         ("--out=", "--out= is not an image file's path; give e.g. --out=compare.png (or .svg, .pdf)"),
         ("--out=noext", "--out=noext is not an image file's path; give e.g. --out=compare.png (or .svg, .pdf)"),
+        # The table was printed first.
+        (f"--out={tmp_path}/nosuch/cmp.png",
+         f"--out={tmp_path}/nosuch/cmp.png is in a folder that does not exist, {tmp_path}/nosuch; make it, or give another --out"),
         # Any run folder, compared or not: its own plot stays.
         (f"--out={other}/curves.png", f"--out={other}/curves.png would write into the run folder {other}; "
                                       "give --out a path outside run folders"),
@@ -125,6 +128,7 @@ def test_damaged_files_of_a_run_and_a_bad_out_are_one_line(tmp_path):
     for arg, line in cases:
         result = compare(run, arg)
         assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == f"error: {line}"
+        assert result.stdout == ""  # Before the table.
     assert compare(run, f"--out={tmp_path / 'cmp.SVG'}").returncode == 0
     for name, text, line in [
         ("result.json", "[]", "result.json is damaged (ValueError: it holds no figures)"),
