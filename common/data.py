@@ -307,7 +307,7 @@ def _read_npz(path):
         return (x_train, y_train), (x_test, y_test)
     except UserError:
         raise  # Already says what is wrong (a UserError is a ValueError too).
-    # A MemoryError: a damaged header that claims an array of terabytes.
+    # A MemoryError: a damaged header that claims an array of terabytes or more.
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as error:
         raise UserError(
             f"{path} is not a readable npz file ({error}); it may be truncated "

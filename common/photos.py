@@ -6,9 +6,9 @@ The photos may sit in a folder or in a .tgz / .tar.gz of one (read in place),
 possibly a few folders down, as in the TensorFlow flowers archive. A folder
 that holds train/ and test/ (and optionally validation/, val/ or valid/)
 folders of classes keeps the user's own split; train/ and a validation
-folder without test/ are refused. Every photo is decoded once, turned upright as
-its EXIF orientation says, resized to a square of `image_size` pixels and
-kept in memory as uint8.
+folder without test/ are refused. Every photo is decoded once, turned
+upright as its EXIF orientation says, resized to a square of `image_size`
+pixels and kept in memory as uint8.
 
 Files that are not images, or do not decode, are skipped and counted: a photo
 collection often holds a stray LICENSE.txt or a half-copied JPEG, and one bad
@@ -91,8 +91,8 @@ def check_out_dir(data_dir, out_dir):
             # Followed when it leads out of the folder, not round to a folder above (_folder_entries).
             if os.path.islink(os.path.join(folder, name)) and not _holds(real, top):
                 read.append((real, os.path.realpath(out_dir)))
-    for top, inside in read:
-        if _holds(top, inside) and not _hidden(os.path.relpath(inside, top).replace(os.sep, "/")):
+    for folder, inside in read:
+        if _holds(folder, inside) and not _hidden(os.path.relpath(inside, folder).replace(os.sep, "/")):
             raise UserError(
                 f"--out_dir={out_dir} lies inside --data_dir={data_dir}, whose folders are read as classes of photos; "
                 "give an out_dir outside it"
