@@ -99,9 +99,12 @@ def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     result = compare()
     assert result.stderr.strip().splitlines()[-1].startswith("error: no run folders given")
     run = make_run(tmp_path / "runs")
-    result = compare(run, f"--out={tmp_path / 'no' / 'such' / 'folder.png'}")
+    (tmp_path / "a folder.png").mkdir()  # A path that cannot be written as a file.
+    result = compare(run, f"--out={tmp_path / 'a folder.png'}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {tmp_path / 'a folder.png'} (Is a directory); give a writable --out=path.png"
+    )
     with open(os.path.join(run, "result.json"), "w") as f:
         f.write("{half a file")
     result = compare(run)
