@@ -315,6 +315,11 @@ def _join(prefix, name):
     return f"{prefix}/{name}" if prefix else name
 
 
+def _where(source, prefix):
+    """A folder inside the photo folder or archive `source`, as messages name it."""
+    return f"{source}/{prefix}".rstrip("/") if prefix else source
+
+
 def _find_classes(source, entries):
     """Where the class folders are: `{split: folder}` with split "all" for a
     plain collection, or the user's own train / validation / test folders."""
@@ -324,17 +329,14 @@ def _find_classes(source, entries):
         validation = [name for name in VALIDATION_FOLDERS if name in folders]
         if "train" in folders and validation and "test" not in folders:
             # Read as a collection, train/ and val/ would be its two classes.
-            where = f"{source}/{prefix}".rstrip("/") if prefix else source
             raise UserError(
-                f"{where} holds train/ and {validation[0]}/ but no test/; rename {validation[0]}/ to test/ (validation "
+                f"{_where(source, prefix)} holds train/ and {validation[0]}/ but no test/; rename {validation[0]}/ to test/ (validation "
                 "then comes out of train/), or add a test/ folder of the same classes (the photos scored once, at the end)"
             )
         if {"train", "test"} <= set(folders):
             splits = {"train": _join(prefix, "train"), "test": _join(prefix, "test")}
-            for name in VALIDATION_FOLDERS:
-                if name in folders:
-                    splits["validation"] = _join(prefix, name)
-                    break
+            if validation:
+                splits["validation"] = _join(prefix, validation[0])
             return splits
         # Go down through a single wrapping folder, such as flower_photos/.
         if len(folders) == 1 and _children(entries, _join(prefix, folders[0]))[0]:
@@ -351,7 +353,7 @@ def _decode_tree(source, entries, read, image_size, check_splits):
     _check_memory(source, entries, found, image_size)
     splits = {}
     for split, prefix in found.items():
-        where = f"{source}/{prefix}".rstrip("/") if prefix else source
+        where = _where(source, prefix)
         classes = _children(entries, prefix)[0]
         for name in classes:
             try:
