@@ -64,7 +64,7 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
         if len(archives) == 1 and not any(os.path.isdir(path) for path in inside):
             data_dir = archives[0]  # A folder that holds just the archive.
     if os.path.isdir(data_dir):
-        entries = _folder_entries(data_dir)
+        entries, _followed = _folder_entries(data_dir)
         return _decode_tree(data_dir, entries, lambda path: read_file(os.path.join(data_dir, path)), image_size, check_splits)
     if not data_dir.endswith(ARCHIVE_EXTENSIONS):
         raise UserError(f"data_dir {data_dir!r} is a file but not a .tgz or .tar.gz; give a folder of class folders or an archive of one")
@@ -82,17 +82,11 @@ def check_out_dir(data_dir, out_dir):
     # As written, and with links resolved; and the folders that links in the
     # photo folder lead to, which are read as classes (or parts of one). A
     # hidden folder is never read.
-    top = os.path.realpath(data_dir)
-    read = [(os.path.abspath(data_dir), os.path.abspath(out_dir)), (top, os.path.realpath(out_dir))]
-    for folder, names, _files in os.walk(data_dir):  # Not through the links: a link may lead round in circles.
-        names[:] = [name for name in names if not name.startswith(".")]
-        for name in names:
-            real = os.path.realpath(os.path.join(folder, name))
-            # Followed when it leads out of the folder, not round to a folder above (_folder_entries).
-            if os.path.islink(os.path.join(folder, name)) and not _holds(real, top):
-                read.append((real, os.path.realpath(out_dir)))
+    read = [(os.path.abspath(data_dir), os.path.abspath(out_dir)), (os.path.realpath(data_dir), os.path.realpath(out_dir))]
+    _entries, followed = _folder_entries(data_dir)
+    read += [(real, os.path.realpath(out_dir)) for path, real in followed.items() if not _hidden(path)]
     for folder, inside in read:
-        if _holds(folder, inside) and not _hidden(os.path.relpath(inside, folder).replace(os.sep, "/")):
+        if _holds(folder, inside) and not _hidden(_relative(inside, folder)):
             raise UserError(
                 f"--out_dir={out_dir} lies inside --data_dir={data_dir}, whose folders are read as classes of photos; "
                 "give an out_dir outside it"
@@ -269,7 +263,8 @@ def read_image(path, image_size):
 
 
 def _folder_entries(root):
-    """{relative path: is a folder} for everything under `root`.
+    """Everything under `root`: ({relative path: is a folder}, {relative
+    path of each linked folder followed: its real path}).
 
     A linked folder is followed when it lies outside `root`, such as a class
     gathered from elsewhere. One inside `root` is not (its photos are there
@@ -278,20 +273,27 @@ def _folder_entries(root):
     """
     top = os.path.realpath(root)
     enclosing = {root: [top]}  # Each walked folder: its real path and those of the folders it was reached through.
-    entries = {}
+    entries, followed = {}, {}
     for folder, dirs, files in os.walk(root, followlinks=True):
-        for name in dirs + files:
-            path = os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
-            entries[path] = name in dirs
+        for name in files:
+            entries[_relative(os.path.join(folder, name), root)] = False
         for name in list(dirs):
             path = os.path.join(folder, name)
+            entries[_relative(path, root)] = True
             real = os.path.realpath(path)
             circles = any(_holds(real, outer) for outer in enclosing[folder])
             if circles or (os.path.islink(path) and _holds(top, real)):
                 dirs.remove(name)
             else:
                 enclosing[path] = enclosing[folder] + [real]
-    return entries
+                if os.path.islink(path):
+                    followed[_relative(path, root)] = real
+    return entries, followed
+
+
+def _relative(path, root):
+    """A path under `root` as the entries name it: relative, with "/"."""
+    return os.path.relpath(path, root).replace(os.sep, "/")
 
 
 def _holds(outer, inner):

@@ -121,12 +121,17 @@ def test_an_out_dir_read_as_a_class_of_photos_is_refused(tmp_path, monkeypatch):
     (tmp_path / "elsewhere").mkdir()
     os.symlink(tmp_path / "elsewhere", os.path.join(root, "linked"))  # A link out of the folder is read as a class.
     os.symlink(tmp_path, os.path.join(root, "cats", "round"))  # Round in circles: the check still ends.
+    (tmp_path / "further").mkdir()
+    os.symlink(tmp_path / "further", tmp_path / "elsewhere" / "on")  # Read through the link that leads to it.
+    (tmp_path / "unread").mkdir()
+    os.makedirs(os.path.join(root, ".hidden"))
+    os.symlink(tmp_path / "unread", os.path.join(root, ".hidden", "link"))  # Not read: a hidden folder holds the link.
     monkeypatch.chdir(tmp_path)
-    for out_dir in ("photos/runs", "photos", f"{root}/cats/runs", "photos/linked/runs", "elsewhere/runs"):
+    for out_dir in ("photos/runs", "photos", f"{root}/cats/runs", "photos/linked/runs", "elsewhere/runs", "further/runs"):
         with pytest.raises(UserError, match=f"^--out_dir={out_dir} lies inside --data_dir=photos, whose folders are read"):
             photos.check_out_dir("photos", out_dir)
     # Hidden folders are never read; the photo folder's neighbours are not in it; an archive holds no folder.
-    for out_dir in ("photos/.runs", "photos-runs", "runs", "elsewhere/.runs"):
+    for out_dir in ("photos/.runs", "photos-runs", "runs", "elsewhere/.runs", "unread/runs"):
         photos.check_out_dir("photos", out_dir)
     photos.check_out_dir(make_tar_gz(str(tmp_path / "photos.tgz"), root, "photos"), "runs")
 
