@@ -119,6 +119,10 @@ def predict_photos(paths, model_path):
 
 
 if predict:
+    # The model's own image size and weights decide: a training setting given beside --predict changes nothing.
+    ignored = [f"--{key}" for key in common.config.given if key not in ("predict", "model_file", "out_dir")]
+    if ignored:
+        print(f"note      --predict uses the trained model as it is; it ignores {', '.join(ignored)}")
     predict_photos(photos.split_paths(predict), model_file)
     raise SystemExit(0)
 if model_file:

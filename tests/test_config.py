@@ -1,6 +1,7 @@
 import pytest
 
 from common import UserError, reason
+import common.config
 from common.config import HELP_HEADER, apply_overrides
 
 
@@ -52,6 +53,14 @@ def test_no_arguments_gives_the_defaults():
     for not_a_setting in ("__doc__", "_private", "keras", "BATCHES_PER_CALL"):
         del expected[not_a_setting]
     assert config == expected and list(config)[:2] == ["data_dir", "epochs"]
+
+
+def test_the_settings_given_are_listed_once_each_in_the_order_given():
+    # transfer_xception.py names the training settings that --predict ignores.
+    apply_overrides(defaults(), ["--seed=2", "--epochs=3", "--seed=4"])
+    assert common.config.given == ["seed", "epochs"]
+    apply_overrides(defaults(), [])
+    assert common.config.given == []
 
 
 def test_overrides_are_parsed_as_literals_of_the_default_type():

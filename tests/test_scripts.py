@@ -413,9 +413,14 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
     # alone or beside others.
     commas = tmp_path / "owl, 2, left.jpg"
     shutil.copy(photos[0], commas)
-    predicted = run_script("transfer_xception.py", f"--out_dir={out_dir}", f"--predict=,{photos[1]},{commas},")
+    # A training setting beside --predict is said to change nothing (the model's own size decides).
+    predicted = run_script(
+        "transfer_xception.py", "--image_size=150", f"--out_dir={out_dir}", f"--predict=,{photos[1]},{commas},", "--seed=3"
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
-    assert [line.split(": ")[0] for line in predicted.stdout.strip().splitlines()[1:]] == [photos[1], str(commas)]
+    lines = predicted.stdout.strip().splitlines()
+    assert lines[0] == "note      --predict uses the trained model as it is; it ignores --image_size, --seed"
+    assert [line.split(": ")[0] for line in lines[2:]] == [photos[1], str(commas)]
 
 
 @pytest.mark.parametrize(
