@@ -152,7 +152,7 @@ SUITES = {
                     [*GPU_FAST["cifar10_cnn_whitened"], *WHITENED_TUNED, "--epochs=17"],
                 ),
                 # The same with the training images held on the GPU
-                # (README, "Images held on the device"), not yet measured.
+                # (docs/devices.md, "Images held on the device"), not yet measured.
                 Method(
                     "cifar10_cnn.py, GPU overrides + whitening, tuned, 17 epochs, images on the GPU",
                     "cifar10_cnn.py",

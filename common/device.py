@@ -23,8 +23,7 @@ def setup(seed):
     On a GPU the global dtype policy becomes mixed precision (bfloat16 where
     the card has it, as on Ampere and newer; float16 otherwise) and Keras
     compiles steps with XLA by default. With several devices it trains
-    data-parallel through the backend's own API (README.md, "Backends,
-    accelerators, several devices and machines"): it returns the scope in
+    data-parallel through the backend's own API (docs/devices.md): it returns the scope in
     which the model must be built and compiled, which does nothing otherwise.
     On JAX, with the KERAS_DISTRIBUTION_* variables set, this process first
     joins the others of a run over several machines.
@@ -226,7 +225,7 @@ def _steps_in_one_call(model, steps):
 
 def processes():
     """The number of processes (machines) training together: 1 but in a run
-    over several machines (JAX, README.md "Several machines")."""
+    over several machines (JAX, docs/devices.md, "Several machines")."""
     if keras.backend.backend() != "jax":
         return 1
     import jax
@@ -270,7 +269,7 @@ def _join_processes(backend):
         raise UserError(
             "TF_CONFIG is set, but Keras 3 cannot train with TensorFlow's MultiWorkerMirroredStrategy "
             "(keras-team/keras#20585); train over several machines with KERAS_BACKEND=jax and the "
-            "KERAS_DISTRIBUTION_* variables (README.md, \"Several machines\"), or unset TF_CONFIG"
+            "KERAS_DISTRIBUTION_* variables (docs/devices.md, \"Several machines\"), or unset TF_CONFIG"
         )
     count = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
     # isdecimal, not isdigit: int() refuses digits such as "²".
