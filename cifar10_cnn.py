@@ -68,6 +68,9 @@ train_samples = 0  # train and validate on only the first N training images (0 =
 seed = 0  # draws the first weights, the validation split, the order of the batches and the augmentation
 config = common.config.apply_overrides(globals())
 
+# Seeds every random draw, picks the precision for the device (mixed on a
+# GPU) and prints the `backend` line. The model is built in `scope`, which
+# spreads it over several devices and does nothing on one.
 scope = device.setup(seed)
 if whiten and device.processes() > 1:
     # Each machine holds only its own share of the training images.
@@ -197,14 +200,16 @@ with scope:
         steps_per_execution=steps_per_execution,
     )
 
-# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
-# are training; with several devices, it first checks that they can share
-# every batch.
+# The training and evaluation steps are compiled now (on JAX and TensorFlow),
+# so that the epochs' times below are training alone; with several devices,
+# this first checks that every batch splits evenly between them.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 
-# The run folder is made only now, once the model is built and its steps
-# compiled: a setting the model refuses (a shift wider than the images), or
-# batches that several devices cannot share, leave no folder behind.
+# The run's folder, out_dir/cifar10_cnn/<run id>/ (or, to continue it, that of
+# an interrupted run with the same settings), made only now, once the model is
+# built and its steps compiled: a setting the model refuses (a shift wider than
+# the images), or batches that several devices cannot share, leave no folder
+# behind.
 run = output.Run("cifar10_cnn", config)
 
 # Early stopping keeps the weights of the best epoch in memory and puts them

@@ -58,6 +58,9 @@ config = common.config.apply_overrides(globals())
 if stem not in ("cifar", "imagenet"):
     raise common.UserError(f"--stem={stem!r} is not a stem; use 'cifar' or 'imagenet'")
 
+# Seeds every random draw, picks the precision for the device (mixed on a
+# GPU) and prints the `backend` line. The model is built in `scope`, which
+# spreads it over several devices and does nothing on one.
 scope = device.setup(seed)
 # Only JAX on one device hands fit's batches to the step without copying them (common/data.py).
 if resident:
@@ -188,14 +191,16 @@ with scope:
         steps_per_execution=steps_per_execution,
     )
 
-# The steps are compiled first (on JAX and TensorFlow), so that the epochs' times
-# are training; with several devices, it first checks that they can share
-# every batch.
+# The training and evaluation steps are compiled now (on JAX and TensorFlow),
+# so that the epochs' times below are training alone; with several devices,
+# this first checks that every batch splits evenly between them.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 
-# The run folder is made only now, once the model is built and its steps
-# compiled: a setting the model refuses (a shift wider than the images), or
-# batches that several devices cannot share, leave no folder behind.
+# The run's folder, out_dir/resnet34/<run id>/ (or, to continue it, that of an
+# interrupted run with the same settings), made only now, once the model is
+# built and its steps compiled: a setting the model refuses (a shift wider than
+# the images), or batches that several devices cannot share, leave no folder
+# behind.
 run = output.Run("resnet34", config)
 
 # With resident=True the training images are copied to the device once and

@@ -136,6 +136,9 @@ if image_size < 71:
 pretrained.check_weights(weights, "Xception")
 photos.check_out_dir(data_dir, out_dir)
 
+# Seeds every random draw, picks the precision for the device (mixed on a
+# GPU) and prints the `backend` line. The model is built in `scope`, which
+# spreads it over several devices and does nothing on one.
 scope = device.setup(seed)
 if device.processes() > 1:
     # Phase 1 computes the features with predict(), whose outputs would be
