@@ -70,6 +70,22 @@ def processor():
     return platform.processor() or platform.machine()
 
 
+def kept_epoch(validation, patience):
+    """The epoch (from 0) whose weights EarlyStopping(monitor="val_accuracy",
+    patience=patience, restore_best_weights=True) keeps, given each epoch's
+    validation accuracy: the first best, looking only as far as patience
+    lets training go."""
+    best, wait = 0, 0
+    for epoch in range(1, len(validation)):
+        if validation[epoch] > validation[best]:
+            best, wait = epoch, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                break
+    return best
+
+
 def new_results_file(base, taken=lambda stem: False):
     """A new results file: the stem `base`, with -2, -3, ... added where a
     .jsonl of that name exists or `taken(stem)` says the name is in use,

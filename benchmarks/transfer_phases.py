@@ -43,7 +43,7 @@ import numpy as np
 from keras import layers
 
 import common.config
-from benchmarks import new_results_file, processor
+from benchmarks import kept_epoch, new_results_file, processor
 from common import UserError, device, photos, pretrained, reason, schedules
 
 # The script's defaults, and what the benchmark varies.
@@ -206,21 +206,6 @@ def fine_tune(head, split, rate, seed):
     return history
 
 
-def kept_epoch(history):
-    """The epoch that EarlyStopping(monitor="val_accuracy", patience,
-    restore_best_weights=True) keeps: the first best, looking only as far as
-    patience lets training go."""
-    best, wait = 0, 0
-    for epoch in range(1, len(history)):
-        if history[epoch]["validation"] > history[best]["validation"]:
-            best, wait = epoch, 0
-        else:
-            wait += 1
-            if wait >= patience:
-                break
-    return best
-
-
 stem = None  # The results file's, once the first head is scored.
 records = []
 
@@ -252,7 +237,7 @@ for seed in range(splits):
         head.set_weights(phase1)
         start = time.perf_counter()
         history = fine_tune(head, split, rate, seed)
-        kept = kept_epoch(history)
+        kept = kept_epoch([epoch["validation"] for epoch in history], patience)
         keep({"split": seed, "method": f"phase 2, lr {rate:g}", "kept_epoch": kept + 1,
               **history[kept], "per_epoch": history})
         print(

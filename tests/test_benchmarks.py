@@ -540,6 +540,34 @@ def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):
     assert f"\n{benchmarks.processor()}, {os.cpu_count()} cores, " in report  # As the benchmark's header names it.
 
 
+def test_the_kept_epoch_is_the_one_keras_early_stopping_restores():
+    # transfer_phases runs phase 2's epochs to the end and picks the epoch
+    # early stopping would have kept: checked against Keras' own callback,
+    # on validation accuracies with ties, plateaus and late bests.
+    import numpy as np
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"])  # As the script compiles: the callback reads "max" from it.
+    model.evaluate(np.zeros((1, 1)), np.array([[1.0, 0.0]]), verbose=0)  # Builds the metrics.
+    rng = np.random.default_rng(0)
+    picks = set()
+    for _ in range(300):
+        validation = [float(v) for v in rng.choice([0.5, 0.6, 0.7, 0.8], size=rng.integers(1, 9))]
+        patience = int(rng.integers(0, 4))
+        stopping = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True)
+        stopping.set_model(model)
+        stopping.on_train_begin()
+        for epoch, value in enumerate(validation):
+            stopping.on_epoch_end(epoch, {"val_accuracy": value})
+            if model.stop_training:
+                break
+        model.stop_training = False
+        kept = benchmarks.kept_epoch(validation, patience)
+        assert kept == stopping.best_epoch, (validation, patience)
+        picks.add(kept)
+    assert len(picks) > 3  # Not always the first or the last epoch.
+
+
 def test_transfer_phases_stopped_early_keeps_the_heads_it_scored(tmp_path):
     # The figures were written only at the end: a Ctrl-C after hours kept nothing.
     import signal
