@@ -69,8 +69,9 @@ seed = 0  # draws the first weights, the validation split, the order of the batc
 config = common.config.apply_overrides(globals())
 
 # Seeds every random draw, picks the precision for the device (mixed on a
-# GPU) and prints the `backend` line. The model is built in `scope`, which
-# spreads it over several devices and does nothing on one.
+# GPU) and prints the `backend` line. With several devices it sets up
+# data-parallel training: on TensorFlow the model must be built in `scope`
+# (MirroredStrategy's); elsewhere `scope` does nothing.
 scope = device.setup(seed)
 if whiten and device.processes() > 1:
     # Each machine holds only its own share of the training images.
@@ -205,11 +206,11 @@ with scope:
 # this first checks that every batch splits evenly between them.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 
-# The run's folder, out_dir/cifar10_cnn/<run id>/ (or, to continue it, that of
-# an interrupted run with the same settings), made only now, once the model is
-# built and its steps compiled: a setting the model refuses (a shift wider than
-# the images), or batches that several devices cannot share, leave no folder
-# behind.
+# The run's folder, out_dir/cifar10_cnn/<run id>/ (or, when this continues an
+# interrupted run with the same settings, that run's folder), made only now,
+# once the model is built and its steps compiled: a setting the model refuses
+# (a shift wider than the images), or batches that several devices cannot
+# share, leave no folder behind.
 run = output.Run("cifar10_cnn", config)
 
 # Early stopping keeps the weights of the best epoch in memory and puts them

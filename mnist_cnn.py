@@ -38,8 +38,9 @@ seed = 0  # draws the first weights, the validation split, the order of the batc
 config = common.config.apply_overrides(globals())
 
 # Seeds every random draw, picks the precision for the device (mixed on a
-# GPU) and prints the `backend` line. The model is built in `scope`, which
-# spreads it over several devices and does nothing on one.
+# GPU) and prints the `backend` line. With several devices it sets up
+# data-parallel training: on TensorFlow the model must be built in `scope`
+# (MirroredStrategy's); elsewhere `scope` does nothing.
 scope = device.setup(seed)
 
 # Data: 28x28x1 images of bytes (0-255), scaled to [0, 1] by the model's first
@@ -74,7 +75,8 @@ with scope:
             keras.Input(shape=(28, 28, 1), dtype="uint8"),
             layers.Rescaling(1 / 255),
             # Augmentation changes the images only while training: shifts by whole
-            # pixels (common/augment.py), much cheaper than Keras' RandomTranslation.
+            # pixels (common/augment.py); Keras' RandomTranslation costs about 25
+            # times a whole training step on JAX.
             augment.RandomShift(shift, fill_mode="constant"),
             *conv_block(width),
             *conv_block(2 * width),
@@ -102,11 +104,11 @@ with scope:
 # this first checks that every batch splits evenly between them.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 
-# The run's folder, out_dir/mnist_cnn/<run id>/ (or, to continue it, that of an
-# interrupted run with the same settings), made only now, once the model is
-# built and its steps compiled: a setting the model refuses (a shift wider than
-# the images), or batches that several devices cannot share, leave no folder
-# behind.
+# The run's folder, out_dir/mnist_cnn/<run id>/ (or, when this continues an
+# interrupted run with the same settings, that run's folder), made only now,
+# once the model is built and its steps compiled: a setting the model refuses
+# (a shift wider than the images), or batches that several devices cannot
+# share, leave no folder behind.
 run = output.Run("mnist_cnn", config)
 
 # The last epoch is not always the best one. Early stopping keeps the best
@@ -114,7 +116,8 @@ run = output.Run("mnist_cnn", config)
 # checkpoint writes them to best.keras after each better epoch, a model you
 # can load (keras.saving.load_model) while the run goes on or after it was
 # stopped. It is Keras' ModelCheckpoint, writing to a temporary name and
-# renaming, so that a crash while saving keeps the previous best.keras.
+# renaming, so that a crash while saving keeps the previous best.keras. (The
+# resume state keeps the best weights too, but only for continuing the run.)
 callbacks = run.callbacks(
     output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
@@ -130,6 +133,6 @@ model.fit(
     callbacks=callbacks,
     verbose=0,
 )
-# Scores the test images once with the best epoch's weights, saves
-# model.keras, draws the plots, writes result.json and prints the `final` line.
+# Saves model.keras (the best epoch's weights), scores the test images once,
+# draws the plots, writes result.json and prints the `final` line.
 run.finish(model, x_test, y_test, batch_size=batch_size)

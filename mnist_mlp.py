@@ -28,8 +28,9 @@ seed = 0  # draws the first weights, the validation split and the order of the b
 config = common.config.apply_overrides(globals())
 
 # Seeds every random draw, picks the precision for the device (mixed on a
-# GPU) and prints the `backend` line. The model is built in `scope`, which
-# spreads it over several devices and does nothing on one.
+# GPU) and prints the `backend` line. With several devices it sets up
+# data-parallel training: on TensorFlow the model must be built in `scope`
+# (MirroredStrategy's); elsewhere `scope` does nothing.
 scope = device.setup(seed)
 
 # Data: 28x28 grey images become vectors of 784 bytes (0-255), and the labels
@@ -74,10 +75,10 @@ with scope:
 # this first checks that every batch splits evenly between them.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 
-# The run's folder, out_dir/mnist_mlp/<run id>/ (or, to continue it, that of an
-# interrupted run with the same settings), made only now, once the model is
-# built and its steps compiled: a setting the model refuses, or batches that
-# several devices cannot share, leave no folder behind.
+# The run's folder, out_dir/mnist_mlp/<run id>/ (or, when this continues an
+# interrupted run with the same settings, that run's folder), made only now,
+# once the model is built and its steps compiled: a setting the model refuses,
+# or batches that several devices cannot share, leave no folder behind.
 run = output.Run("mnist_mlp", config)
 
 # initial_epoch is above 0 when this continues a run that was interrupted.
@@ -91,6 +92,6 @@ model.fit(
     callbacks=run.callbacks(),
     verbose=0,
 )
-# Scores the test images once, saves model.keras, draws the plots, writes
+# Saves model.keras, scores the test images once, draws the plots, writes
 # result.json and prints the `final` line.
 run.finish(model, x_test, y_test, images=x_test.reshape(-1, 28, 28), batch_size=batch_size)

@@ -59,8 +59,9 @@ if stem not in ("cifar", "imagenet"):
     raise common.UserError(f"--stem={stem!r} is not a stem; use 'cifar' or 'imagenet'")
 
 # Seeds every random draw, picks the precision for the device (mixed on a
-# GPU) and prints the `backend` line. The model is built in `scope`, which
-# spreads it over several devices and does nothing on one.
+# GPU) and prints the `backend` line. With several devices it sets up
+# data-parallel training: on TensorFlow the model must be built in `scope`
+# (MirroredStrategy's); elsewhere `scope` does nothing.
 scope = device.setup(seed)
 # Only JAX on one device hands fit's batches to the step without copying them (common/data.py).
 if resident:
@@ -196,11 +197,11 @@ with scope:
 # this first checks that every batch splits evenly between them.
 device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 
-# The run's folder, out_dir/resnet34/<run id>/ (or, to continue it, that of an
-# interrupted run with the same settings), made only now, once the model is
-# built and its steps compiled: a setting the model refuses (a shift wider than
-# the images), or batches that several devices cannot share, leave no folder
-# behind.
+# The run's folder, out_dir/resnet34/<run id>/ (or, when this continues an
+# interrupted run with the same settings, that run's folder), made only now,
+# once the model is built and its steps compiled: a setting the model refuses
+# (a shift wider than the images), or batches that several devices cannot
+# share, leave no folder behind.
 run = output.Run("resnet34", config)
 
 # With resident=True the training images are copied to the device once and

@@ -137,8 +137,9 @@ pretrained.check_weights(weights, "Xception")
 photos.check_out_dir(data_dir, out_dir)
 
 # Seeds every random draw, picks the precision for the device (mixed on a
-# GPU) and prints the `backend` line. The model is built in `scope`, which
-# spreads it over several devices and does nothing on one.
+# GPU) and prints the `backend` line. With several devices it sets up
+# data-parallel training: on TensorFlow the model must be built in `scope`
+# (MirroredStrategy's); elsewhere `scope` does nothing.
 scope = device.setup(seed)
 if device.processes() > 1:
     # Phase 1 computes the features with predict(), whose outputs would be

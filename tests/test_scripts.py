@@ -665,7 +665,7 @@ def test_every_script_runs_on_every_installed_backend(script, backend, dataset, 
 # the CPU in-process, before it starts. (JAX's way, XLA_FLAGS=
 # --xla_force_host_platform_device_count=2, trains to the same accuracy too,
 # but on this 2-core machine XLA's in-process all-reduce sometimes waits past
-# its 40 s limit and aborts the process, so it is not a test; see README.md.)
+# its 40 s limit and aborts the process, so it is not a test; see docs/devices.md.)
 _TWO_TF_CPUS = """
 import runpy, sys
 import tensorflow as tf
