@@ -33,6 +33,10 @@ FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_im
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
 # The names a validation folder beside train/ and test/ may have, in order of preference.
 VALIDATION_FOLDERS = ("validation", "val", "valid")
+# A file larger than this is opened by Pillow, which reads its header only,
+# before it is read whole: a phone's camera folder holds videos beside the
+# photos, and each would take its size in memory only to be skipped.
+LARGE_FILE = 64 * 2**20
 
 # The photos of a run: uint8 images (N, size, size, 3), integer labels, the
 # class names in label order, and how many files were skipped as non-images.
@@ -65,13 +69,20 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
             data_dir = archives[0]  # A folder that holds just the archive.
     if os.path.isdir(data_dir):
         entries, _followed = _folder_entries(data_dir)
-        return _decode_tree(data_dir, entries, lambda path: read_file(os.path.join(data_dir, path)), image_size, check_splits)
+        return _decode_tree(data_dir, entries, lambda path: _read_photo(os.path.join(data_dir, path)), image_size, check_splits)
     if not data_dir.endswith(ARCHIVE_EXTENSIONS):
         raise UserError(f"data_dir {data_dir!r} is a file but not a .tgz or .tar.gz; give a folder of class folders or an archive of one")
     with open_tar(data_dir) as tar:
         members = {m.name.strip("/"): m for m in tar.getmembers() if m.isfile() or m.isdir()}
         entries = {name: members[name].isdir() for name in members}
-        return _decode_tree(data_dir, entries, lambda path: tar.extractfile(members[path]).read(), image_size, check_splits)
+
+        def read(path):
+            if members[path].size > LARGE_FILE:
+                with tar.extractfile(members[path]) as f:
+                    _open_image(f)  # Raises for a file that is not an image.
+            return tar.extractfile(members[path]).read()
+
+        return _decode_tree(data_dir, entries, read, image_size, check_splits)
 
 
 def check_out_dir(data_dir, out_dir):
@@ -136,23 +147,47 @@ def load_image(data, image_size):
     ValueError (or an OSError) when they are not an image."""
     from PIL import Image  # Pillow: only needed for photos.
 
-    # Pillow refuses an image of more than twice MAX_IMAGE_PIXELS (179
-    # million pixels), and warns above it, as it opens the file: before a
-    # JPEG's draft mode below has made it smaller. A panorama or a
-    # 200-megapixel phone photo then decodes at an eighth of its width and
-    # height, so the limit is applied to the size that is decoded instead.
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        image = Image.open(io.BytesIO(data))
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    with image:
+    with _open_image(io.BytesIO(data)) as image:
         # JPEG can decode straight to a smaller size (at least the target
         # size), which is much faster than decoding every pixel and shrinking.
         image.draft("RGB", (image_size, image_size))
+        # Pillow's limit on the pixels of an image, applied to what is decoded.
+        limit = Image.MAX_IMAGE_PIXELS
         if limit and image.width * image.height > 2 * limit:
             raise ValueError(f"{image.width}x{image.height} pixels to decode, more than {2 * limit:,}")
         return _square(_upright(image), image_size)
+
+
+def _open_image(file):
+    """Pillow's image of a binary file, its header read and its pixels not
+    yet; raises (an OSError, or another kind) for a file that is not an image.
+
+    Pillow refuses an image of more than twice MAX_IMAGE_PIXELS (179 million
+    pixels), and warns above it, as it opens the file: before a JPEG's draft
+    mode has made it smaller. A panorama or a 200-megapixel phone photo then
+    decodes at an eighth of its width and height, so `load_image` applies the
+    limit to the size that is decoded instead."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return Image.open(file)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _read_photo(path):
+    """The bytes of a file that may be a photo, as `read_file` reads them;
+    one of more than LARGE_FILE bytes that Pillow does not take for an image
+    (a video) is refused having read its header only."""
+    try:
+        large = os.stat(path).st_size > LARGE_FILE  # A pipe's size is 0: read_file refuses it.
+    except OSError:
+        large = False  # read_file says what is wrong.
+    if large:
+        with open(path, "rb") as f:
+            _open_image(f)  # Raises for a file that is not an image.
+    return read_file(path)
 
 
 # How to turn a photo upright, by its EXIF orientation (tag 0x0112): 1 is
@@ -255,7 +290,7 @@ def split_paths(text):
 def read_image(path, image_size):
     """One photo file as `load_image` returns it, with a clear error."""
     try:
-        return load_image(read_file(path), image_size)
+        return load_image(_read_photo(path), image_size)
     except UserError:
         raise
     except Exception as error:  # Pillow raises many kinds of errors.

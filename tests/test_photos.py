@@ -48,6 +48,36 @@ def test_an_archive_a_folder_holding_it_and_the_folder_give_the_same_photos(tmp_
         assert other.skipped == from_folder.skipped == 2
 
 
+def test_a_large_file_that_is_not_an_image_is_skipped_unread(tmp_path, monkeypatch):
+    # A phone's camera folder holds videos beside the photos: each was read
+    # whole (a 4 GB video, 4 GB of memory) only to be skipped. Here a 100 MB
+    # file of zeros (sparse on disk, and tiny in the archive), in a folder
+    # and in an archive, and as a photo to --predict.
+    import tracemalloc
+
+    root = write_photo_tree(str(tmp_path / "tree" / "photos"))
+    with open(os.path.join(root, "cats", "clip.mp4"), "wb") as f:
+        f.truncate(100 * 2**20)
+    archive = make_tar_gz(str(tmp_path / "photos.tgz"), root, "photos")
+    for source in (root, archive):
+        tracemalloc.start()
+        try:
+            found = photos.load_photos(source, SIZE)["all"]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert found.skipped == 3 and len(found.y) == 30
+        assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MB"
+    with pytest.raises(UserError, match="clip.mp4 is not a readable image"):
+        photos.read_image(os.path.join(root, "cats", "clip.mp4"), SIZE)
+    # A photo above the size is opened for its header, then read and decoded as any other.
+    monkeypatch.setattr(photos, "LARGE_FILE", 0)
+    for source in (root, archive):
+        again = photos.load_photos(source, SIZE)["all"]
+        np.testing.assert_array_equal(again.x, found.x)
+        assert again.skipped == 3
+
+
 def test_train_and_test_folders_keep_the_users_split(tmp_path):
     write_photo_tree(str(tmp_path / "train"), per_class=6)
     write_photo_tree(str(tmp_path / "test"), per_class=3, seed=1)
