@@ -22,6 +22,7 @@ from common import UserError, config
 from conftest import REPO, ctrl_c_works, write_mnist_npz, write_photo_tree
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     write_mnist_npz(str(tmp_path / "data" / "mnist"))
     out_dir = tmp_path / "results"
@@ -287,6 +288,7 @@ def test_an_unwritable_runs_dir_stops_the_benchmark_before_any_run(tmp_path):
     assert os.listdir(tmp_path / "results") == []
 
 
+@pytest.mark.slow
 def test_kill_stops_the_benchmark_with_its_running_script_and_keeps_the_finished_runs(tmp_path):
     # SIGTERM killed the benchmark alone: the script it ran trained on, on its own.
     import signal
@@ -442,6 +444,7 @@ def test_results_files_are_never_overwritten_and_out_dir_must_be_writable(monkey
     )
 
 
+@pytest.mark.slow
 def test_every_override_in_the_suites_is_a_setting_of_its_script(monkeypatch):
     # The GPU suite runs only on a lent GPU, where a misspelt override would
     # first show; each script's --help lists its settings and their defaults.
@@ -512,6 +515,7 @@ def tiny_transfer_phases(tmp_path, *settings):
     return command, out_dir
 
 
+@pytest.mark.slow
 def test_transfer_phases_scores_every_split_and_fine_tunes_the_first(tmp_path):
     command, out_dir = tiny_transfer_phases(
         tmp_path, "--splits=2", "--fine_tune_splits=1", "--fine_tune_learning_rates=1e-4,1e-5", "--fine_tune_epochs=2"
@@ -568,6 +572,7 @@ def test_the_kept_epoch_is_the_one_keras_early_stopping_restores():
     assert len(picks) > 3  # Not always the first or the last epoch.
 
 
+@pytest.mark.slow
 def test_transfer_phases_stopped_early_keeps_the_heads_it_scored(tmp_path):
     # The figures were written only at the end: a Ctrl-C after hours kept nothing.
     import signal

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import keras
+import pytest
 
 from common import output
 from common.compare import label, table
@@ -85,6 +86,7 @@ def test_a_label_names_the_differing_settings_and_a_finished_runs_test_accuracy(
     assert label(run, []) == "cifar10_cnn/1 | test_acc=0.8500"  # No setting differs.
 
 
+@pytest.mark.slow
 def test_help_prints_the_usage_and_exits_zero():
     for flag in ("--help", "-h"):
         result = compare(flag)
@@ -92,6 +94,7 @@ def test_help_prints_the_usage_and_exits_zero():
         assert "python -m common.compare runs/mnist_cnn/*" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     result = compare(str(tmp_path))
     assert result.returncode == 1
@@ -112,6 +115,7 @@ def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run}/result.json is damaged")
 
 
+@pytest.mark.slow
 def test_damaged_files_of_a_run_and_a_bad_out_are_one_line(tmp_path):
     # Each ended in a traceback, or wrote elsewhere than it said.
     run = make_run(tmp_path / "runs")

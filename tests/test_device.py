@@ -130,6 +130,7 @@ print("same" if all(np.array_equal(p, q) for p, q in zip(plain, ahead)) else "di
 """
 
 
+@pytest.mark.slow
 def test_compile_ahead_on_jax_leaves_training_unchanged():
     # JAX compiles each batch shape once; compiling ahead runs the steps and
     # must then put every variable and generator back as it was.
@@ -198,6 +199,7 @@ jax.default_backend = cpu
 """
 
 
+@pytest.mark.slow
 def test_several_steps_per_call_on_jax_train_as_one_step_at_a_time():
     # With steps_per_execution=2 an epoch's 4 full batches run as two
     # scanned calls, then the small last batch alone; with 3, as one scanned

@@ -397,6 +397,7 @@ def _numpy_out_of_memory():
          re.escape("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes. Error code 12 (Cannot allocate memory)")),
     ],
 )
+@pytest.mark.slow
 def test_running_out_of_memory_is_one_line_not_a_traceback(code, detail):
     import subprocess
 

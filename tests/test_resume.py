@@ -272,6 +272,7 @@ time.sleep(3)  # Holds the folder while the other process chooses.
 """
 
 
+@pytest.mark.slow
 def test_two_processes_never_take_the_same_folder(tmp_path):
     config = {"out_dir": str(tmp_path / "runs")}
     interrupted = output.Run("tiny", config)
@@ -538,6 +539,7 @@ def test_a_folder_of_runs_that_cannot_be_listed_is_one_line(tmp_path, monkeypatc
         output.Run("tiny", {"out_dir": str(tmp_path), "seed": 1})
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_history(tmp_path, mnist_dir):
     runs = []
     for name in ("a", "b"):
@@ -551,6 +553,7 @@ def test_the_same_seed_gives_the_same_history(tmp_path, mnist_dir):
     assert runs[0]["test_acc"] == runs[1]["test_acc"]
 
 
+@pytest.mark.slow
 def test_a_killed_training_process_resumes_where_it_stopped(tmp_path):
     # Enough synthetic images that an epoch takes a noticeable time.
     data_dir = os.path.dirname(write_mnist_npz(str(tmp_path / "mnist"), synthetic_mnist(num_train=6000)))

@@ -36,6 +36,10 @@ from conftest import (
     write_photo_tree,
 )
 
+# Every test here runs a script in a process of its own, seconds to a minute
+# each: `pytest -m "not slow"` leaves them out for a quick check while editing.
+pytestmark = pytest.mark.slow
+
 # Each script, and the dataset it trains on.
 SCRIPTS = {
     "mnist_mlp.py": "mnist",
