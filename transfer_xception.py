@@ -118,7 +118,8 @@ def predict_photos(paths, model_path):
         print(f"{path}: " + ", ".join(f"{classes[i]} {p[i]:.3f}" for i in top))
 
 
-if predict:
+# An empty --predict= (a shell variable left unset) names no photo: refused, not a training run.
+if predict or "predict" in common.config.given:
     # The model's own image size and weights decide: a training setting given beside --predict changes nothing.
     ignored = [f"--{key}" for key in common.config.given if key not in ("predict", "model_file", "out_dir")]
     if ignored:

@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from common import UserError, reason
-from common.data import download, not_an_image, open_tar, read_file
+from common.data import download, not_an_image, open_tar, read_file, unreadable
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
@@ -79,7 +79,7 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
         def read(path):
             if members[path].size > LARGE_FILE:
                 with tar.extractfile(members[path]) as f:
-                    _open_image(f)  # Raises for a file that is not an image.
+                    _check_header(f)
             return tar.extractfile(members[path]).read()
 
         return _decode_tree(data_dir, entries, read, image_size, check_splits)
@@ -94,7 +94,11 @@ def check_out_dir(data_dir, out_dir):
     # photo folder lead to, which are read as classes (or parts of one). A
     # hidden folder is never read.
     read = [(os.path.abspath(data_dir), os.path.abspath(out_dir)), (os.path.realpath(data_dir), os.path.realpath(out_dir))]
-    _entries, followed = _folder_entries(data_dir)
+    entries, followed = _folder_entries(data_dir)
+    for path in entries:
+        link = os.path.join(data_dir, path)
+        if os.path.islink(link) and not os.path.exists(link):
+            followed[path] = os.path.realpath(link)  # A link to nowhere yet: to the run's folder, once made.
     read += [(real, os.path.realpath(out_dir)) for path, real in followed.items() if not _hidden(path)]
     for folder, inside in read:
         if _holds(folder, inside) and not _hidden(_relative(inside, folder)):
@@ -182,12 +186,21 @@ def _read_photo(path):
     (a video) is refused having read its header only."""
     try:
         large = os.stat(path).st_size > LARGE_FILE  # A pipe's size is 0: read_file refuses it.
-    except OSError:
-        large = False  # read_file says what is wrong.
-    if large:
-        with open(path, "rb") as f:
-            _open_image(f)  # Raises for a file that is not an image.
+        file = open(path, "rb") if large else None
+    except OSError as error:
+        raise unreadable(path, error) from None
+    if file:
+        with file:
+            _check_header(file)
     return read_file(path)
+
+
+def _check_header(file):
+    """Raises for a file whose header Pillow does not take for an image's.
+    (A raw MPEG video stream passes: Pillow names its format, though it
+    cannot decode it; a WebP photo has no decoder named at this point, so
+    that cannot tell them apart.)"""
+    _open_image(file).close()
 
 
 # How to turn a photo upright, by its EXIF orientation (tag 0x0112): 1 is

@@ -70,6 +70,15 @@ def test_a_large_file_that_is_not_an_image_is_skipped_unread(tmp_path, monkeypat
         assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MB"
     with pytest.raises(UserError, match="clip.mp4 is not a readable image"):
         photos.read_image(os.path.join(root, "cats", "clip.mp4"), SIZE)
+
+    # One that cannot be opened is "cannot read", as a small one is (not "not a readable image").
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(photos, "open", refused, raising=False)
+    with pytest.raises(UserError, match=r"^cannot read .*clip.mp4 \(Permission denied\)"):
+        photos.read_image(os.path.join(root, "cats", "clip.mp4"), SIZE)
+    monkeypatch.delattr(photos, "open")
     # A photo above the size is opened for its header, then read and decoded as any other.
     monkeypatch.setattr(photos, "LARGE_FILE", 0)
     for source in (root, archive):
@@ -156,8 +165,9 @@ def test_an_out_dir_read_as_a_class_of_photos_is_refused(tmp_path, monkeypatch):
     (tmp_path / "unread").mkdir()
     os.makedirs(os.path.join(root, ".hidden"))
     os.symlink(tmp_path / "unread", os.path.join(root, ".hidden", "link"))  # Not read: a hidden folder holds the link.
+    os.symlink(tmp_path / "future", os.path.join(root, "later"))  # To nowhere yet: a class once the run makes it.
     monkeypatch.chdir(tmp_path)
-    for out_dir in ("photos/runs", "photos", f"{root}/cats/runs", "photos/linked/runs", "elsewhere/runs", "further/runs"):
+    for out_dir in ("photos/runs", "photos", f"{root}/cats/runs", "photos/linked/runs", "elsewhere/runs", "further/runs", "future"):
         with pytest.raises(UserError, match=f"^--out_dir={out_dir} lies inside --data_dir=photos, whose folders are read"):
             photos.check_out_dir("photos", out_dir)
     # Hidden folders are never read; the photo folder's neighbours are not in it; an archive holds no folder.

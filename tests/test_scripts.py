@@ -441,6 +441,8 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--weights=/no/such/weights.h5", "--data_dir=/no/such/folder"], "weights file"),
         (["--predict=photo.jpg"], "no trained model in"),
         (["--predict=,"], "--predict names no photo"),
+        # An empty one (an unset shell variable, --predict=$PHOTO) trained a new model instead.
+        (["--predict="], "--predict names no photo"),
         (["--predict=photo.jpg", "--model_file=/no/model.keras"], "must both exist"),
         (["--predict=photo.jpg", "--model_file=tests/conftest.py"], "must both exist"),
         # Without --predict it trained a new model (18 minutes at the defaults) and ignored the file.
