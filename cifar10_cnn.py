@@ -69,9 +69,9 @@ seed = 0  # draws the first weights, the validation split, the order of the batc
 config = common.config.apply_overrides(globals())
 
 # Seeds every random draw, picks the precision for the device (mixed on a
-# GPU) and prints the `backend` line. With several devices it sets up
-# data-parallel training: on TensorFlow the model must be built in `scope`
-# (MirroredStrategy's); elsewhere `scope` does nothing.
+# GPU) and prints the `backend` line. With several devices (TensorFlow, JAX)
+# it sets up data-parallel training: on TensorFlow the model must be built in
+# `scope` (MirroredStrategy's); elsewhere `scope` does nothing.
 scope = device.setup(seed)
 if whiten and device.processes() > 1:
     # Each machine holds only its own share of the training images.

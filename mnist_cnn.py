@@ -38,9 +38,9 @@ seed = 0  # draws the first weights, the validation split, the order of the batc
 config = common.config.apply_overrides(globals())
 
 # Seeds every random draw, picks the precision for the device (mixed on a
-# GPU) and prints the `backend` line. With several devices it sets up
-# data-parallel training: on TensorFlow the model must be built in `scope`
-# (MirroredStrategy's); elsewhere `scope` does nothing.
+# GPU) and prints the `backend` line. With several devices (TensorFlow, JAX)
+# it sets up data-parallel training: on TensorFlow the model must be built in
+# `scope` (MirroredStrategy's); elsewhere `scope` does nothing.
 scope = device.setup(seed)
 
 # Data: 28x28x1 images of bytes (0-255), scaled to [0, 1] by the model's first

@@ -59,9 +59,9 @@ if stem not in ("cifar", "imagenet"):
     raise common.UserError(f"--stem={stem!r} is not a stem; use 'cifar' or 'imagenet'")
 
 # Seeds every random draw, picks the precision for the device (mixed on a
-# GPU) and prints the `backend` line. With several devices it sets up
-# data-parallel training: on TensorFlow the model must be built in `scope`
-# (MirroredStrategy's); elsewhere `scope` does nothing.
+# GPU) and prints the `backend` line. With several devices (TensorFlow, JAX)
+# it sets up data-parallel training: on TensorFlow the model must be built in
+# `scope` (MirroredStrategy's); elsewhere `scope` does nothing.
 scope = device.setup(seed)
 # Only JAX on one device hands fit's batches to the step without copying them (common/data.py).
 if resident:

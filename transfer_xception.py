@@ -69,10 +69,18 @@ model_file = ""  # the model.keras that --predict uses; "" = the newest in out_d
 config = common.config.apply_overrides(globals())
 
 
+# The settings that --predict reads; the trained model's own image size and
+# weights decide the rest, so a training setting given beside it changes nothing.
+PREDICT_SETTINGS = ("predict", "model_file", "out_dir")
+
+
 def predict_photos(paths, model_path):
     """Prints the three most likely classes of each photo."""
     if not paths:
         raise UserError("--predict names no photo; give one or more paths separated by commas, e.g. --predict=a.jpg,b.jpg")
+    ignored = [f"--{key}" for key in common.config.given() if key not in PREDICT_SETTINGS]
+    if ignored:
+        print(f"note      --predict uses the trained model as it is; it ignores {', '.join(ignored)}")
     if not model_path:
         found = sorted(glob.glob(os.path.join(out_dir, "transfer_xception", "*", "model.keras")))
         if not found:
@@ -119,11 +127,7 @@ def predict_photos(paths, model_path):
 
 
 # An empty --predict= (a shell variable left unset) names no photo: refused, not a training run.
-if predict or "predict" in common.config.given:
-    # The model's own image size and weights decide: a training setting given beside --predict changes nothing.
-    ignored = [f"--{key}" for key in common.config.given if key not in ("predict", "model_file", "out_dir")]
-    if ignored:
-        print(f"note      --predict uses the trained model as it is; it ignores {', '.join(ignored)}")
+if predict or "predict" in common.config.given():
     predict_photos(photos.split_paths(predict), model_file)
     raise SystemExit(0)
 if model_file:
@@ -135,12 +139,12 @@ if image_size < 71:
     raise UserError(f"--image_size={image_size} is too small: Xception needs at least 71 pixels")
 # A wrong weights file stops the run now, not after the photos have loaded.
 pretrained.check_weights(weights, "Xception")
-photos.check_out_dir(data_dir, out_dir)
+photos.check_out_dir(data_dir, out_dir, "transfer_xception")
 
 # Seeds every random draw, picks the precision for the device (mixed on a
-# GPU) and prints the `backend` line. With several devices it sets up
-# data-parallel training: on TensorFlow the model must be built in `scope`
-# (MirroredStrategy's); elsewhere `scope` does nothing.
+# GPU) and prints the `backend` line. With several devices (TensorFlow, JAX)
+# it sets up data-parallel training: on TensorFlow the model must be built in
+# `scope` (MirroredStrategy's); elsewhere `scope` does nothing.
 scope = device.setup(seed)
 if device.processes() > 1:
     # Phase 1 computes the features with predict(), whose outputs would be

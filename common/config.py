@@ -63,8 +63,6 @@ _CHECKS = {
     "runs_dir": (lambda v: v.strip() != "", "must name a folder"),
 }
 _TYPES = (bool, int, float, str)
-# The settings given to the last call of apply_overrides, each once, in order.
-given = []
 HELP_HEADER = "settings (override any of them as --key=value):"
 _TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
 
@@ -111,7 +109,6 @@ def apply_overrides(namespace, argv=None):
     settings with their defaults and exits.
     """
     argv = sys.argv[1:] if argv is None else argv
-    given.clear()
     keys = config_keys(namespace)
     defaults = {key: namespace[key] for key in keys}  # The script's own, whatever earlier overrides set.
     if "--help" in argv or "-h" in argv:
@@ -138,13 +135,18 @@ def apply_overrides(namespace, argv=None):
             # way resumes a run that the other started, and compares alike.
             value = value.rstrip("/") or "/"
         namespace[key] = value
-        if key not in given:
-            given.append(key)
     config = {key: namespace[key] for key in keys}
     for key, (is_valid, rule) in _CHECKS.items():
         if key in config and not is_valid(config[key]):
             raise UserError(f"--{key}={config[key]!r} is not allowed: {key} {rule}")
     return config
+
+
+def given(argv=None):
+    """The keys of the settings given on the command line, each once, in
+    the order given; for arguments that `apply_overrides` has accepted."""
+    argv = sys.argv[1:] if argv is None else argv
+    return list(dict.fromkeys(arg.removeprefix("--").partition("=")[0] for arg in argv))
 
 
 def print_help(namespace, keys):

@@ -33,8 +33,8 @@ FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_im
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
 # The names a validation folder beside train/ and test/ may have, in order of preference.
 VALIDATION_FOLDERS = ("validation", "val", "valid")
-# A file larger than this is opened by Pillow, which reads its header only,
-# before it is read whole: a phone's camera folder holds videos beside the
+# A file larger than this is read whole only once Pillow has taken its
+# header for an image's: a phone's camera folder holds videos beside the
 # photos, and each would take its size in memory only to be skipped.
 LARGE_FILE = 64 * 2**20
 
@@ -85,20 +85,22 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
         return _decode_tree(data_dir, entries, read, image_size, check_splits)
 
 
-def check_out_dir(data_dir, out_dir):
-    """Refuses an out_dir inside the photo folder, where the runs' files
-    would be read as a class of photos the next time."""
+def check_out_dir(data_dir, out_dir, script):
+    """Refuses an out_dir whose run folders (out_dir/<script>/<run id>) would
+    be read as a class of photos the next time: one inside the photo folder
+    or a folder that a link in it leads to, or one that holds them."""
     if not data_dir or not os.path.isdir(data_dir):
         return
-    # As written, and with links resolved; and the folders that links in the
-    # photo folder lead to, which are read as classes (or parts of one). A
+    # The photo folder as written, and with links resolved; and the folders
+    # that links in it lead to, which are read as classes (or parts of one),
+    # or will be, once a link to nowhere yet has a folder to lead to. A
     # hidden folder is never read.
     read = [(os.path.abspath(data_dir), os.path.abspath(out_dir)), (os.path.realpath(data_dir), os.path.realpath(out_dir))]
     entries, followed = _folder_entries(data_dir)
     for path in entries:
         link = os.path.join(data_dir, path)
         if os.path.islink(link) and not os.path.exists(link):
-            followed[path] = os.path.realpath(link)  # A link to nowhere yet: to the run's folder, once made.
+            followed[path] = os.path.realpath(link)
     read += [(real, os.path.realpath(out_dir)) for path, real in followed.items() if not _hidden(path)]
     for folder, inside in read:
         if _holds(folder, inside) and not _hidden(_relative(inside, folder)):
@@ -106,6 +108,12 @@ def check_out_dir(data_dir, out_dir):
                 f"--out_dir={out_dir} lies inside --data_dir={data_dir}, whose folders are read as classes of photos; "
                 "give an out_dir outside it"
             )
+    runs = os.path.join(out_dir, script)
+    if any(_holds(os.path.realpath(runs), folder) for folder, _inside in read[1:]):
+        raise UserError(
+            f"--data_dir={data_dir} reads {runs}, where the runs are written, as photos (itself or through "
+            "a link in it); give an out_dir elsewhere"
+        )
 
 
 def check_fractions(validation_split, test_split):
@@ -164,7 +172,8 @@ def load_image(data, image_size):
 
 def _open_image(file):
     """Pillow's image of a binary file, its header read and its pixels not
-    yet; raises (an OSError, or another kind) for a file that is not an image.
+    yet; raises for a file that is not an image (PIL.UnidentifiedImageError,
+    an OSError, for one of no format Pillow knows; other kinds for others).
 
     Pillow refuses an image of more than twice MAX_IMAGE_PIXELS (179 million
     pixels), and warns above it, as it opens the file: before a JPEG's draft
@@ -197,9 +206,9 @@ def _read_photo(path):
 
 def _check_header(file):
     """Raises for a file whose header Pillow does not take for an image's.
-    (A raw MPEG video stream passes: Pillow names its format, though it
-    cannot decode it; a WebP photo has no decoder named at this point, so
-    that cannot tell them apart.)"""
+    (A raw MPEG video stream passes, and is read whole before it fails to
+    decode: Pillow names no decoder for it yet as it opens it, but none for
+    a WebP photo either.)"""
     _open_image(file).close()
 
 
@@ -318,11 +327,14 @@ def _folder_entries(root):
     gathered from elsewhere. One inside `root` is not (its photos are there
     already, perhaps under another class), nor one that holds a folder the
     walk is in (it would go round in circles); either stays an empty folder.
+    Hidden folders are not walked (their files are never read), so a tool's
+    .git/ or .cache/ costs nothing.
     """
     top = os.path.realpath(root)
     enclosing = {root: [top]}  # Each walked folder: its real path and those of the folders it was reached through.
     entries, followed = {}, {}
     for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
         for name in files:
             entries[_relative(os.path.join(folder, name), root)] = False
         for name in list(dirs):

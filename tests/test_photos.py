@@ -59,17 +59,23 @@ def test_a_large_file_that_is_not_an_image_is_skipped_unread(tmp_path, monkeypat
     with open(os.path.join(root, "cats", "clip.mp4"), "wb") as f:
         f.truncate(100 * 2**20)
     archive = make_tar_gz(str(tmp_path / "photos.tgz"), root, "photos")
-    for source in (root, archive):
+    def peak_memory(load):
         tracemalloc.start()
         try:
-            found = photos.load_photos(source, SIZE)["all"]
-            peak = tracemalloc.get_traced_memory()[1]
+            return load(), tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
+
+    for source in (root, archive):
+        found, peak = peak_memory(lambda: photos.load_photos(source, SIZE)["all"])
         assert found.skipped == 3 and len(found.y) == 30
         assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MB"
-    with pytest.raises(UserError, match="clip.mp4 is not a readable image"):
-        photos.read_image(os.path.join(root, "cats", "clip.mp4"), SIZE)
+
+    def predict_clip():
+        with pytest.raises(UserError, match="clip.mp4 is not a readable image"):
+            photos.read_image(os.path.join(root, "cats", "clip.mp4"), SIZE)
+
+    assert peak_memory(predict_clip)[1] < 50 * 2**20
 
     # One that cannot be opened is "cannot read", as a small one is (not "not a readable image").
     def refused(path, *args, **kwargs):
@@ -169,11 +175,17 @@ def test_an_out_dir_read_as_a_class_of_photos_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for out_dir in ("photos/runs", "photos", f"{root}/cats/runs", "photos/linked/runs", "elsewhere/runs", "further/runs", "future"):
         with pytest.raises(UserError, match=f"^--out_dir={out_dir} lies inside --data_dir=photos, whose folders are read"):
-            photos.check_out_dir("photos", out_dir)
+            photos.check_out_dir("photos", out_dir, "script")
     # Hidden folders are never read; the photo folder's neighbours are not in it; an archive holds no folder.
     for out_dir in ("photos/.runs", "photos-runs", "runs", "elsewhere/.runs", "unread/runs"):
-        photos.check_out_dir("photos", out_dir)
-    photos.check_out_dir(make_tar_gz(str(tmp_path / "photos.tgz"), root, "photos"), "runs")
+        photos.check_out_dir("photos", out_dir, "script")
+    photos.check_out_dir(make_tar_gz(str(tmp_path / "photos.tgz"), root, "photos"), "runs", "script")
+    # A link into the folder the runs go in (out_dir/<script>), or a photo folder there, reads the runs too.
+    os.symlink(tmp_path / "runs" / "script", os.path.join(root, "owls", "earlier"))
+    for data_dir, out_dir in (("photos", "runs"), ("runs/script/old", "runs")):
+        os.makedirs(data_dir, exist_ok=True)
+        with pytest.raises(UserError, match=f"^--data_dir={data_dir} reads runs/script, where the runs are written"):
+            photos.check_out_dir(data_dir, out_dir, "script")
 
 
 def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monkeypatch):

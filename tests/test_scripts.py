@@ -36,7 +36,7 @@ from conftest import (
     write_photo_tree,
 )
 
-# Every test here runs a script in a process of its own, seconds to a minute
+# Every test here starts a script in a process of its own, 2 s to a minute
 # each: `pytest -m "not slow"` leaves them out for a quick check while editing.
 pytestmark = pytest.mark.slow
 
