@@ -59,6 +59,7 @@ def test_a_large_file_that_is_not_an_image_is_skipped_unread(tmp_path, monkeypat
     with open(os.path.join(root, "cats", "clip.mp4"), "wb") as f:
         f.truncate(100 * 2**20)
     archive = make_tar_gz(str(tmp_path / "photos.tgz"), root, "photos")
+
     def peak_memory(load):
         tracemalloc.start()
         try:
