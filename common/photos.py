@@ -91,25 +91,27 @@ def check_out_dir(data_dir, out_dir, script):
     or a folder that a link in it leads to, or one that holds them."""
     if not data_dir or not os.path.isdir(data_dir):
         return
-    # The photo folder as written, and with links resolved; and the folders
-    # that links in it lead to, which are read as classes (or parts of one),
-    # or will be, once a link to nowhere yet has a folder to lead to. A
-    # hidden folder is never read.
-    read = [(os.path.abspath(data_dir), os.path.abspath(out_dir)), (os.path.realpath(data_dir), os.path.realpath(out_dir))]
+    # The folders read as classes (or parts of one), links resolved: the
+    # photo folder, and those that links in it lead to, or will lead to once
+    # a link to nowhere yet has a folder there. A hidden folder is never read.
     entries, followed = _folder_entries(data_dir)
     for path in entries:
         link = os.path.join(data_dir, path)
         if os.path.islink(link) and not os.path.exists(link):
             followed[path] = os.path.realpath(link)
-    read += [(real, os.path.realpath(out_dir)) for path, real in followed.items() if not _hidden(path)]
-    for folder, inside in read:
+    read = [os.path.realpath(data_dir)] + [real for path, real in followed.items() if not _hidden(path)]
+    # out_dir inside one of them; the photo folder also as written, for an
+    # out_dir given through a link inside it.
+    places = [(os.path.abspath(data_dir), os.path.abspath(out_dir))] + [(folder, os.path.realpath(out_dir)) for folder in read]
+    for folder, inside in places:
         if _holds(folder, inside) and not _hidden(_relative(inside, folder)):
             raise UserError(
                 f"--out_dir={out_dir} lies inside --data_dir={data_dir}, whose folders are read as classes of photos; "
                 "give an out_dir outside it"
             )
+    # Or one of them inside out_dir/<script>, where the run folders go.
     runs = os.path.join(out_dir, script)
-    if any(_holds(os.path.realpath(runs), folder) for folder, _inside in read[1:]):
+    if any(_holds(os.path.realpath(runs), folder) for folder in read):
         raise UserError(
             f"--data_dir={data_dir} reads {runs}, where the runs are written, as photos (itself or through "
             "a link in it); give an out_dir elsewhere"
