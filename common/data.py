@@ -232,8 +232,15 @@ def unreadable(path, error):
     """The one line for a file that an OSError kept from being read."""
     if os.path.islink(path) and not os.path.exists(path):  # "No such file" of a name that `ls` lists.
         target = os.path.join(os.path.dirname(path), os.readlink(path))  # A relative link is relative to its folder.
-        return UserError(f"cannot read {path}: it is a link to {os.path.normpath(target)}, which does not exist; fix or replace the link")
-    return UserError(f"cannot read {path} ({error.strerror}); check the path and that the file is readable")
+        return UserError(f"cannot read {visible(path)}: it is a link to {visible(os.path.normpath(target))}, which does not exist; fix or replace the link")
+    return UserError(f"cannot read {visible(path)} ({error.strerror}); check the path and that the file is readable")
+
+
+def visible(path):
+    """`path` as an error line names it: quoted where spaces at either end,
+    or characters that do not print, would hide what was asked for (a path
+    of one space, from `--predict=" "`, would read "cannot read  (...)")."""
+    return path if path.isprintable() and path == path.strip() else repr(path)
 
 
 def not_an_image(error):

@@ -307,6 +307,11 @@ def test_read_image_resizes_a_photo_and_refuses_anything_else(tmp_path):
         photos.read_image(os.path.join(root, "cats", "notes.txt"), 32)
     with pytest.raises(UserError, match="cannot read"):
         photos.read_image(os.path.join(root, "missing.jpg"), 32)
+    # A path of spaces (--predict=" ") or with a tab in it is quoted, not left invisible in the line.
+    with pytest.raises(UserError, match=r"^cannot read ' ' \(No such file or directory\)"):
+        photos.read_image(" ", 32)
+    with pytest.raises(UserError, match=r"^cannot read 'a\\tb.jpg' \(No such file"):
+        photos.read_image("a\tb.jpg", 32)
     # A pipe is refused, not read: reading one waits for a writer, possibly forever.
     os.mkfifo(os.path.join(root, "pipe.jpg"))
     with within(20), pytest.raises(UserError, match="pipe.jpg is a pipe, socket or device"):
