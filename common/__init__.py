@@ -22,6 +22,7 @@ import select
 import signal
 import sys
 import threading
+import time
 
 # What Ctrl-C prints after "interrupted": set by common.output.Run once a run
 # folder that the same command would resume exists.
@@ -130,7 +131,8 @@ def _flush_at_exit():
 
 def print_on_terminate():
     """From now on SIGTERM (what `kill`, a job scheduler or `docker stop`
-    sends) prints what Ctrl-C prints, then ends the process as SIGTERM would
+    sends) prints what Ctrl-C prints, lets a thread still writing (the last
+    epoch's resume state) finish, then ends the process as SIGTERM would
     have. Only a training run installs it (common.output.Run): Python runs a
     handler between bytecodes, so a process in a long call into compiled code
     (an XLA compile, a compiled step) ends only once that call returns."""
@@ -148,9 +150,22 @@ def _on_terminate(signum, frame):
     except Exception:
         pass  # Such as a closed stderr: the process ends all the same.
     finally:
+        # A thread still writing (the resume state of the last epoch) ends
+        # first, as Python lets it on Ctrl-C, within what a job scheduler
+        # or `docker stop` (10 s) waits before it kills the process.
+        _join_threads(seconds=8)
         # Then the default: the process ends at once, with the status of one that SIGTERM stopped.
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+
+
+def _join_threads(seconds):
+    """Waits, `seconds` at most in all, for the threads that Python would
+    wait for at its normal end (not daemon threads)."""
+    deadline = time.monotonic() + seconds
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 sys.excepthook = _excepthook

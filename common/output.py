@@ -155,7 +155,7 @@ class Run:
 
         test_loss is the test images' cross-entropy, without label smoothing
         or weight penalties, so that runs with different ones compare. The
-        model is saved before it is scored, in batches of `batch_size`. With
+        model is saved first, then scored in batches of `batch_size`. With
         `flip_tta`, test_acc_flip_tta is the accuracy when each test image and
         its mirror image vote together (their probabilities summed): the
         test-time augmentation of models trained with random flips. With
@@ -172,6 +172,9 @@ class Run:
             save_model(model, self.path("model.keras"))
             try:
                 merged = read_history(self.path("history.csv"))
+                missing = [key for key in ("loss", "accuracy") if key not in merged]  # What the curves draw.
+                if missing:
+                    raise ValueError(f"it has no {missing[0]} column")
             except (OSError, ValueError) as error:
                 # Damaged since its epochs were written: the run still finishes,
                 # without the curves, rather than lose its scores.
@@ -194,11 +197,12 @@ class Run:
                 images = x_test
             if images is not None:
                 self._image_grid(images, labels, predicted, probabilities, class_names, grid, title)
-            # Numbers, as printed on the final line; epochs None where the history cannot be read.
+            # Numbers, as the final line prints them (its seconds to a tenth);
+            # epochs None where the history cannot be read.
             fields = {
                 "test_acc": round(float(test_acc), 4),
                 "test_loss": round(float(test_loss), 4),
-                "train_seconds": round(self.train_seconds, 1),
+                "train_seconds": round(self.train_seconds, 2),
                 "epochs": len(merged["loss"]) if merged is not None else None,
                 **extra,
             }
@@ -349,7 +353,11 @@ class ResumeState(keras.callbacks.Callback):
                 "a script that skips a finished phase gives its model back with Run.restore"
             )
         _assign(self.model.variables, _arrays(state, "model"))
-        self.model.optimizer.build(self.model.trainable_variables)
+        # Built already where the steps were compiled before `fit`. (Keras'
+        # LossScaleOptimizer, under float16 mixed precision, adds its
+        # variables again each time it is built.)
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
         _assign(self.model.optimizer.variables, _arrays(state, "optimizer"))
         saved = json.loads(str(state["callbacks"]))
         for callback, values in zip(self.callbacks, saved):
@@ -447,10 +455,12 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
             if os.path.exists(self.filepath):
                 _sync(self.filepath)
                 os.replace(self.filepath, self.final_path)
-        except OSError as error:
+        except BaseException as error:  # A full disk, or Ctrl-C in the middle of the save.
             with contextlib.suppress(OSError):
                 os.remove(self.filepath)  # Half written: it would only take up room.
-            raise _unwritable(os.path.dirname(self.final_path), error) from None
+            if isinstance(error, OSError):
+                raise _unwritable(os.path.dirname(self.final_path), error) from None
+            raise
 
 
 def _monitor_state(callback):
@@ -694,7 +704,8 @@ def _keep_history_rows(path, epochs):
         )
     try:
         with open(path, newline="") as f:
-            lines = f.read().splitlines(keepends=True)[: 1 + epochs]
+            # Blank lines hold no epoch, as read_history reads them.
+            lines = [line for line in f.read().splitlines(keepends=True) if line.strip("\r\n")][: 1 + epochs]
         rows = len(next(iter(_history(lines).values()), []))
         if rows < epochs:
             raise ValueError(f"it holds {rows} of the {epochs} epochs saved")

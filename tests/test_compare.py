@@ -95,6 +95,29 @@ def test_help_prints_the_usage_and_exits_zero():
 
 
 @pytest.mark.slow
+def test_a_file_or_a_folder_without_settings_among_runs_is_left_out(tmp_path):
+    # `python -m common.compare runs/tiny/*` after `--out=runs/tiny/cmp.png`
+    # (allowed: runs/tiny is no run folder) stopped at "cmp.png is not a run folder".
+    run = make_run(tmp_path)
+    parent = os.path.dirname(run)
+    open(os.path.join(parent, "cmp.png"), "wb").close()
+    os.mkdir(os.path.join(parent, "killed"))  # A run stopped before it wrote config.json.
+    result = compare(*sorted(os.path.join(parent, name) for name in os.listdir(parent)), f"--out={tmp_path / 'b.png'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [
+        f"note      {parent}/cmp.png holds no config.json, so it is not a run folder: left out",
+        f"note      {parent}/killed holds no config.json, so it is not a run folder: left out",
+    ]
+    assert lines[4].startswith(f"tiny/{os.path.basename(run)} ")
+    result = compare(os.path.join(parent, "cmp.png"), os.path.join(parent, "killed"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: none of the 2 paths given is a run folder; give folders such as runs/mnist_cnn/<run id> that hold config.json"
+    )
+
+
+@pytest.mark.slow
 def test_a_folder_that_is_not_a_run_is_one_line(tmp_path):
     result = compare(str(tmp_path))
     assert result.returncode == 1

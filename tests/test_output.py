@@ -206,6 +206,20 @@ def test_a_history_damaged_during_training_still_lets_the_run_finish(tmp_path, c
     assert f"note      {run.path('history.csv')} cannot be read (row 3 has 2 values where the header names" in out
 
 
+def test_a_model_compiled_without_accuracy_still_finishes(tmp_path, capsys):
+    # A newcomer's own script without metrics=["accuracy"]: a KeyError
+    # traceback after model.keras, before result.json, at every rerun.
+    run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
+    model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x, y = tiny_data()
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    run.finish(model, x, y)
+    assert os.path.exists(run.path("result.json")) and not os.path.exists(run.path("curves.png"))
+    out = capsys.readouterr().out
+    assert f"note      {run.path('history.csv')} cannot be read (it has no accuracy column); curves.png is not drawn" in out
+
+
 def test_a_run_in_two_phases_keeps_one_history(tmp_path, capsys):
     run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
     model = tiny_model()
@@ -453,6 +467,24 @@ def test_kill_keeps_the_output_still_buffered():
     assert (process.returncode, out, stderr.strip()) == (-15, "row 1\n", "terminated")
 
 
+def test_kill_lets_a_thread_still_writing_finish_first(tmp_path):
+    # The resume state is written in a thread after each epoch; SIGTERM (a
+    # job scheduler, `docker stop`) ended the process in the middle of it,
+    # and the run lost that epoch's state. Ctrl-C always waited for it.
+    import subprocess
+
+    written = tmp_path / "state"
+    process = python_with_common(
+        "import os, signal, threading, time\ncommon.print_on_terminate()\n"
+        f"writer = threading.Thread(target=lambda: (time.sleep(2), open({str(written)!r}, 'w').write('saved')))\n"
+        "writer.start()\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(60)\n",
+        subprocess.PIPE,
+    )
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr.strip()) == (-15, "terminated")
+    assert written.read_text() == "saved"
+
+
 def test_kill_says_terminated_when_the_reader_of_stdout_has_gone():
     # `python mnist_mlp.py | head`, killed after head ended: the failed flush of
     # the buffered lines kept "terminated" and its advice from being printed.
@@ -531,7 +563,7 @@ def test_sigterm_in_a_run_says_how_to_continue_and_still_ends_the_process(with_r
 
     result = stopped(tmp_path, with_run, "os.kill(os.getpid(), signal.SIGTERM); time.sleep(60)")
     assert result.returncode == -signal.SIGTERM and "Traceback" not in result.stderr
-    if with_run:  # It printed nothing at all.
+    if with_run:
         assert result.stderr.strip().splitlines()[-1] == (
             "terminated: run the same command again to continue from the last saved epoch"
         )

@@ -43,9 +43,11 @@ class StopAfter(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def train(run, epochs=6, patience=3, stop_after=None):
+def train(run, epochs=6, patience=3, stop_after=None, built=False):
     """A tiny run with a schedule, a checkpoint and early stopping, as the
-    scripts train; `stop_after` interrupts it after that many epochs."""
+    scripts train; `stop_after` interrupts it after that many epochs. With
+    `built`, the optimizer is built before `fit`, as the step that
+    `device.compile_ahead` runs builds it in the scripts."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dropout(0.2), keras.layers.Dense(3, activation="softmax")])
     model.compile(
@@ -54,6 +56,8 @@ def train(run, epochs=6, patience=3, stop_after=None):
         metrics=["accuracy"],
     )
     x, y = tiny_data()
+    if built:
+        model.optimizer.build(model.trainable_variables)
     callbacks = run.callbacks(
         output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
@@ -97,7 +101,10 @@ def interrupted_then_resumed(tmp_path, stop_after, **settings):
     np.testing.assert_allclose(history_rows(again.dir), history_rows(straight.dir), atol=1e-6)
     for a, b in zip(resumed.get_weights(), expected.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    assert open(again.path("best.keras"), "rb").read()  # The checkpoint survived.
+    # The checkpoint survived, and holds the best epoch's weights, as the uninterrupted run's does.
+    for a, b in zip(keras.saving.load_model(again.path("best.keras")).get_weights(),
+                    keras.saving.load_model(straight.path("best.keras")).get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
     return straight, again
 
 
@@ -116,6 +123,18 @@ def epochs_before_early_stopping(tmp_path, patience):
     stopped_at = len(history_rows(probe.dir))
     assert stopped_at < 12
     return stopped_at
+
+
+def test_a_run_in_float16_mixed_precision_resumes(tmp_path):
+    # What device.setup picks on a GPU without bfloat16 (a T4, a V100). Keras
+    # then wraps the optimizer in a LossScaleOptimizer, whose build() adds
+    # its two variables again each time it is called: resuming said "the
+    # saved state holds 9 values for 11 variables: it belongs to another model".
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        interrupted_then_resumed(tmp_path, stop_after=2, built=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_a_run_that_early_stopping_had_ended_only_finishes(tmp_path, capsys):
@@ -400,6 +419,11 @@ def test_a_blank_last_line_in_the_history_holds_no_epoch(tmp_path):
         f.write("\n")
     assert len(output.read_history(first.path("history.csv"))["loss"]) == 2
     assert output.Run("tiny", config).initial_epoch == 2
+    # Nor does one between rows (it was counted as a row: "history.csv is damaged (it holds 1 of the 2 epochs saved)").
+    os.remove(first.path("running.pid"))
+    header, first_row, second_row = open(first.path("history.csv")).read().split()
+    open(first.path("history.csv"), "w").write(f"{header}\n{first_row}\n\n{second_row}\n")
+    assert output.Run("tiny", config).initial_epoch == 2
 
 
 def test_a_folder_of_a_run_finished_by_earlier_code_is_not_resumed(tmp_path):
@@ -507,6 +531,18 @@ def test_a_crash_while_checkpointing_keeps_the_previous_best(tmp_path):
     checkpoint.set_model(model)
     with pytest.raises(UserError, match=f"^cannot write to the run folder {run.dir} \\(disk full\\); make room"):
         checkpoint.on_epoch_end(0, {"val_accuracy": 1.0})
+    assert open(run.path("best.keras"), "rb").read() == before
+    assert not os.path.exists(run.path("best.tmp.keras"))
+
+    # Ctrl-C in the middle of the save: the half-written copy went too (it stayed, and the run's `wrote` line listed it).
+    def interrupted(path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half a model")
+        raise KeyboardInterrupt
+
+    model.save = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.on_epoch_end(1, {"val_accuracy": 1.0})
     assert open(run.path("best.keras"), "rb").read() == before
     assert not os.path.exists(run.path("best.tmp.keras"))
 
