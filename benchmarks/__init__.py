@@ -1,6 +1,16 @@
 """Benchmarks: the collection's scripts side by side with the seed tutorials' code.
 
     python -m benchmarks --help
+
+The seed baselines (`seed_*.py`) are the tutorials' models, optimizers,
+batch sizes and epochs as they were. They differ from the tutorials' code
+only where the benchmark needs to time them as it times the scripts: they
+hold out a validation split drawn with the seed as the scripts do (Keras'
+`validation_split` takes the last images), for the accuracy curve; they call
+`common.device.setup` (the seed, and on a GPU the mixed precision the
+scripts get too), compile their steps before the clock starts, and write a
+run folder through `common.output` (the epoch table in place of Keras'
+progress bar, history.csv, the resume state after each epoch).
 """
 
 import contextlib

@@ -1,27 +1,34 @@
 """Runs the collection's scripts and the seed tutorials' code side by side.
 
     python -m benchmarks --data_dir=../shared/data                  # the CPU suite, 3 seeds
-    python -m benchmarks --suite=gpu --seeds=5 --data_dir=.data     # on a lent GPU
+    python -m benchmarks --suite=gpu --seeds=5 --baseline_seeds=0 --data_dir=.data  # on a lent GPU
     python -m benchmarks --tasks=mnist_mlp --seeds=1                # one task, quickly
+    python -m benchmarks --from_jsonl=benchmarks/results/<name>.jsonl  # the table of a stopped one
 
 Every method runs as a user would run it, in a subprocess, once per seed. The
 results go to `benchmarks/results/<suite>-<start time>[-<tasks>].md` (the table), `.png`
 (validation accuracy against training seconds, one line per method, a star
 for each method's final test accuracy, and the target and the seconds
 allowed as a dashed and a dotted line) and
-`.jsonl` (every run's figures, to check the table against). The `.jsonl`
-grows a line as each run finishes; Ctrl-C or `kill` stops the benchmark and
-the script it is running, and keeps the runs that finished there.
+`.jsonl` (the machine, then every run's figures, to check the table
+against). The `.jsonl` grows a line as each run finishes; Ctrl-C, `kill` or
+a method that fails stops the benchmark and the script it is running, and
+keeps the runs that finished there: `--from_jsonl` then writes their table
+and plot. A failed run's whole output is kept in runs_dir.
 
 What the table says, per method (mean ± standard deviation over the seeds):
 test accuracy at the end (and with flip, and flip + shift, test-time
 augmentation where the script reports them); training seconds (time in
-`model.fit`); seconds to the target, read from the per-epoch validation
-accuracy and epoch times; training images per second; the seconds spent
+`model.fit`, from its first callback's start of training to its end:
+the epochs and what runs between them); seconds to the target: the epochs'
+seconds until the validation accuracy first reaches it, the mean over the
+runs that reach it (validation, not test, accuracy, on each method's own
+split, so a method whose mean test accuracy meets the target may not reach
+it there); training images per second; the seconds spent
 compiling the steps before training (`common.device.compile_ahead`: XLA's
 compiling on JAX, tracing on TensorFlow; the seed baselines' too, with a
 line their code did not have); the first epoch's seconds apart from the
-median of the others; the
+median of the others (none for a run of one epoch); the
 seconds of `fit` outside the epochs' own clocks (mostly the callbacks after
 the epoch table: the checkpoint, the resume state, early stopping);
 the rest of the wall time (imports, data loading, model building, the final
@@ -64,12 +71,12 @@ TTA_COLUMNS = {"test_acc_flip_tta": "with flip TTA", "test_acc_flip_shift_tta": 
 
 # A method is a script (or a seed module under benchmarks/) with overrides.
 Method = collections.namedtuple("Method", "name command overrides")
-# A task compares methods on one dataset. The target is the seed's mean final
-# test accuracy unless a number is given; the table also says whether each
-# method reaches it in at most a third of the seed's training time, or, where
-# `seconds` is given, in at most that many seconds of training. A task without
-# a seed method (None) needs a given target.
-Task = collections.namedtuple("Task", "dataset seed methods target seconds", defaults=(None, None))
+# A task compares methods on one dataset. The target is the seed baseline's
+# mean final test accuracy unless a number is given; the table also says
+# whether each method reaches it in at most a third of the baseline's
+# training time, or, where `seconds` is given, in at most that many seconds
+# of training. A task without a baseline (None) needs a given target.
+Task = collections.namedtuple("Task", "dataset baseline methods target seconds", defaults=(None, None))
 
 SUITES = {
     "cpu": {
@@ -80,13 +87,11 @@ SUITES = {
                 Method("mnist_mlp.py, fast overrides", "mnist_mlp.py", CPU_FAST["mnist_mlp"]),
                 Method("mnist_mlp.py, defaults", "mnist_mlp.py", []),
             ],
-            None,
         ),
         "mnist_cnn": Task(
             "mnist",
             Method("seed CNN: Adam, batch 32, 1 epoch", "benchmarks.seed_mnist_cnn", []),
             [Method("mnist_cnn.py, fast overrides", "mnist_cnn.py", CPU_FAST["mnist_cnn"])],
-            None,
         ),
         "cifar10_cnn": Task(
             "cifar10",
@@ -95,10 +100,10 @@ SUITES = {
                 Method("cifar10_cnn.py, fast overrides", "cifar10_cnn.py", CPU_FAST["cifar10_cnn"]),
                 Method("cifar10_cnn.py, fast overrides + whitening", "cifar10_cnn.py", CPU_FAST["cifar10_cnn_whitened"]),
             ],
-            None,
         ),
     },
-    # The issue's GPU targets: accuracy within a number of training seconds.
+    # The collection's GPU targets (README.md, "GPU results"): an accuracy
+    # within a number of training seconds, or the time to an accuracy.
     "gpu": {
         "mnist_mlp": Task(
             "mnist",
@@ -110,22 +115,22 @@ SUITES = {
                     [*GPU_FAST["mnist_mlp"], NINE_STEPS_PER_CALL],
                 ),
             ],
-            0.984,
-            2,
+            target=0.984,
+            seconds=2,
         ),
         "mnist_cnn": Task(
             "mnist",
             Method("seed CNN: Adam, batch 32, 3 epochs", "benchmarks.seed_mnist_cnn", ["--epochs=3"]),
             [Method("mnist_cnn.py, GPU overrides, 2 epochs", "mnist_cnn.py", GPU_FAST["mnist_cnn"])],
-            0.990,
-            1,
+            target=0.990,
+            seconds=1,
         ),
         "mnist_cnn_long": Task(
             "mnist",
             None,
             [Method("mnist_cnn.py, GPU overrides, 8 epochs", "mnist_cnn.py", GPU_FAST["mnist_cnn_long"])],
-            0.994,
-            5,
+            target=0.994,
+            seconds=5,
         ),
         "cifar10_cnn": Task(
             "cifar10",
@@ -137,8 +142,8 @@ SUITES = {
                     [*GPU_FAST["cifar10_cnn"], NINE_STEPS_PER_CALL],
                 ),
             ],
-            0.907,
-            4,
+            target=0.907,
+            seconds=4,
         ),
         "cifar10_cnn_whitened": Task(
             "cifar10",
@@ -164,14 +169,14 @@ SUITES = {
                 ),
                 Method("cifar10_cnn.py, GPU overrides + whitening", "cifar10_cnn.py", GPU_FAST["cifar10_cnn_whitened"]),
             ],
-            0.907,
-            4,
+            target=0.907,
+            seconds=4,
         ),
         "resnet34": Task(
             "cifar10",
             None,
             [Method("resnet34.py, GPU overrides", "resnet34.py", GPU_FAST["resnet34"])],
-            0.92,
+            target=0.92,
         ),
     },
 }
@@ -184,6 +189,7 @@ baseline_seeds = -1  # runs of each seed baseline (-1 = as many as seeds; 0 = no
 data_dir = ""  # folder holding mnist/ and cifar10/ (such as ../shared/data); "" = Keras cache, else download
 out_dir = "benchmarks/results"  # where the table, plot and raw figures go
 runs_dir = "/tmp/benchmark-runs"  # the scripts' run folders go to runs_dir/<results file name>/
+from_jsonl = ""  # the .jsonl of an earlier benchmark: write its table and plot (if it has none yet), running nothing
 
 
 def invocation(method, cache_dir):
@@ -231,27 +237,33 @@ def run_method(method, dataset, seed, cache_dir, runs):
                 process.kill()
                 process.wait()
             raise
-        process.returncode = os.waitstatus_to_exitcode(status)
+        returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if process.returncode != 0:
-        last = (stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise UserError(f"{method.name} (seed {seed}) failed: {last.removeprefix('error: ')}")
+    if returncode != 0:
+        raise UserError(failure(method, seed, returncode, stdout, stderr, runs))
     # The final line: "final key=value ... run_dir=<path>", the path last, as it may hold spaces.
     figures, _, run_dir = stdout.strip().splitlines()[-1].partition(" run_dir=")
     final = {**dict(pair.split("=", 1) for pair in figures.split()[1:]), "run_dir": run_dir}
     num_train = int(re.search(r"x_train \((\d+),", stdout).group(1))
     compiled = re.search(r"^compiled .* in ([\d.]+) s", stdout, re.MULTILINE)
     compile_seconds = float(compiled.group(1)) if compiled else 0.0
+    backend = re.search(r"^backend +(.+)$", stdout, re.MULTILINE)
     history = read_history(os.path.join(final["run_dir"], "history.csv"))
     epoch_seconds = history["seconds"]
+    # To a hundredth in result.json (the final line rounds to a tenth): the GPU budgets are 1 to 5 s.
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        with open(os.path.join(final["run_dir"], "result.json")) as f:
+            final["train_seconds"] = json.load(f)["train_seconds"]
     train_seconds = float(final["train_seconds"])
     return {
         "method": method.name,
         # Quoted where the shell needs it (a path with a space), so that it can be pasted back.
         "command": shlex.join(["python", *(["-m"] if program[0] == "-m" else []), method.command, *args]),
         "seed": seed,
+        # What the run's `backend` line said: the backend, Keras and the devices.
+        "backend": backend.group(1).strip() if backend else None,
         "test_acc": float(final["test_acc"]),
         **{key: float(final[key]) if key in final else None for key in TTA_COLUMNS},
         "train_seconds": train_seconds,
@@ -261,13 +273,26 @@ def run_method(method, dataset, seed, cache_dir, runs):
         "images_per_second": num_train * len(epoch_seconds) / train_seconds,
         "compile_seconds": compile_seconds,
         "first_epoch_seconds": epoch_seconds[0],
-        "median_epoch_seconds": statistics.median(epoch_seconds[1:] or epoch_seconds),
-        # train_seconds is printed to 0.1 s, so with no time outside the
-        # epochs the difference may come out a few hundredths below zero.
+        "median_epoch_seconds": statistics.median(epoch_seconds[1:]) if len(epoch_seconds) > 1 else None,
+        # train_seconds is rounded to 0.01 s, so with no time outside the
+        # epochs the difference may come out a few thousandths below zero.
         "outside_epochs_seconds": max(0.0, train_seconds - sum(epoch_seconds)),
         "other_seconds": wall - train_seconds - compile_seconds,
         "peak_mb": usage.ru_maxrss / 1024,  # Kilobytes on Linux.
     }
+
+
+def failure(method, seed, returncode, stdout, stderr, runs):
+    """The one line for a run that failed: its last line and how it ended;
+    its whole output is kept in `runs`, beside the run folders."""
+    name = re.sub(r"[^\w.+-]+", "-", method.name).strip("-")
+    log = os.path.join(runs, f"failed-{name}-seed{seed}.log")
+    with open(log, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(f"$ {method.command} (seed {seed})\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}")
+    # A negative status is a signal's: 9 is the system's out-of-memory killer's.
+    ended = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+    last = (stderr.strip().splitlines() or ["(no output)"])[-1]
+    return f"{method.name} (seed {seed}) failed, {ended}: {last.removeprefix('error: ')} (its output: {log})"
 
 
 def seconds_to(target, run):
@@ -281,7 +306,11 @@ def seconds_to(target, run):
 
 
 def mean_std(values, digits=1, scale=1):
-    values = [v * scale for v in values]
+    """"mean ± standard deviation" of the values given (None: not measured,
+    such as the later epochs of a one-epoch run); "" where none is."""
+    values = [v * scale for v in values if v is not None]
+    if not values:
+        return ""
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
@@ -289,22 +318,33 @@ def mean_std(values, digits=1, scale=1):
 
 def target_and_budget(task, runs):
     """The task's target accuracy and the training seconds a method may take
-    for it: the GPU suite's given figures, or the seed's mean final test
-    accuracy and a third of its mean training seconds. The seconds are None
-    for a task with neither; such a task needs a given target."""
-    seed_runs = [run for run in runs if task.seed and run["method"] == task.seed.name]
+    for it: the GPU suite's given figures, or the seed baseline's mean final
+    test accuracy and a third of its mean training seconds. The seconds are
+    None for a task with neither; such a task needs a given target. The
+    target is None where it comes from a baseline none of whose runs
+    finished (a benchmark stopped early)."""
+    seed_runs = [run for run in runs if task.baseline and run["method"] == task.baseline.name]
+    if not task.target and not seed_runs:
+        return None, None
     target = task.target or statistics.mean(run["test_acc"] for run in seed_runs)
     if task.seconds or not seed_runs:
         return target, task.seconds
     return target, statistics.mean(run["train_seconds"] for run in seed_runs) / 3
 
 
+def by_method(runs):
+    """The runs of each method, the methods in the order they ran."""
+    grouped = collections.defaultdict(list)
+    for run in runs:
+        grouped[run["method"]].append(run)
+    return grouped
+
+
 def table(task_name, task, runs):
     """The markdown table of one task, and a line on the one-third rule."""
-    by_method = collections.defaultdict(list)
-    for run in runs:
-        by_method[run["method"]].append(run)
     target, budget = target_and_budget(task, runs)
+    if target is None:
+        return f"### {task_name}: no target, as none of its seed baseline's runs finished\n"
     tta = [key for key in TTA_COLUMNS if any(run.get(key) is not None for run in runs)]
     lines = [
         f"### {task_name}: target {target:.2%} "
@@ -315,13 +355,12 @@ def table(task_name, task, runs):
         + " | other s | peak MB |",
         "|---|---|---|" + "---|" * len(tta) + "---|---|---|---|---|---|---|---|---|",
     ]
-    for name, method_runs in by_method.items():
+    for name, method_runs in by_method(runs).items():
         reached = [t for t in (seconds_to(target, run) for run in method_runs) if t is not None]
         to_target = f"{mean_std(reached)} ({len(reached)}/{len(method_runs)} runs)" if reached else "not reached"
-        voted = {key: [r[key] for r in method_runs if r.get(key) is not None] for key in tta}
         lines.append(
             f"| {name} | {len(method_runs)} | {mean_std([r['test_acc'] for r in method_runs], 2, 100)} "
-            + "".join(f"| {mean_std(voted[key], 2, 100) if voted[key] else ''} " for key in tta)
+            + "".join(f"| {mean_std([r.get(key) for r in method_runs], 2, 100)} " for key in tta)
             + f"| {mean_std([r['train_seconds'] for r in method_runs])} | {to_target} "
             f"| {mean_std([r['images_per_second'] for r in method_runs], 0)} "
             f"| {mean_std([r.get('compile_seconds', 0.0) for r in method_runs])} "
@@ -332,8 +371,8 @@ def table(task_name, task, runs):
             f"| {max(r['peak_mb'] for r in method_runs):.0f} |"
         )
     lines.append("")
-    for name, method_runs in by_method.items():
-        if budget is None or (task.seed and name == task.seed.name):
+    for name, method_runs in by_method(runs).items():
+        if budget is None or (task.baseline and name == task.baseline.name):
             continue
         accuracy = statistics.mean(r["test_acc"] for r in method_runs)
         seconds = statistics.mean(r["train_seconds"] for r in method_runs)
@@ -350,7 +389,7 @@ def table(task_name, task, runs):
                 f"{seconds:.1f} s = {seconds / seed_seconds:.2f} of the seed's {seed_seconds:.1f} s: "
                 f"at least the seed's accuracy in at most a third of its time: **{verdict}**"
             )
-    for name, method_runs in by_method.items():
+    for method_runs in by_method(runs).values():
         lines.append(f"- `{method_runs[0]['command']}`")
     return "\n".join(lines) + "\n"
 
@@ -367,14 +406,14 @@ def plot(results, tasks, path):
     figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
     for ax, (task_name, runs) in zip(axes[0], results.items()):
         target, budget = target_and_budget(tasks[task_name], runs)
+        if target is None:  # No table either (`table`).
+            ax.set_title(f"{task_name}: no target")
+            continue
         ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target {target:.2%}")
         if budget:
             allowed = "allowed" if tasks[task_name].seconds else "(a third of the seed's)"
             ax.axvline(budget, color="gray", linestyle=":", linewidth=1, label=f"{budget:.1f} s {allowed}")
-        by_method = collections.defaultdict(list)
-        for run in runs:
-            by_method[run["method"]].append(run)
-        for name, method_runs in by_method.items():
+        for name, method_runs in by_method(runs).items():
             epochs = min(len(r["val_accuracy"]) for r in method_runs)
             seconds = [statistics.mean(sum(r["epoch_seconds"][: i + 1]) for r in method_runs) for i in range(epochs)]
             accuracy = [statistics.mean(r["val_accuracy"][i] for r in method_runs) for i in range(epochs)]
@@ -393,25 +432,59 @@ def plot(results, tasks, path):
     plt.close(figure)
 
 
-def header():
-    import keras
+def machine():
+    """What the benchmark records of its start, as its .jsonl's first line.
+    The devices and versions come from each run's own `backend` line: this
+    process imports no backend, which on a GPU would hold memory that the
+    runs need."""
+    return {
+        "benchmark": shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
+        "suite": suite,
+        "date": datetime.date.today().isoformat(),
+        "machine": platform.machine(),
+        "processor": benchmarks.processor(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
 
-    backend = keras.backend.backend()
-    module = __import__(backend)
-    devices = "CPU"
-    if backend == "jax":
-        kinds = collections.Counter(d.device_kind for d in module.devices())
-        devices = ", ".join(f"{count} x {kind}" for kind, count in sorted(kinds.items()))
+
+def header(started, results):
+    """The report's first paragraph: the machine (`machine()`'s record, or
+    None for a .jsonl written before it was recorded) and what the runs'
+    `backend` lines said."""
+    if started:
+        where = (
+            f"Measured {started['date']} with `{started['benchmark']}` on {started['machine']} "
+            f"({started['processor']}), {started['cores']} CPU cores, Python {started['python']}."
+        )
+    else:
+        where = "Measured on a machine that its .jsonl does not record."
+    backends = dict.fromkeys(run["backend"] for runs in results.values() for run in runs if run.get("backend"))
     return (
-        f"Measured {datetime.date.today().isoformat()} with `{shlex.join(['python', '-m', 'benchmarks', *sys.argv[1:]])}` "
-        f"on {platform.machine()} ({benchmarks.processor()}), {os.cpu_count()} CPU cores, {devices}; Python {platform.python_version()}, "
-        f"Keras {keras.__version__}, {backend} {module.__version__}. Training seconds are the time in "
+        f"{where} Backend: {'; '.join(backends) or 'not recorded'}. Training seconds are the time in "
         "`model.fit`; \"other s\" is the rest of each run's wall time.\n"
     )
 
 
+def report(stem, started, results):
+    """Writes the table (`stem`.md), then the plot (.png), and prints the table."""
+    common.on_interrupt = f"all the runs are in {stem}.jsonl; the table was not written"
+    tasks = SUITES[started["suite"] if started else suite]
+    text = header(started, results) + "\n" + "\n".join(table(name, tasks[name], runs) for name, runs in results.items())
+    with open(stem + ".md", "w") as f:
+        f.write(text)
+    common.on_interrupt = f"the table is in {stem}.md and the runs in {stem}.jsonl; the plot was not drawn"
+    plot(results, tasks, stem + ".png")
+    common.on_interrupt = f"the table, its plot and the runs are in {stem}.md, .png and .jsonl"
+    print(text)
+    print(f"wrote     {stem}.md, {stem}.png, {stem}.jsonl")
+
+
 def main():
     config = common.config.apply_overrides(globals())
+    if from_jsonl:
+        report(*earlier_runs(from_jsonl))
+        return
     chosen = chosen_tasks()
     stem, raw = new_results_file(chosen)
     # Each benchmark run writes its runs' folders into a fresh folder of its
@@ -422,6 +495,7 @@ def main():
     # from where the benchmark started.)
     runs_folder = os.path.join(os.path.abspath(runs_dir), os.path.basename(stem))
     print(f"benchmark {config}")
+    started = machine()
     results = {}
     try:
         try:
@@ -431,13 +505,14 @@ def main():
                 f"cannot make the runs' folder {runs_folder} ({reason(error)}); give a --runs_dir you can write to"
             ) from None
         with raw, tempfile.TemporaryDirectory(prefix="jax-cache-") as cache_dir:
+            raw.write(json.dumps(started) + "\n")
             for task_name in chosen:
                 task = SUITES[suite][task_name]
                 results[task_name] = []
-                for method in [task.seed, *task.methods]:
+                for method in [task.baseline, *task.methods]:
                     if method is None:
                         continue
-                    runs = baseline_seeds if method is task.seed and baseline_seeds >= 0 else seeds
+                    runs = baseline_seeds if method is task.baseline and baseline_seeds >= 0 else seeds
                     for seed in range(runs):
                         run = run_method(method, task.dataset, seed, cache_dir, runs_folder)
                         results[task_name].append(run)
@@ -448,23 +523,47 @@ def main():
                             f"train_seconds={run['train_seconds']:.1f}",
                             flush=True,
                         )
-    except BaseException:
+    except BaseException as error:
         if any(results.values()):
-            common.on_interrupt = f"the runs that finished are in {stem}.jsonl; the table is written only at the end"
+            kept = f"the runs that finished are in {stem}.jsonl; --from_jsonl={stem}.jsonl writes their table"
+            common.on_interrupt = kept
+            if isinstance(error, UserError):  # A method that failed: one line, which says this too.
+                raise UserError(f"{error}; {kept}") from None
         else:
             os.remove(stem + ".jsonl")  # No run finished: nothing to keep.
             with contextlib.suppress(OSError):
                 os.rmdir(runs_folder)  # Only if empty: an unfinished run stays.
         raise
-    common.on_interrupt = f"all the runs are in {stem}.jsonl; the table was not written"
-    report = header() + "\n" + "\n".join(table(name, SUITES[suite][name], runs) for name, runs in results.items())
-    with open(stem + ".md", "w") as f:
-        f.write(report)
-    common.on_interrupt = f"the table is in {stem}.md and the runs in {stem}.jsonl; the plot was not drawn"
-    plot(results, SUITES[suite], stem + ".png")
-    common.on_interrupt = f"the table, its plot and the runs are in {stem}.md, .png and .jsonl"
-    print(report)
-    print(f"wrote     {stem}.md, {stem}.png, {stem}.jsonl")
+    report(stem, started, results)
+
+
+def earlier_runs(path):
+    """(stem, machine record or None, {task: runs}) of the .jsonl at `path`,
+    whose table and plot are not written yet."""
+    stem = path.removesuffix(".jsonl")
+    if stem == path:
+        raise UserError(f"--from_jsonl={path} is not a .jsonl file; give the .jsonl that a benchmark wrote")
+    try:
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
+        raise UserError(f"--from_jsonl={path} cannot be read ({reason(error)}); give the .jsonl that a benchmark wrote") from None
+    started = records.pop(0) if records and "benchmark" in records[0] else None
+    tasks = SUITES.get(started["suite"] if started else suite, {})
+    results = {}
+    for record in records:
+        if record.get("task") not in tasks:
+            raise UserError(
+                f"--from_jsonl={path} holds a run of {record.get('task')!r}, not a task of the "
+                f"{started['suite'] if started else suite} suite; give --suite=<its suite> or another .jsonl"
+            )
+        results.setdefault(record["task"], []).append(record)
+    if not results:
+        raise UserError(f"--from_jsonl={path} holds no finished run: there is no table to write")
+    written = [name for name in (stem + ".md", stem + ".png") if os.path.exists(name)]
+    if written:
+        raise UserError(f"{written[0]} exists already, and is not overwritten; move it away to write it again")
+    return stem, started, results
 
 
 def chosen_tasks():

@@ -5,7 +5,8 @@ its defaults, batch 128, no augmentation. Not part of the collection: it is the
 baseline that `cifar10_cnn.py` must beat.
 
 It holds out the same validation split as the collection's scripts, so that
-the benchmark can draw its accuracy curve; otherwise it is the seed's code.
+the benchmark can draw its accuracy curve, and runs, times and records as
+they do; what that changes is listed in benchmarks/__init__.py.
 """
 
 import keras

@@ -2,6 +2,10 @@
 - max-pool - conv64 (3x3, same) - max-pool - dense 100 - dropout 0.4 - softmax,
 Adam with its defaults, batch 32, a validation split of 0.2. Not part of the
 collection: it is the baseline that `mnist_cnn.py` must beat.
+
+Its validation images are drawn at random, and it runs, times and records as
+the collection's scripts do; what that changes is listed in
+benchmarks/__init__.py.
 """
 
 import keras

@@ -3,7 +3,8 @@ its defaults, batch 32, 5 epochs, no dropout, no schedule. Not part of the
 collection: it is the baseline that `mnist_mlp.py` must beat.
 
 It holds out the same validation split as the collection's scripts, so that
-the benchmark can draw its accuracy curve; otherwise it is the seed's code.
+the benchmark can draw its accuracy curve, and runs, times and records as
+they do; what that changes is listed in benchmarks/__init__.py.
 """
 
 import keras

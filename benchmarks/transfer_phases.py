@@ -197,7 +197,10 @@ def fine_tune(head, split, rate, seed):
                 yield x.astype("float32"), keras.utils.to_categorical(everything.y[chosen], len(classes))
 
     def score(name):
-        return accuracy(model, in_chunks(lambda v: v.astype("float32"), views[0][split[name].x]), everything.y[split[name].x])
+        def predicted(chunk):
+            return model.predict(chunk.astype("float32"), batch_size=batch_size, verbose=0).argmax(axis=1)
+
+        return float(np.mean(in_chunks(predicted, views[0][split[name].x]) == everything.y[split[name].x]))
 
     history, generator = [], batches()
     for _ in range(fine_tune_epochs):
@@ -226,13 +229,15 @@ def keep(record):
 heads = {"block 14": slice(block13_channels, None), "blocks 13+14": slice(None)}
 for seed in range(splits):
     split = photos.split_photos(everything_indexed, validation_split, test_split, seed)
+    trained = {}
     for name, columns in heads.items():
-        head, scores = train_head(columns, split, seed)
+        trained[name], scores = train_head(columns, split, seed)
         keep({"split": seed, "method": f"phase 1, {name}", **scores})
         print(f"split {seed}  phase 1, head on {name}: val {scores['validation']:.4f} test {scores['test']:.4f}", flush=True)
     if seed >= fine_tune_splits:
         continue
-    phase1 = head.get_weights()  # the head on blocks 13+14, as the script's default
+    head = trained["blocks 13+14"]  # the script's default head, fine-tuned below
+    phase1 = head.get_weights()
     for rate in rates:
         head.set_weights(phase1)
         start = time.perf_counter()
@@ -276,7 +281,7 @@ for method in methods:
         + f" | {percent([r['test'] for r in rows.values()])} | {percent(same) if method.startswith('phase 2') else ''} |"
     )
 lines += ["", "Phase 2's test accuracy after each epoch (mean over its splits):", ""]
-for method in methods[2:]:
+for method in (method for method in methods if method.startswith("phase 2")):
     runs = [r["per_epoch"] for r in records if r["method"] == method]
     lines.append(f"- {method}: " + ", ".join(percent([run[e]["test"] for run in runs]) for e in range(fine_tune_epochs)))
 print("\n".join(lines))  # First, so that the figures are on screen even if writing them fails.

@@ -41,8 +41,9 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
     stems = {name.rsplit(".", 1)[0] for name in os.listdir(out_dir)}
     assert len(stems) == 1
     stem = os.path.join(out_dir, stems.pop())
-    runs = [json.loads(line) for line in open(stem + ".jsonl")]
-    # The seed and two configurations of the script, two seeds each.
+    started, *runs = [json.loads(line) for line in open(stem + ".jsonl")]
+    # First the machine, then the seed and two configurations of the script, two seeds each.
+    assert started["cores"] == os.cpu_count() and started["suite"] == "cpu"
     assert len(runs) == 6 and sorted({run["seed"] for run in runs}) == [0, 1]
     methods = sorted({run["method"] for run in runs})
     assert len(methods) == 3 and any(name.startswith("seed MLP") for name in methods)
@@ -55,6 +56,8 @@ def test_the_benchmark_runs_seed_and_scripts_side_by_side(tmp_path):
         assert len(run["val_accuracy"]) == len(run["epoch_seconds"]) == run["epochs"]
     report = open(stem + ".md").read()
     assert report.startswith("Measured ")
+    # The devices and versions as the runs' own `backend` lines gave them.
+    assert f" Backend: {keras.backend.backend()} " in report and f"| keras {keras.__version__} | devices CPU " in report
     for name in methods:
         assert f"| {name} | 2 |" in report
     assert "at most a third of its time: **" in report
@@ -66,18 +69,18 @@ def test_every_run_shares_the_compilation_cache_unless_the_user_names_one(monkey
     task = SUITES["cpu"]["mnist_mlp"]
     # The seed baselines compile before their clock starts too, so a cache
     # shortens their compiling, not their training seconds.
-    for method in (task.seed, task.methods[0]):
+    for method in (task.baseline, task.methods[0]):
         assert invocation(method, "/tmp/cache")[1]["JAX_COMPILATION_CACHE_DIR"] == "/tmp/cache"
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/tmp/mine")
-    assert invocation(task.seed, "/tmp/cache")[1]["JAX_COMPILATION_CACHE_DIR"] == "/tmp/mine"
+    assert invocation(task.baseline, "/tmp/cache")[1]["JAX_COMPILATION_CACHE_DIR"] == "/tmp/mine"
 
 
 def test_the_target_and_the_seconds_allowed_are_the_suites_or_the_seeds():
     # The table's verdict and the plot's dashed and dotted lines read these.
     cpu = SUITES["cpu"]["mnist_mlp"]
     runs = [
-        {"method": cpu.seed.name, "test_acc": 0.97, "train_seconds": 30.0},
-        {"method": cpu.seed.name, "test_acc": 0.98, "train_seconds": 60.0},
+        {"method": cpu.baseline.name, "test_acc": 0.97, "train_seconds": 30.0},
+        {"method": cpu.baseline.name, "test_acc": 0.98, "train_seconds": 60.0},
         {"method": cpu.methods[0].name, "test_acc": 0.99, "train_seconds": 3.0},
     ]
     target, seconds = target_and_budget(cpu, runs)
@@ -106,7 +109,7 @@ def test_the_table_times_each_run_to_the_target_and_gives_each_method_its_verdic
         return run_figures(method, test_acc=test_acc, train_seconds=train_seconds, val_accuracy=val_accuracy,
                            epoch_seconds=[train_seconds / epochs] * epochs)
 
-    seed = cpu.seed.name
+    seed = cpu.baseline.name
     runs = [
         run(seed, 0.97, 30.0, [0.95, 0.97, 0.98]),  # The target is the seed's 97.5%, in 15 s at most.
         run(seed, 0.98, 60.0, [0.95, 0.96, 0.97]),
@@ -131,7 +134,7 @@ def test_every_column_of_the_table_holds_its_own_figure():
         "images_per_second": 7500.0, "compile_seconds": 2.2, "first_epoch_seconds": 7.0, "median_epoch_seconds": 5.0,
         "outside_epochs_seconds": 0.3, "other_seconds": 9.5, "peak_mb": 1800.0,
     }
-    seed = run_figures(cpu.seed.name, **{**figures, "test_acc": 0.51, "train_seconds": 60.0})
+    seed = run_figures(cpu.baseline.name, **{**figures, "test_acc": 0.51, "train_seconds": 60.0})
     fast = [
         run_figures("fast", **{**figures, "test_acc_flip_tta": 0.57, "test_acc_flip_shift_tta": 0.58,
                                "peak_mb": 1800.0 + 100 * i, "test_acc": 0.55 + 0.02 * i})
@@ -160,7 +163,7 @@ def test_every_column_of_the_table_holds_its_own_figure():
 def test_the_plot_draws_accuracy_against_cumulative_seconds_and_a_star_at_the_final_test_accuracy(figures, tmp_path):
     cpu = SUITES["cpu"]["mnist_mlp"]
     runs = [
-        {"method": cpu.seed.name, "val_accuracy": [0.9, 0.95], "epoch_seconds": [10.0, 8.0], "test_acc": 0.96,
+        {"method": cpu.baseline.name, "val_accuracy": [0.9, 0.95], "epoch_seconds": [10.0, 8.0], "test_acc": 0.96,
          "train_seconds": 19.0},
         {"method": "fast", "val_accuracy": [0.96, 0.97], "epoch_seconds": [2.0, 1.0], "test_acc": 0.975,
          "train_seconds": 3.5},
@@ -198,16 +201,105 @@ print(f"final test_acc=0.9100 test_loss=0.3000 train_seconds=10.0 epochs=3 test_
     assert run["val_accuracy"] == [0.8, 0.85, 0.9]
     assert run["images_per_second"] == 1200 * 3 / 10.0
     assert (run["compile_seconds"], run["first_epoch_seconds"], run["median_epoch_seconds"]) == (1.5, 4.0, 2.5)
+    assert run["backend"] is None  # The fake prints no `backend` line.
     assert run["outside_epochs_seconds"] == pytest.approx(1.0)
     # The wall time less training and compiling: this fake took far less than their 11.5 s.
     assert -11.5 < run["other_seconds"] < wall - 11.5
     assert run["peak_mb"] > 1
 
 
-def test_a_method_that_fails_stops_the_benchmark_with_its_last_line(tmp_path):
-    method = fake_script(tmp_path, "print('error: no MNIST data in /nowhere; give --data_dir', file=sys.stderr)\nsys.exit(1)")
-    with pytest.raises(UserError, match=r"^fake \(seed 0\) failed: no MNIST data in /nowhere; give --data_dir$"):
-        benchmark.run_method(method, "mnist", 0, "", str(tmp_path / "runs"))
+def test_one_epoch_has_no_later_epochs(tmp_path):
+    # Their cell repeated the first epoch's seconds, as if it had cost nothing more than the others.
+    method = fake_script(tmp_path, """
+run_dir = os.path.join(args['out_dir'], 'fake', '1')
+os.makedirs(run_dir)
+with open(os.path.join(run_dir, 'history.csv'), 'w') as f:
+    f.write('epoch,seconds,val_accuracy\\n0,4.0,0.8\\n')
+with open(os.path.join(run_dir, 'result.json'), 'w') as f:
+    f.write('{"train_seconds": 4.04}')
+print('backend   tensorflow 2.21.0 | keras 3.15.1 | devices CPU (2 cores, x86_64) | precision float32')
+print('data      x_train (1200, 784) | x_val (100, 784) | x_test (100, 784)')
+print(f"final test_acc=0.9100 test_loss=0.3000 train_seconds=4.0 epochs=1 run_dir={run_dir}")
+""")
+    run = benchmark.run_method(method, "mnist", 0, "", str(tmp_path / "runs"))
+    assert run["median_epoch_seconds"] is None and run["first_epoch_seconds"] == 4.0
+    # The seconds to a hundredth, from result.json: the final line's 4.0 meets a budget of 4 s, 4.04 does not.
+    assert run["train_seconds"] == 4.04
+    assert run["backend"] == "tensorflow 2.21.0 | keras 3.15.1 | devices CPU (2 cores, x86_64) | precision float32"
+    cells = [line.split(" | ") for line in table("mnist_mlp", SUITES["gpu"]["mnist_mlp"], [run]).splitlines() if line.startswith("| fake")]
+    assert cells[0][7:9] == ["4.0", ""]  # first epoch s, later epochs s
+
+
+def test_a_method_that_fails_stops_the_benchmark_with_its_last_line_and_keeps_its_output(tmp_path):
+    method = fake_script(tmp_path, "print('loading'); print('error: no MNIST data in /nowhere; give --data_dir', file=sys.stderr)\nsys.exit(1)")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    log = runs / "failed-fake-seed0.log"
+    with pytest.raises(UserError) as error:
+        benchmark.run_method(method, "mnist", 0, "", str(runs))
+    assert str(error.value) == f"fake (seed 0) failed, exit status 1: no MNIST data in /nowhere; give --data_dir (its output: {log})"
+    assert "--- stdout ---\nloading\n--- stderr ---\nerror: no MNIST data" in log.read_text()
+    # Killed (by the system's out-of-memory killer, say): it printed nothing, and said nothing of how it ended.
+    method = fake_script(tmp_path, "import signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    with pytest.raises(UserError, match=r"^fake \(seed 0\) failed, killed by signal 9: \(no output\) \(its output: "):
+        benchmark.run_method(method, "mnist", 0, "", str(runs))
+
+
+def test_a_failed_method_says_where_the_finished_runs_are_and_their_table_is_written_from_them(monkeypatch, tmp_path):
+    import common
+
+    calls = []
+
+    def run_method(method, dataset, seed, cache_dir, runs):
+        calls.append(method)
+        if len(calls) == 2:
+            raise UserError("fake (seed 0) failed, exit status 1: boom")
+        return run_figures(method.name, backend="tensorflow 2.21.0 | devices CPU")
+
+    monkeypatch.setattr(benchmark, "run_method", run_method)
+    monkeypatch.setattr(common, "on_interrupt", "")
+    for name in ("tasks", "seeds", "baseline_seeds", "out_dir", "runs_dir", "from_jsonl"):  # Restored after the test.
+        monkeypatch.setattr(benchmark, name, getattr(benchmark, name))
+    monkeypatch.setattr(sys, "argv", ["benchmarks", "--tasks=mnist_cnn", "--seeds=1",
+                                      f"--out_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'runs'}"])
+    with pytest.raises(UserError) as error:
+        benchmark.main()
+    [jsonl] = (tmp_path / "results").glob("*.jsonl")
+    assert str(error.value) == (
+        f"fake (seed 0) failed, exit status 1: boom; the runs that finished are in {jsonl}; "
+        f"--from_jsonl={jsonl} writes their table"
+    )
+    assert [path.suffix for path in (tmp_path / "results").iterdir()] == [".jsonl"]
+    monkeypatch.setattr(sys, "argv", ["benchmarks", f"--from_jsonl={jsonl}"])
+    benchmark.main()
+    report = open(str(jsonl)[:-6] + ".md").read()
+    assert report.startswith(f"Measured {datetime.date.today().isoformat()} with `python -m benchmarks --tasks=mnist_cnn ")
+    assert " Backend: tensorflow 2.21.0 | devices CPU. " in report
+    assert f"| {SUITES['cpu']['mnist_cnn'].baseline.name} | 1 |" in report
+    assert os.path.getsize(str(jsonl)[:-6] + ".png") > 1000
+    # What is written is not written again.
+    with pytest.raises(UserError, match=r"\.md exists already, and is not overwritten; move it away"):
+        benchmark.main()
+
+
+def test_a_task_whose_baseline_never_finished_has_no_table():
+    assert table("mnist_cnn", SUITES["cpu"]["mnist_cnn"], [run_figures("fast")]) == (
+        "### mnist_cnn: no target, as none of its seed baseline's runs finished\n"
+    )
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "holds no finished run: there is no table to write"),
+    ("{not json\n", "cannot be read (Expecting property name"),
+    ('{"task": "cifar100"}\n', "holds a run of 'cifar100', not a task of the cpu suite; give --suite=<its suite>"),
+])
+def test_a_jsonl_without_runs_to_tabulate_is_one_line(monkeypatch, tmp_path, text, message):
+    path = tmp_path / "cpu-1.jsonl"
+    path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)):
+        benchmark.earlier_runs(str(path))
+    with pytest.raises(UserError, match="is not a .jsonl file"):
+        benchmark.earlier_runs(str(tmp_path / "cpu-1.md"))
 
 
 def test_the_seed_baseline_runs_baseline_seeds_times(monkeypatch, tmp_path):
@@ -218,13 +310,16 @@ def test_the_seed_baseline_runs_baseline_seeds_times(monkeypatch, tmp_path):
         return run_figures(method.name, seed=seed)
 
     monkeypatch.setattr(benchmark, "run_method", run_method)
+    import common
+
+    monkeypatch.setattr(common, "on_interrupt", "")  # main() sets it; restored after the test.
     for name in ("tasks", "seeds", "baseline_seeds", "out_dir", "runs_dir"):  # Restored after the test.
         monkeypatch.setattr(benchmark, name, getattr(benchmark, name))
     monkeypatch.setattr(sys, "argv", ["benchmarks", "--tasks=mnist_cnn", "--seeds=2", "--baseline_seeds=1",
                                       f"--out_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'runs'}"])
     benchmark.main()
     task = SUITES["cpu"]["mnist_cnn"]
-    assert calls == [(task.seed.name, 0), (task.methods[0].name, 0), (task.methods[0].name, 1)]
+    assert calls == [(task.baseline.name, 0), (task.methods[0].name, 0), (task.methods[0].name, 1)]
 
 
 def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
@@ -317,9 +412,10 @@ def test_kill_stops_the_benchmark_with_its_running_script_and_keeps_the_finished
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)  # Stopped, and waited for.
     (jsonl,) = os.listdir(out_dir)
-    assert len(open(out_dir / jsonl).read().splitlines()) == 1
+    started, seed_run = map(json.loads, open(out_dir / jsonl).read().splitlines())  # The machine, then the run.
+    assert "benchmark" in started and seed_run["method"].startswith("seed MLP")
     assert stderr.strip().splitlines()[-1] == (
-        f"terminated: the runs that finished are in {out_dir / jsonl}; the table is written only at the end"
+        f"terminated: the runs that finished are in {out_dir / jsonl}; --from_jsonl={out_dir / jsonl} writes their table"
     )
 
 
@@ -361,7 +457,7 @@ def test_a_second_kill_does_not_leave_the_running_script_behind(monkeypatch, tmp
     assert not alive and started[0].returncode == -signal.SIGKILL  # Killed once the wait was over, and waited for.
 
 
-def test_the_header_names_the_processor(monkeypatch, tmp_path):
+def test_the_header_names_the_processor_and_the_runs_backends(monkeypatch, tmp_path):
     # The CPU suite's accuracies moved by up to 2.9 points from one 2-core machine to another;
     # the header said only "x86_64".
     cpuinfo = tmp_path / "cpuinfo"
@@ -369,27 +465,22 @@ def test_the_header_names_the_processor(monkeypatch, tmp_path):
     real_open = open
     monkeypatch.setattr("builtins.open", lambda path, *args, **kwargs: real_open(
         cpuinfo if path == "/proc/cpuinfo" else path, *args, **kwargs))
-    assert f"on {platform.machine()} (Intel(R) Xeon(R) Processor @ 2.80GHz), " in benchmark.header()
+    runs = {"a": [{"backend": "jax 0.8.1 | keras 3.15.1 | devices 2 x NVIDIA H200 | precision mixed_bfloat16"}] * 2,
+            "b": [{"backend": None}]}
+    assert f"on {platform.machine()} (Intel(R) Xeon(R) Processor @ 2.80GHz), " in benchmark.header(benchmark.machine(), runs)
     cpuinfo.unlink()  # No /proc/cpuinfo (macOS): the processor's kind.
-    assert f"on {platform.machine()} ({platform.processor() or platform.machine()}), " in benchmark.header()
-    backend = keras.backend.backend()
-    assert f", CPU; Python {platform.python_version()}, Keras {keras.__version__}, {backend} " in benchmark.header()
+    text = benchmark.header(benchmark.machine(), runs)
+    assert f"on {platform.machine()} ({platform.processor() or platform.machine()}), " in text
+    # The GPUs, named on every backend (it said "CPU" but on JAX), once.
+    assert (f", {os.cpu_count()} CPU cores, Python {platform.python_version()}. Backend: jax 0.8.1 | keras 3.15.1 | "
+            "devices 2 x NVIDIA H200 | precision mixed_bfloat16. Training seconds") in text
     # The command, quoted where the shell needs it.
     monkeypatch.setattr(sys, "argv", ["benchmarks", "--runs_dir=my runs"])
-    assert benchmark.header().startswith(f"Measured {datetime.date.today().isoformat()} with `python -m benchmarks '--runs_dir=my runs'` on ")
-
-
-def test_the_header_names_the_gpus_on_jax(monkeypatch):
-    import jax
-
-    class Gpu:
-        device_kind = "NVIDIA H200"
-
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    monkeypatch.setattr(jax, "devices", lambda: [Gpu(), Gpu()])
-    assert f" CPU cores, 2 x NVIDIA H200; Python {platform.python_version()}, Keras {keras.__version__}, jax {jax.__version__}." in (
-        benchmark.header()
-    )
+    assert benchmark.header(benchmark.machine(), runs).startswith(
+        f"Measured {datetime.date.today().isoformat()} with `python -m benchmarks '--runs_dir=my runs'` on ")
+    # A .jsonl written before the machine was recorded.
+    assert benchmark.header(None, {"b": [{}]}).startswith(
+        "Measured on a machine that its .jsonl does not record. Backend: not recorded. ")
 
 
 def test_a_kill_after_the_table_is_written_says_where_it_is(monkeypatch, tmp_path):
@@ -398,7 +489,7 @@ def test_a_kill_after_the_table_is_written_says_where_it_is(monkeypatch, tmp_pat
 
     run = {"test_acc": 0.9, "train_seconds": 1.0}
     monkeypatch.setattr(benchmark, "run_method", lambda *args: run)
-    monkeypatch.setattr(benchmark, "header", lambda: "header\n")
+    monkeypatch.setattr(benchmark, "header", lambda *args: "header\n")
     monkeypatch.setattr(benchmark, "table", lambda *args: "table\n")
     monkeypatch.setattr(benchmark, "plot", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
     monkeypatch.setattr(common, "on_interrupt", None)
@@ -455,7 +546,7 @@ def test_every_override_in_the_suites_is_a_setting_of_its_script(monkeypatch):
     tuned = {}
     for suite in SUITES.values():
         for task in suite.values():
-            for method in filter(None, [task.seed, *task.methods]):
+            for method in filter(None, [task.baseline, *task.methods]):
                 if method.command not in defaults:
                     program, _ = invocation(method, "")
                     result = subprocess.run(
