@@ -44,7 +44,7 @@ import numpy as np
 from keras import layers
 
 import common.config
-from common import UserError, device, output, photos, pretrained, reason, schedules
+from common import UserError, augment, device, output, photos, pretrained, reason, schedules
 
 # Settings: edit them here, or override any of them as --key=value.
 data_dir = ""  # folder of class folders, or a .tgz of one; "" = download the TensorFlow flowers
@@ -306,7 +306,7 @@ elif head_test is None and (head_trains or head_restored):
     probabilities = device.predict(model, x_test, batch_size)
     head_test = {
         "test_acc": float(np.mean(probabilities.argmax(axis=1) == labels)),
-        "test_acc_flip_tta": output.flip_tta_accuracy(model, x_test, probabilities, labels, batch_size),
+        "test_acc_flip_tta": augment.flip_tta_accuracy(model, x_test, probabilities, labels, batch_size),
     }
     output.write_json(run.path("head_test.json"), head_test)
 elif head_test is None:

@@ -19,8 +19,8 @@ and plot. A failed run's whole output is kept in runs_dir.
 What the table says, per method (mean ± standard deviation over the seeds):
 test accuracy at the end (and with flip, and flip + shift, test-time
 augmentation where the script reports them); training seconds (time in
-`model.fit`, from its first callback's start of training to its end:
-the epochs and what runs between them); seconds to the target: the epochs'
+`model.fit`, from its callbacks' start of training to the end of the last
+resume state's write: the epochs and what runs between them); seconds to the target: the epochs'
 seconds until the validation accuracy first reaches it, the mean over the
 runs that reach it (validation, not test, accuracy, on each method's own
 split, so a method whose mean test accuracy meets the target may not reach

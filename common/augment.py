@@ -6,12 +6,17 @@ of a small convnet (../shared/REFERENCE.md). A shift by whole pixels needs no
 resampling: pad the image, then crop it back at a random offset. Here the crop
 is two batched matrix products with one-hot selection matrices, which every
 backend runs fast, on the CPU and on an accelerator alike.
+
+Below it, test-time augmentation: the scores of a model trained on flipped
+(and shifted) images when each test image votes together with its mirror
+image (and its shifted copies), as `common.output.Run.finish` reports them.
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
-from common import UserError
+from common import UserError, device
 
 
 @keras.saving.register_keras_serializable(package="common")
@@ -63,3 +68,47 @@ class RandomShift(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "pixels": self.pixels, "fill_mode": self.fill_mode, "seed": self.seed}
+
+
+# Test-time augmentation: a model trained on flipped (and shifted) images
+# scores each test image together with its flipped (and shifted) copies,
+# their probabilities summed into one vote.
+
+
+def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32):
+    """The accuracy when each image and its mirror image vote together (their
+    probabilities summed): the test-time augmentation of models trained with
+    random flips. `probabilities` are the model's for `images`, (N, H, W, C)."""
+    return voted_accuracy(flip_votes(model, images, probabilities, batch_size), labels)
+
+
+def flip_votes(model, images, probabilities, batch_size):
+    """`probabilities`, the model's for `images`, plus its probabilities for
+    their mirror images."""
+    return probabilities + device.predict(model, images[:, :, ::-1], batch_size)
+
+
+def shift_votes(model, images, votes, shift, batch_size):
+    """`votes` plus the model's probabilities for `images` moved `shift`
+    pixels up and left, and as far down and right (edges reflected), each
+    with its mirror image: the test-time augmentation of models trained with
+    random flips and shifts, four votes added to the flip vote's two."""
+    for offset in (-shift, shift):
+        moved = _shifted(images, offset)
+        for view in (moved, moved[:, :, ::-1]):
+            votes = votes + device.predict(model, view, batch_size)
+    return votes
+
+
+def voted_accuracy(votes, labels):
+    """The fraction of images whose summed vote is for their label."""
+    return float(np.mean(votes.argmax(axis=1) == labels))
+
+
+def _shifted(images, offset):
+    """`images` moved `offset` pixels down and right (up and left when
+    negative), the uncovered edges filled by reflecting the image."""
+    p = abs(offset)
+    padded = np.pad(images, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
+    height, width = images.shape[1:3]
+    return padded[:, p - offset : p - offset + height, p - offset : p - offset + width]

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 
 import common
-from common import UserError, device, plots, reason, schedules
+from common import UserError, augment, device, plots, reason, schedules
 
 TABLE_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 # The table prints short names for the Keras log keys in TABLE_COLUMNS.
@@ -161,7 +161,7 @@ class Run:
         test-time augmentation of models trained with random flips. With
         `shift_tta` pixels as well, test_acc_flip_shift_tta is that when the
         image moved that far diagonally either way votes too, each time with
-        its mirror image (_shift_votes).
+        its mirror image (`augment.shift_votes`).
 
         A file it cannot write (a full disk) stops the run with one line; the
         same command then finishes it again from its saved state.
@@ -207,17 +207,19 @@ class Run:
                 **extra,
             }
             if flip_tta:
-                votes = _flip_votes(model, x_test, probabilities, batch_size)
-                fields["test_acc_flip_tta"] = round(_accuracy(votes, labels), 4)
+                votes = augment.flip_votes(model, x_test, probabilities, batch_size)
+                fields["test_acc_flip_tta"] = round(augment.voted_accuracy(votes, labels), 4)
                 if shift_tta:
-                    votes = _shift_votes(model, x_test, votes, shift_tta, batch_size)
-                    fields["test_acc_flip_shift_tta"] = round(_accuracy(votes, labels), 4)
+                    votes = augment.shift_votes(model, x_test, votes, shift_tta, batch_size)
+                    fields["test_acc_flip_shift_tta"] = round(augment.voted_accuracy(votes, labels), 4)
             # The final figures, for `python -m common.compare` and other tools
             # (and the epochs where later phases began, for its curves).
             # Written last: until it exists, the same command resumes the run
             # from its saved state and finishes it again.
             phases = {"phase_starts": list(phase_starts)} if phase_starts else {}
             write_json(self.path("result.json"), {"script": self.script, **fields, **phases})
+            # Finished: the same command would now start a new run, not continue this one.
+            common.on_interrupt = ""
             for name in (RESUME_STATE, _LOCK):
                 if os.path.exists(self.path(name)):
                     os.remove(self.path(name))
@@ -285,7 +287,6 @@ class EpochTable(keras.callbacks.Callback):
             print("epochs    none left to train: history.csv holds the run's epochs")
         else:
             print(_HEADER)
-        self.train_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
@@ -300,10 +301,6 @@ class EpochTable(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         values = [logs.get(key, float("nan")) for key in TABLE_COLUMNS[1:]]
         print(_ROW.format(epoch + 1, *values), flush=True)
-
-    def on_train_end(self, logs=None):
-        # Phases add up: train_seconds is the time spent in all `fit` calls.
-        self.run.train_seconds = (self.run.train_seconds or 0) + time.perf_counter() - self.train_start
 
 
 class ResumeState(keras.callbacks.Callback):
@@ -399,6 +396,11 @@ class ResumeState(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._wait_for_writer()
+        # The last callback to end (`Run.callbacks`): train_seconds is the
+        # time from the state's restore to the end of the last state's write,
+        # the other callbacks' ends (early stopping's restore) included. Phases
+        # add up: it is the time spent in all `fit` calls.
+        self.run.train_seconds = (self.run.train_seconds or 0) + time.perf_counter() - self.fit_start
 
     def _due(self):
         """Whether this epoch's state is worth saving (the rule above)."""
@@ -624,44 +626,6 @@ def _finished(folder):
     if os.path.exists(os.path.join(folder, "result.json")):
         return True
     return os.path.exists(os.path.join(folder, "model.keras")) and not os.path.exists(os.path.join(folder, RESUME_STATE))
-
-
-def flip_tta_accuracy(model, images, probabilities, labels, batch_size=32):
-    """The accuracy when each image and its mirror image vote together (their
-    probabilities summed): the test-time augmentation of models trained with
-    random flips. `probabilities` are the model's for `images`, (N, H, W, C)."""
-    return _accuracy(_flip_votes(model, images, probabilities, batch_size), labels)
-
-
-def _flip_votes(model, images, probabilities, batch_size):
-    """`probabilities`, the model's for `images`, plus its probabilities for
-    their mirror images."""
-    return probabilities + device.predict(model, images[:, :, ::-1], batch_size)
-
-
-def _shift_votes(model, images, votes, shift, batch_size):
-    """`votes` plus the model's probabilities for `images` moved `shift`
-    pixels up and left, and as far down and right (edges reflected), each
-    with its mirror image: the test-time augmentation of models trained with
-    random flips and shifts, four votes added to the flip vote's two."""
-    for offset in (-shift, shift):
-        moved = _shifted(images, offset)
-        for view in (moved, moved[:, :, ::-1]):
-            votes = votes + device.predict(model, view, batch_size)
-    return votes
-
-
-def _accuracy(votes, labels):
-    return float(np.mean(votes.argmax(axis=1) == labels))
-
-
-def _shifted(images, offset):
-    """`images` moved `offset` pixels down and right (up and left when
-    negative), the uncovered edges filled by reflecting the image."""
-    p = abs(offset)
-    padded = np.pad(images, [(0, 0), (p, p), (p, p), (0, 0)], mode="reflect")
-    height, width = images.shape[1:3]
-    return padded[:, p - offset : p - offset + height, p - offset : p - offset + width]
 
 
 def read_history(path):

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from common import UserError
+from common import UserError, augment
 from common.augment import RandomShift
 
 
@@ -59,3 +59,26 @@ def test_impossible_shifts_are_user_errors():
         with pytest.raises(UserError, match="larger than 32x32; give a smaller --shift"):
             RandomShift(32, fill_mode=fill_mode)(np.zeros((1, 32, 32, 3), "float32"))
     RandomShift(31, fill_mode="constant")(np.zeros((1, 32, 32, 3), "float32"))
+
+
+def test_shifted_images_move_diagonally_with_reflected_edges():
+    images = np.arange(16).reshape(1, 4, 4, 1)
+    down_right, up_left = augment._shifted(images, 1), augment._shifted(images, -1)
+    np.testing.assert_array_equal(down_right[0, 1:, 1:, 0], images[0, :-1, :-1, 0])
+    np.testing.assert_array_equal(up_left[0, :-1, :-1, 0], images[0, 1:, 1:, 0])
+    # The uncovered edge mirrors the image inside it: row 1 comes in above row 0.
+    np.testing.assert_array_equal(down_right[0, 0, 1:, 0], images[0, 1, :-1, 0])
+    np.testing.assert_array_equal(up_left[0, -1, :-1, 0], images[0, -2, 1:, 0])
+
+
+def test_flip_votes_add_the_mirror_images_probabilities():
+    # Two pixels per image, [a, b]; the logits are 3a for class 0 and b for class 1.
+    model = keras.Sequential([keras.Input((1, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    model.layers[-1].set_weights([np.array([[3.0, 0.0], [0.0, 1.0]]), np.zeros(2)])
+    images = np.array([[1.0, 0.0], [0.0, 0.8]]).reshape(2, 1, 2, 1)
+    labels = np.array([0, 0])
+    probabilities = model.predict(images, verbose=0)
+    # Alone, the second image is taken for class 1 (0.69); its mirror image,
+    # [0.8, 0], for class 0 (0.92), which wins the summed vote.
+    assert list(probabilities.argmax(axis=1)) == [0, 1]
+    assert augment.flip_tta_accuracy(model, images, probabilities, labels) == 1.0

@@ -3,11 +3,13 @@ import inspect
 import json
 import os
 import re
+import time
 
 import keras
 import numpy as np
 import pytest
 
+import common
 from common import UserError, output, schedules
 from conftest import final_fields
 
@@ -40,7 +42,10 @@ def test_a_run_writes_its_files_and_ends_with_the_final_line(tmp_path, capsys):
     model.fit(
         x, y, batch_size=8, epochs=2, validation_data=(x, y), callbacks=run.callbacks(), verbose=0
     )
+    assert common.on_interrupt.startswith("run the same command again to continue")
     run.finish(model, x, y, extra_key="extra_value")
+    # Ctrl-C from here on (a script's last prints) would have said to run it again "to continue".
+    assert common.on_interrupt == ""
 
     assert json.load(open(run.path("config.json"))) == config
     rows = list(csv.DictReader(open(run.path("history.csv"))))
@@ -206,6 +211,19 @@ def test_a_history_damaged_during_training_still_lets_the_run_finish(tmp_path, c
     assert f"note      {run.path('history.csv')} cannot be read (row 3 has 2 values where the header names" in out
 
 
+def test_the_training_seconds_include_the_last_states_write(tmp_path, monkeypatch):
+    # The state is written in the background; fit waits for the last one at
+    # its end, after the clock had stopped, so a slow write went uncounted.
+    save = output._save_npz
+    monkeypatch.setattr(output, "_save_npz", lambda path, arrays: (time.sleep(3), save(path, arrays)))
+    run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
+    x, y = tiny_data()
+    start = time.perf_counter()
+    tiny_model().fit(x, y, epochs=1, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    # (The epoch itself, its tracing included, takes about 1 s.)
+    assert 3.0 <= run.train_seconds <= time.perf_counter() - start
+
+
 def test_a_model_compiled_without_accuracy_still_finishes(tmp_path, capsys):
     # A newcomer's own script without metrics=["accuracy"]: a KeyError
     # traceback after model.keras, before result.json, at every rerun.
@@ -278,16 +296,6 @@ def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, c
     grid = drawn["image_grid"]
     assert np.array_equal(grid["images"], x[[1, 2, 4]]) and list(grid["wrong"]) == [True] * 3
     assert grid["captions"] == ["dog -> cat 0.79", "fox -> cat 0.79", "dog -> cat 0.79"]
-
-
-def test_shifted_images_move_diagonally_with_reflected_edges():
-    images = np.arange(16).reshape(1, 4, 4, 1)
-    down_right, up_left = output._shifted(images, 1), output._shifted(images, -1)
-    np.testing.assert_array_equal(down_right[0, 1:, 1:, 0], images[0, :-1, :-1, 0])
-    np.testing.assert_array_equal(up_left[0, :-1, :-1, 0], images[0, 1:, 1:, 0])
-    # The uncovered edge mirrors the image inside it: row 1 comes in above row 0.
-    np.testing.assert_array_equal(down_right[0, 0, 1:, 0], images[0, 1, :-1, 0])
-    np.testing.assert_array_equal(up_left[0, -1, :-1, 0], images[0, -2, 1:, 0])
 
 
 def pixel_reader(tmp_path, images, labels):
@@ -582,19 +590,6 @@ def test_a_constant_learning_rate_is_logged_and_printed(tmp_path, capsys):
     assert [float(row["learning_rate"]) for row in rows] == pytest.approx([3e-3, 3e-3])
     printed = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[0] in ("1", "2")]
     assert [row[5] for row in printed] == ["3.00e-03", "3.00e-03"]
-
-
-def test_flip_votes_add_the_mirror_images_probabilities():
-    # Two pixels per image, [a, b]; the logits are 3a for class 0 and b for class 1.
-    model = keras.Sequential([keras.Input((1, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
-    model.layers[-1].set_weights([np.array([[3.0, 0.0], [0.0, 1.0]]), np.zeros(2)])
-    images = np.array([[1.0, 0.0], [0.0, 0.8]]).reshape(2, 1, 2, 1)
-    labels = np.array([0, 0])
-    probabilities = model.predict(images, verbose=0)
-    # Alone, the second image is taken for class 1 (0.69); its mirror image,
-    # [0.8, 0], for class 0 (0.92), which wins the summed vote.
-    assert list(probabilities.argmax(axis=1)) == [0, 1]
-    assert output.flip_tta_accuracy(model, images, probabilities, labels) == 1.0
 
 
 def test_history_reads_na_as_a_missing_value(tmp_path):
