@@ -59,7 +59,7 @@ import time
 import benchmarks
 import common.config
 from benchmarks import CPU_FAST, GPU_FAST, NINE_STEPS_PER_CALL, WHITENED_TUNED
-from common import UserError, reason
+from common import UserError, data, reason
 from common.output import read_history
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -242,7 +242,7 @@ def run_method(method, dataset, seed, cache_dir, runs):
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
     if returncode != 0:
-        raise UserError(failure(method, seed, returncode, stdout, stderr, runs))
+        raise UserError(failure(method, seed, args, returncode, stdout, stderr, runs))
     # The final line: "final key=value ... run_dir=<path>", the path last, as it may hold spaces.
     figures, _, run_dir = stdout.strip().splitlines()[-1].partition(" run_dir=")
     final = {**dict(pair.split("=", 1) for pair in figures.split()[1:]), "run_dir": run_dir}
@@ -282,17 +282,23 @@ def run_method(method, dataset, seed, cache_dir, runs):
     }
 
 
-def failure(method, seed, returncode, stdout, stderr, runs):
+def failure(method, seed, args, returncode, stdout, stderr, runs):
     """The one line for a run that failed: its last line and how it ended;
     its whole output is kept in `runs`, beside the run folders."""
     name = re.sub(r"[^\w.+-]+", "-", method.name).strip("-")
     log = os.path.join(runs, f"failed-{name}-seed{seed}.log")
-    with open(log, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(f"$ {method.command} (seed {seed})\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}")
-    # A negative status is a signal's: 9 is the system's out-of-memory killer's.
-    ended = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+    try:
+        with open(log, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(f"$ {shlex.join([method.command, *args])}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}")
+        kept = f"its output: {log}"
+    except OSError as error:
+        kept = f"its output could not be kept: {reason(error)}"
+    if returncode < 0:
+        # A signal: its last line, whatever it printed before, is no reason.
+        oom = " (on Linux, what the out-of-memory killer sends)" if returncode == -signal.SIGKILL else ""
+        return f"{method.name} (seed {seed}) was killed by signal {-returncode}{oom} ({kept})"
     last = (stderr.strip().splitlines() or ["(no output)"])[-1]
-    return f"{method.name} (seed {seed}) failed, {ended}: {last.removeprefix('error: ')} (its output: {log})"
+    return f"{method.name} (seed {seed}) failed, exit status {returncode}: {last.removeprefix('error: ')} ({kept})"
 
 
 def seconds_to(target, run):
@@ -343,12 +349,13 @@ def by_method(runs):
 def table(task_name, task, runs):
     """The markdown table of one task, and a line on the one-third rule."""
     target, budget = target_and_budget(task, runs)
-    if target is None:
-        return f"### {task_name}: no target, as none of its seed baseline's runs finished\n"
     tta = [key for key in TTA_COLUMNS if any(run.get(key) is not None for run in runs)]
+    if target is None:  # A benchmark stopped before the seed baseline's first run ended.
+        title = f"### {task_name}: no target, as none of its seed baseline's runs finished"
+    else:
+        title = f"### {task_name}: target {target:.2%} " + ("(given)" if task.target else "(the seed's mean final test accuracy)")
     lines = [
-        f"### {task_name}: target {target:.2%} "
-        + ("(given)" if task.target else "(the seed's mean final test accuracy)"),
+        title,
         "",
         "| method | runs | test accuracy % |" + "".join(f" {TTA_COLUMNS[key]} % |" for key in tta)
         + " training s | s to target (val) | images/s | compile s | first epoch s | later epochs s | outside epochs s"
@@ -356,23 +363,24 @@ def table(task_name, task, runs):
         "|---|---|---|" + "---|" * len(tta) + "---|---|---|---|---|---|---|---|---|",
     ]
     for name, method_runs in by_method(runs).items():
-        reached = [t for t in (seconds_to(target, run) for run in method_runs) if t is not None]
-        to_target = f"{mean_std(reached)} ({len(reached)}/{len(method_runs)} runs)" if reached else "not reached"
+        reached = [t for t in (seconds_to(target, run) for run in method_runs) if t is not None] if target else []
+        to_target = f"{mean_std(reached)} ({len(reached)}/{len(method_runs)} runs)" if reached else "not reached" if target else ""
         lines.append(
             f"| {name} | {len(method_runs)} | {mean_std([r['test_acc'] for r in method_runs], 2, 100)} "
             + "".join(f"| {mean_std([r.get(key) for r in method_runs], 2, 100)} " for key in tta)
             + f"| {mean_std([r['train_seconds'] for r in method_runs])} | {to_target} "
-            f"| {mean_std([r['images_per_second'] for r in method_runs], 0)} "
-            f"| {mean_std([r.get('compile_seconds', 0.0) for r in method_runs])} "
-            f"| {mean_std([r['first_epoch_seconds'] for r in method_runs])} "
-            f"| {mean_std([r['median_epoch_seconds'] for r in method_runs])} "
-            f"| {mean_std([r['outside_epochs_seconds'] for r in method_runs])} "
-            f"| {mean_std([r['other_seconds'] for r in method_runs])} "
+            # (Runs recorded before a column existed leave its cell empty.)
+            f"| {mean_std([r.get('images_per_second') for r in method_runs], 0)} "
+            f"| {mean_std([r.get('compile_seconds') for r in method_runs])} "
+            f"| {mean_std([r.get('first_epoch_seconds') for r in method_runs])} "
+            f"| {mean_std([r.get('median_epoch_seconds') for r in method_runs])} "
+            f"| {mean_std([r.get('outside_epochs_seconds') for r in method_runs])} "
+            f"| {mean_std([r.get('other_seconds') for r in method_runs])} "
             f"| {max(r['peak_mb'] for r in method_runs):.0f} |"
         )
     lines.append("")
     for name, method_runs in by_method(runs).items():
-        if budget is None or (task.baseline and name == task.baseline.name):
+        if target is None or budget is None or (task.baseline and name == task.baseline.name):
             continue
         accuracy = statistics.mean(r["test_acc"] for r in method_runs)
         seconds = statistics.mean(r["train_seconds"] for r in method_runs)
@@ -406,10 +414,8 @@ def plot(results, tasks, path):
     figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
     for ax, (task_name, runs) in zip(axes[0], results.items()):
         target, budget = target_and_budget(tasks[task_name], runs)
-        if target is None:  # No table either (`table`).
-            ax.set_title(f"{task_name}: no target")
-            continue
-        ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target {target:.2%}")
+        if target is not None:  # None: the seed baseline, which sets it, has no finished run.
+            ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target {target:.2%}")
         if budget:
             allowed = "allowed" if tasks[task_name].seconds else "(a third of the seed's)"
             ax.axvline(budget, color="gray", linestyle=":", linewidth=1, label=f"{budget:.1f} s {allowed}")
@@ -435,8 +441,8 @@ def plot(results, tasks, path):
 def machine():
     """What the benchmark records of its start, as its .jsonl's first line.
     The devices and versions come from each run's own `backend` line: this
-    process imports no backend, which on a GPU would hold memory that the
-    runs need."""
+    process never asks a backend for its devices, which on a GPU would make
+    JAX take memory that the runs need."""
     return {
         "benchmark": shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
         "suite": suite,
@@ -466,18 +472,22 @@ def header(started, results):
     )
 
 
-def report(stem, started, results):
-    """Writes the table (`stem`.md), then the plot (.png), and prints the table."""
+def report(stem, started, tasks, results):
+    """Writes the table (`stem`.md) of the runs of `tasks` (a suite's), then
+    the plot (.png), and prints the table."""
     common.on_interrupt = f"all the runs are in {stem}.jsonl; the table was not written"
-    tasks = SUITES[started["suite"] if started else suite]
     text = header(started, results) + "\n" + "\n".join(table(name, tasks[name], runs) for name, runs in results.items())
-    with open(stem + ".md", "w") as f:
-        f.write(text)
-    common.on_interrupt = f"the table is in {stem}.md and the runs in {stem}.jsonl; the plot was not drawn"
-    plot(results, tasks, stem + ".png")
+    try:
+        with open(stem + ".md", "w") as f:
+            f.write(text)
+        common.on_interrupt = f"the table is in {stem}.md and the runs in {stem}.jsonl; the plot was not drawn"
+        plot(results, tasks, stem + ".png")
+    except OSError as error:
+        raise UserError(f"cannot write the table and plot beside {stem}.jsonl ({reason(error)}); "
+                        "copy the .jsonl to a folder you can write to and give that copy") from None
     common.on_interrupt = f"the table, its plot and the runs are in {stem}.md, .png and .jsonl"
     print(text)
-    print(f"wrote     {stem}.md, {stem}.png, {stem}.jsonl")
+    print(f"wrote     {stem}.md, {stem}.png")
 
 
 def main():
@@ -534,36 +544,45 @@ def main():
             with contextlib.suppress(OSError):
                 os.rmdir(runs_folder)  # Only if empty: an unfinished run stays.
         raise
-    report(stem, started, results)
+    report(stem, started, SUITES[suite], results)
+    print(f"          and every run's figures in {stem}.jsonl")
 
 
 def earlier_runs(path):
-    """(stem, machine record or None, {task: runs}) of the .jsonl at `path`,
-    whose table and plot are not written yet."""
+    """(stem, machine record or None, the tasks of its suite, {task: runs})
+    of the .jsonl at `path`, whose table and plot are not written yet. Its
+    suite is the one its first line records; for a .jsonl written before
+    that, --suite where given, else the one its name starts with."""
+    shown = data.visible(path)
     stem = path.removesuffix(".jsonl")
     if stem == path:
-        raise UserError(f"--from_jsonl={path} is not a .jsonl file; give the .jsonl that a benchmark wrote")
+        raise UserError(f"--from_jsonl={shown} is not a .jsonl file; give the .jsonl that a benchmark wrote")
     try:
         with open(path) as f:
             records = [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
-        raise UserError(f"--from_jsonl={path} cannot be read ({reason(error)}); give the .jsonl that a benchmark wrote") from None
+        raise UserError(f"--from_jsonl={shown} cannot be read ({reason(error)}); give the .jsonl that a benchmark wrote") from None
+    if not all(isinstance(record, dict) for record in records):
+        raise UserError(f"--from_jsonl={shown} is not a benchmark's .jsonl (a line of it is not a record)")
     started = records.pop(0) if records and "benchmark" in records[0] else None
-    tasks = SUITES.get(started["suite"] if started else suite, {})
+    prefix = os.path.basename(path).partition("-")[0]
+    suite_name = started["suite"] if started else suite if "suite" in common.config.given() else prefix
+    if suite_name not in SUITES:
+        raise UserError(f"--from_jsonl={shown}: its suite is not recorded in it; give --suite=cpu or --suite=gpu")
     results = {}
     for record in records:
-        if record.get("task") not in tasks:
+        if record.get("task") not in SUITES[suite_name]:
             raise UserError(
-                f"--from_jsonl={path} holds a run of {record.get('task')!r}, not a task of the "
-                f"{started['suite'] if started else suite} suite; give --suite=<its suite> or another .jsonl"
+                f"--from_jsonl={shown} holds a run of {record.get('task')!r}, which is not a task of the {suite_name} suite"
+                + ("" if started else "; give --suite=<its suite>")
             )
         results.setdefault(record["task"], []).append(record)
     if not results:
-        raise UserError(f"--from_jsonl={path} holds no finished run: there is no table to write")
-    written = [name for name in (stem + ".md", stem + ".png") if os.path.exists(name)]
+        raise UserError(f"--from_jsonl={shown} holds no finished run: there is no table to write")
+    written = [name for name in (stem + ".md", stem + ".png") if os.path.lexists(name)]
     if written:
-        raise UserError(f"{written[0]} exists already, and is not overwritten; move it away to write it again")
-    return stem, started, results
+        raise UserError(f"{data.visible(written[0])} exists already, and is not overwritten; move it away to write it again")
+    return stem, started, SUITES[suite_name], results
 
 
 def chosen_tasks():

@@ -19,6 +19,7 @@ import sys
 from matplotlib.backend_bases import FigureCanvasBase
 
 from common import UserError, plots
+from common.data import visible
 from common.output import read_history, shown
 
 
@@ -128,7 +129,8 @@ def main(argv):
     if len(folders) > 1:
         kept = [folder for folder in folders if os.path.isfile(os.path.join(folder, "config.json"))]
         for folder in sorted(set(folders) - set(kept)):
-            print(f"note      {folder} holds no config.json, so it is not a run folder: left out")
+            why = "holds no config.json, so it is not a run folder" if os.path.exists(folder) else "does not exist"
+            print(f"note      {visible(folder)} {why}: left out")
         if not kept:
             raise UserError(f"none of the {len(folders)} paths given is a run folder; give folders such as "
                             "runs/mnist_cnn/<run id> that hold config.json")

@@ -241,8 +241,17 @@ def test_a_method_that_fails_stops_the_benchmark_with_its_last_line_and_keeps_it
     assert "--- stdout ---\nloading\n--- stderr ---\nerror: no MNIST data" in log.read_text()
     # Killed (by the system's out-of-memory killer, say): it printed nothing, and said nothing of how it ended.
     method = fake_script(tmp_path, "import signal\nos.kill(os.getpid(), signal.SIGKILL)")
-    with pytest.raises(UserError, match=r"^fake \(seed 0\) failed, killed by signal 9: \(no output\) \(its output: "):
+    # Its last line, whatever it printed before (TensorFlow's "Could not find cuda drivers"), is no reason.
+    method = fake_script(tmp_path, "import signal\nprint('cuda drivers', file=sys.stderr, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)")
+    with pytest.raises(UserError) as error:
         benchmark.run_method(method, "mnist", 0, "", str(runs))
+    assert str(error.value) == (
+        f"fake (seed 0) was killed by signal 9 (on Linux, what the out-of-memory killer sends) (its output: {log})"
+    )
+    assert log.read_text().startswith(f"$ {method.command} --data_dir= --out_dir={runs} --seed=0\n")
+    # Where its output cannot be written, the line says so, in place of a traceback.
+    with pytest.raises(UserError, match=r"killed by signal 9 .* \(its output could not be kept: \[Errno 2\] "):
+        benchmark.run_method(method, "mnist", 0, "", str(tmp_path / "gone"))
 
 
 def test_a_failed_method_says_where_the_finished_runs_are_and_their_table_is_written_from_them(monkeypatch, tmp_path):
@@ -282,16 +291,34 @@ def test_a_failed_method_says_where_the_finished_runs_are_and_their_table_is_wri
         benchmark.main()
 
 
-def test_a_task_whose_baseline_never_finished_has_no_table():
-    assert table("mnist_cnn", SUITES["cpu"]["mnist_cnn"], [run_figures("fast")]) == (
-        "### mnist_cnn: no target, as none of its seed baseline's runs finished\n"
-    )
+def test_a_task_whose_baseline_never_finished_has_its_table_without_a_target():
+    lines = table("mnist_cnn", SUITES["cpu"]["mnist_cnn"], [run_figures("fast")]).splitlines()
+    assert lines[0] == "### mnist_cnn: no target, as none of its seed baseline's runs finished"
+    [row] = [line.split(" | ") for line in lines if line.startswith("| fake") or line.startswith("| fast")]
+    assert row[1:5] == ["1", "90.00", "1.0", ""]  # runs, test accuracy, training s, s to target
+    assert not [line for line in lines if "**" in line]  # No verdict without a target.
+
+
+def test_a_jsonl_written_before_the_machine_and_some_columns_were_recorded_still_gives_its_table(tmp_path):
+    # A run of 2026-11-23 had no outside_epochs_seconds (a KeyError), and its
+    # gpu- file was read as the CPU suite: an empty table, then in the way.
+    figures = run_figures("mnist_mlp.py, GPU overrides", task="mnist_mlp", test_acc=0.985)
+    del figures["outside_epochs_seconds"], figures["compile_seconds"]
+    path = tmp_path / "gpu-20261123-111137-mnist_mlp.jsonl"
+    path.write_text(json.dumps(figures) + "\n")
+    stem, started, tasks, results = benchmark.earlier_runs(str(path))
+    assert started is None and tasks is SUITES["gpu"] and list(results) == ["mnist_mlp"]
+    lines = table("mnist_mlp", tasks["mnist_mlp"], results["mnist_mlp"]).splitlines()
+    assert lines[0] == "### mnist_mlp: target 98.40% (given)"
+    cells = dict(zip(*[[cell.strip() for cell in line.strip("|").split("|")] for line in (lines[2], lines[4])]))
+    assert (cells["compile s"], cells["outside epochs s"], cells["test accuracy %"]) == ("", "", "98.50")
 
 
 @pytest.mark.parametrize("text, message", [
     ("", "holds no finished run: there is no table to write"),
     ("{not json\n", "cannot be read (Expecting property name"),
-    ('{"task": "cifar100"}\n', "holds a run of 'cifar100', not a task of the cpu suite; give --suite=<its suite>"),
+    ("[1, 2]\n", "is not a benchmark's .jsonl (a line of it is not a record)"),
+    ('{"task": "cifar100"}\n', "holds a run of 'cifar100', which is not a task of the cpu suite; give --suite=<its suite>"),
 ])
 def test_a_jsonl_without_runs_to_tabulate_is_one_line(monkeypatch, tmp_path, text, message):
     path = tmp_path / "cpu-1.jsonl"
