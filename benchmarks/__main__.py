@@ -364,7 +364,10 @@ def table(task_name, task, runs):
     ]
     for name, method_runs in by_method(runs).items():
         reached = [t for t in (seconds_to(target, run) for run in method_runs) if t is not None] if target else []
-        to_target = f"{mean_std(reached)} ({len(reached)}/{len(method_runs)} runs)" if reached else "not reached" if target else ""
+        if reached:
+            to_target = f"{mean_std(reached)} ({len(reached)}/{len(method_runs)} runs)"
+        else:
+            to_target = "not reached" if target else ""
         lines.append(
             f"| {name} | {len(method_runs)} | {mean_std([r['test_acc'] for r in method_runs], 2, 100)} "
             + "".join(f"| {mean_std([r.get(key) for r in method_runs], 2, 100)} " for key in tta)

@@ -182,16 +182,29 @@ def fake_script(tmp_path, code):
     return benchmark.Method("fake", str(path), [])
 
 
-def test_a_runs_figures_come_from_its_output_and_history(tmp_path):
-    method = fake_script(tmp_path, """
+def finished_run(tmp_path, files, printed, final):
+    """A fake script that writes a run folder ('run 1', with a space) holding
+    `files` ({name: text}), prints `printed`, then the final line: "final",
+    the figures `final`, and run_dir=<that folder>."""
+    return fake_script(tmp_path, f"""
 run_dir = os.path.join(args['out_dir'], 'fake', 'run 1')
 os.makedirs(run_dir)
-with open(os.path.join(run_dir, 'history.csv'), 'w') as f:
-    f.write('epoch,seconds,val_accuracy\\n0,4.0,0.8\\n1,3.0,0.85\\n2,2.0,0.9\\n')
-print('data      x_train (1200, 784) | x_val (100, 784) | x_test (100, 784)')
-print('compiled  the training and evaluation steps in 1.5 s (before the clock starts)')
-print(f"final test_acc=0.9100 test_loss=0.3000 train_seconds=10.0 epochs=3 test_acc_flip_tta=0.9200 run_dir={run_dir}")
+for name, text in {files!r}.items():
+    with open(os.path.join(run_dir, name), 'w') as f:
+        f.write(text)
+print({printed!r})
+print('final ' + {final!r} + ' run_dir=' + run_dir)
 """)
+
+
+def test_a_runs_figures_come_from_its_output_and_history(tmp_path):
+    method = finished_run(
+        tmp_path,
+        {"history.csv": "epoch,seconds,val_accuracy\n0,4.0,0.8\n1,3.0,0.85\n2,2.0,0.9\n"},
+        "data      x_train (1200, 784) | x_val (100, 784) | x_test (100, 784)\n"
+        "compiled  the training and evaluation steps in 1.5 s (before the clock starts)",
+        "test_acc=0.9100 test_loss=0.3000 train_seconds=10.0 epochs=3 test_acc_flip_tta=0.9200",
+    )
     start = time.perf_counter()
     run = benchmark.run_method(method, "mnist", 7, "", str(tmp_path / "runs"))
     wall = time.perf_counter() - start
@@ -210,17 +223,13 @@ print(f"final test_acc=0.9100 test_loss=0.3000 train_seconds=10.0 epochs=3 test_
 
 def test_one_epoch_has_no_later_epochs(tmp_path):
     # Their cell repeated the first epoch's seconds, as if it had cost nothing more than the others.
-    method = fake_script(tmp_path, """
-run_dir = os.path.join(args['out_dir'], 'fake', '1')
-os.makedirs(run_dir)
-with open(os.path.join(run_dir, 'history.csv'), 'w') as f:
-    f.write('epoch,seconds,val_accuracy\\n0,4.0,0.8\\n')
-with open(os.path.join(run_dir, 'result.json'), 'w') as f:
-    f.write('{"train_seconds": 4.04}')
-print('backend   tensorflow 2.21.0 | keras 3.15.1 | devices CPU (2 cores, x86_64) | precision float32')
-print('data      x_train (1200, 784) | x_val (100, 784) | x_test (100, 784)')
-print(f"final test_acc=0.9100 test_loss=0.3000 train_seconds=4.0 epochs=1 run_dir={run_dir}")
-""")
+    method = finished_run(
+        tmp_path,
+        {"history.csv": "epoch,seconds,val_accuracy\n0,4.0,0.8\n", "result.json": '{"train_seconds": 4.04}'},
+        "backend   tensorflow 2.21.0 | keras 3.15.1 | devices CPU (2 cores, x86_64) | precision float32\n"
+        "data      x_train (1200, 784) | x_val (100, 784) | x_test (100, 784)",
+        "test_acc=0.9100 test_loss=0.3000 train_seconds=4.0 epochs=1",
+    )
     run = benchmark.run_method(method, "mnist", 0, "", str(tmp_path / "runs"))
     assert run["median_epoch_seconds"] is None and run["first_epoch_seconds"] == 4.0
     # The seconds to a hundredth, from result.json: the final line's 4.0 meets a budget of 4 s, 4.04 does not.
