@@ -10,7 +10,7 @@ hold out a validation split drawn with the seed as the scripts do (Keras'
 `common.device.setup` (the seed, and on a GPU the mixed precision the
 scripts get too), compile their steps before the clock starts, and write a
 run folder through `common.output` (the epoch table in place of Keras'
-progress bar, history.csv, the resume state after each epoch).
+progress bar, history.csv, the resume state).
 """
 
 import contextlib

@@ -241,8 +241,10 @@ def run_method(method, dataset, seed, cache_dir, runs):
         wall = time.perf_counter() - start
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
+    # Quoted where the shell needs it (a path with a space), so that it can be pasted back.
+    command = shlex.join(["python", *(["-m"] if program[0] == "-m" else []), method.command, *args])
     if returncode != 0:
-        raise UserError(failure(method, seed, args, returncode, stdout, stderr, runs))
+        raise UserError(failure(method, seed, command, returncode, stdout, stderr, runs))
     # The final line: "final key=value ... run_dir=<path>", the path last, as it may hold spaces.
     figures, _, run_dir = stdout.strip().splitlines()[-1].partition(" run_dir=")
     final = {**dict(pair.split("=", 1) for pair in figures.split()[1:]), "run_dir": run_dir}
@@ -259,8 +261,7 @@ def run_method(method, dataset, seed, cache_dir, runs):
     train_seconds = float(final["train_seconds"])
     return {
         "method": method.name,
-        # Quoted where the shell needs it (a path with a space), so that it can be pasted back.
-        "command": shlex.join(["python", *(["-m"] if program[0] == "-m" else []), method.command, *args]),
+        "command": command,
         "seed": seed,
         # What the run's `backend` line said: the backend, Keras and the devices.
         "backend": backend.group(1).strip() if backend else None,
@@ -282,14 +283,14 @@ def run_method(method, dataset, seed, cache_dir, runs):
     }
 
 
-def failure(method, seed, args, returncode, stdout, stderr, runs):
+def failure(method, seed, command, returncode, stdout, stderr, runs):
     """The one line for a run that failed: its last line and how it ended;
     its whole output is kept in `runs`, beside the run folders."""
     name = re.sub(r"[^\w.+-]+", "-", method.name).strip("-")
     log = os.path.join(runs, f"failed-{name}-seed{seed}.log")
     try:
         with open(log, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(f"$ {shlex.join([method.command, *args])}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}")
+            f.write(f"$ {command}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}")
         kept = f"its output: {log}"
     except OSError as error:
         kept = f"its output could not be kept: {reason(error)}"
@@ -350,8 +351,8 @@ def table(task_name, task, runs):
     """The markdown table of one task, and a line on the one-third rule."""
     target, budget = target_and_budget(task, runs)
     tta = [key for key in TTA_COLUMNS if any(run.get(key) is not None for run in runs)]
-    if target is None:  # A benchmark stopped before the seed baseline's first run ended.
-        title = f"### {task_name}: no target, as none of its seed baseline's runs finished"
+    if target is None:  # Read from a .jsonl (--from_jsonl) without the seed baseline's runs.
+        title = f"### {task_name}: no target, as the .jsonl holds no run of its seed baseline"
     else:
         title = f"### {task_name}: target {target:.2%} " + ("(given)" if task.target else "(the seed's mean final test accuracy)")
     lines = [
@@ -487,7 +488,7 @@ def report(stem, started, tasks, results):
         plot(results, tasks, stem + ".png")
     except OSError as error:
         raise UserError(f"cannot write the table and plot beside {stem}.jsonl ({reason(error)}); "
-                        "copy the .jsonl to a folder you can write to and give that copy") from None
+                        "copy the .jsonl to a folder you can write to and give that copy to --from_jsonl") from None
     common.on_interrupt = f"the table, its plot and the runs are in {stem}.md, .png and .jsonl"
     print(text)
     print(f"wrote     {stem}.md, {stem}.png")
@@ -568,8 +569,17 @@ def earlier_runs(path):
     if not all(isinstance(record, dict) for record in records):
         raise UserError(f"--from_jsonl={shown} is not a benchmark's .jsonl (a line of it is not a record)")
     started = records.pop(0) if records and "benchmark" in records[0] else None
-    prefix = os.path.basename(path).partition("-")[0]
-    suite_name = started["suite"] if started else suite if "suite" in common.config.given() else prefix
+    if any("task" not in record for record in records):
+        raise UserError(
+            f"--from_jsonl={shown} is not a benchmark's .jsonl (its runs name no task; "
+            "python -m benchmarks.transfer_phases writes such files, with their table)"
+        )
+    if started:
+        suite_name = started["suite"]
+    elif "suite" in common.config.given():
+        suite_name = suite
+    else:  # cpu-... or gpu-...
+        suite_name = os.path.basename(path).partition("-")[0]
     if suite_name not in SUITES:
         raise UserError(f"--from_jsonl={shown}: its suite is not recorded in it; give --suite=cpu or --suite=gpu")
     results = {}

@@ -281,7 +281,9 @@ for method in methods:
         + f" | {percent([r['test'] for r in rows.values()])} | {percent(same) if method.startswith('phase 2') else ''} |"
     )
 lines += ["", "Phase 2's test accuracy after each epoch (mean over its splits):", ""]
-for method in (method for method in methods if method.startswith("phase 2")):
+for method in methods:
+    if not method.startswith("phase 2"):
+        continue
     runs = [r["per_epoch"] for r in records if r["method"] == method]
     lines.append(f"- {method}: " + ", ".join(percent([run[e]["test"] for run in runs]) for e in range(fine_tune_epochs)))
 print("\n".join(lines))  # First, so that the figures are on screen even if writing them fails.

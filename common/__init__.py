@@ -23,10 +23,14 @@ import signal
 import sys
 import threading
 import time
+import weakref
 
 # What Ctrl-C prints after "interrupted": set by common.output.Run once a run
 # folder that the same command would resume exists.
 on_interrupt = ""
+# Threads writing a file that a run needs whole (common.output's resume
+# state): SIGTERM lets them finish, as Ctrl-C does.
+writers = weakref.WeakSet()
 
 
 class UserError(ValueError):
@@ -153,18 +157,19 @@ def _on_terminate(signum, frame):
         # A thread still writing (the resume state of the last epoch) ends
         # first, as Python lets it on Ctrl-C, within what a job scheduler
         # or `docker stop` (10 s) waits before it kills the process.
-        _join_threads(seconds=8)
+        _join_writers(seconds=8)
         # Then the default: the process ends at once, with the status of one that SIGTERM stopped.
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
 
-def _join_threads(seconds):
-    """Waits, `seconds` at most in all, for the threads that Python would
-    wait for at its normal end (not daemon threads)."""
+def _join_writers(seconds):
+    """Waits, `seconds` at most in all, for the threads in `writers`. (Not
+    for every thread that Python waits for at its end: Keras keeps idle
+    workers of its own during `fit` on JAX and PyTorch.)"""
     deadline = time.monotonic() + seconds
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
+    for thread in list(writers):
+        if thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
 
 

@@ -123,14 +123,17 @@ def main(argv):
         raise UserError(f"--out={out} is in a folder that does not exist, {where}; make it, or give another --out")
     if os.path.exists(os.path.join(where, "config.json")):
         raise UserError(f"--out={out} would write into the run folder {where}; give --out a path outside run folders")
+    # A path that does not exist is mistyped (a glob matches only what exists).
+    missing = [folder for folder in folders if not os.path.exists(folder)]
+    if missing:
+        raise UserError(f"{visible(missing[0])} does not exist; give run folders such as runs/mnist_cnn/<run id>")
     # A glob such as runs/mnist_cnn/* may also match a file saved there (an
     # earlier comparison's image) or the folder of a run killed before it
     # wrote its settings: among several paths, those are left out.
     if len(folders) > 1:
         kept = [folder for folder in folders if os.path.isfile(os.path.join(folder, "config.json"))]
         for folder in sorted(set(folders) - set(kept)):
-            why = "holds no config.json, so it is not a run folder" if os.path.exists(folder) else "does not exist"
-            print(f"note      {visible(folder)} {why}: left out")
+            print(f"note      {visible(folder)} holds no config.json, so it is not a run folder: left out")
         if not kept:
             raise UserError(f"none of the {len(folders)} paths given is a run folder; give folders such as "
                             "runs/mnist_cnn/<run id> that hold config.json")

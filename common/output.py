@@ -433,6 +433,7 @@ class _Writer(threading.Thread):
     def __init__(self, write):
         super().__init__()
         self.write, self.error, self.seconds = write, None, None
+        common.writers.add(self)  # SIGTERM waits for it.
 
     def run(self):
         start = time.perf_counter()

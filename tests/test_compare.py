@@ -103,15 +103,20 @@ def test_a_file_or_a_folder_without_settings_among_runs_is_left_out(tmp_path):
     open(os.path.join(parent, "cmp.png"), "wb").close()
     os.mkdir(os.path.join(parent, "killed"))  # A run stopped before it wrote config.json.
     paths = sorted(os.path.join(parent, name) for name in os.listdir(parent))
-    result = compare(*paths, f"{parent}/typo", f"--out={tmp_path / 'b.png'}")
+    result = compare(*paths, f"--out={tmp_path / 'b.png'}")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert lines[:3] == [
+    assert lines[:2] == [
         f"note      {parent}/cmp.png holds no config.json, so it is not a run folder: left out",
         f"note      {parent}/killed holds no config.json, so it is not a run folder: left out",
-        f"note      {parent}/typo does not exist: left out",
     ]
-    assert lines[5].startswith(f"tiny/{os.path.basename(run)} ")
+    assert lines[4].startswith(f"tiny/{os.path.basename(run)} ")
+    # A path that does not exist is a typo, not left out: no glob makes one.
+    result = compare(*paths, f"{parent}/typo", f"--out={tmp_path / 'b.png'}")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {parent}/typo does not exist; give run folders such as runs/mnist_cnn/<run id>"
+    )
     result = compare(os.path.join(parent, "cmp.png"), os.path.join(parent, "killed"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
