@@ -584,9 +584,9 @@ def earlier_runs(path):
         raise UserError(f"--from_jsonl={shown}: its suite is not recorded in it; give --suite=cpu or --suite=gpu")
     results = {}
     for record in records:
-        if record.get("task") not in SUITES[suite_name]:
+        if record["task"] not in SUITES[suite_name]:
             raise UserError(
-                f"--from_jsonl={shown} holds a run of {record.get('task')!r}, which is not a task of the {suite_name} suite"
+                f"--from_jsonl={shown} holds a run of {record['task']!r}, which is not a task of the {suite_name} suite"
                 + ("" if started else "; give --suite=<its suite>")
             )
         results.setdefault(record["task"], []).append(record)
