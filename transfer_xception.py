@@ -44,7 +44,7 @@ import numpy as np
 from keras import layers
 
 import common.config
-from common import UserError, augment, device, output, photos, pretrained, reason, schedules
+from common import UserError, augment, device, files, output, photos, pretrained, reason, schedules
 
 # Settings: edit them here, or override any of them as --key=value.
 data_dir = ""  # folder of class folders, or a .tgz of one; "" = download the TensorFlow flowers
@@ -245,7 +245,7 @@ device.check_batches(model, batch_size, *counts)
 # The run folder is made only now, when the data and the weights have loaded.
 run = output.Run("transfer_xception", config)
 check_classes(run.path("classes.json"), classes)
-output.write_json(run.path("classes.json"), classes)
+files.write_json(run.path("classes.json"), classes)
 loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
 # Phase 1. With the base frozen, a photo's features never change, so the
@@ -291,7 +291,7 @@ head_restored = not head_trains and run.restore("head", head)
 if head_restored:
     print("phase 1   trained before this run was interrupted; the head has its trained weights back")
 # Phase 1's test accuracy, measured after the head trained and kept in head_test.json.
-head_test = None if head_trains else output.read_figures(run.path("head_test.json"))
+head_test = None if head_trains else files.read_figures(run.path("head_test.json"))
 if not fine_tune_epochs:
     # Without phase 2 the final model is phase 1's: the final line scores it,
     # and scoring it here too would send the test photos through Xception twice.
@@ -308,7 +308,7 @@ elif head_test is None and (head_trains or head_restored):
         "test_acc": float(np.mean(probabilities.argmax(axis=1) == labels)),
         "test_acc_flip_tta": augment.flip_tta_accuracy(model, x_test, probabilities, labels, batch_size),
     }
-    output.write_json(run.path("head_test.json"), head_test)
+    files.write_json(run.path("head_test.json"), head_test)
 elif head_test is None:
     # Resumed in phase 2 without a readable head_test.json: phase 1's head
     # has been fine-tuned since, so what it scored cannot be measured again.

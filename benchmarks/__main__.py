@@ -60,7 +60,7 @@ import benchmarks
 import common.config
 from benchmarks import CPU_FAST, GPU_FAST, NINE_STEPS_PER_CALL, WHITENED_TUNED
 from common import UserError, data, reason
-from common.output import read_history
+from common.files import read_history
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # How long a stopped benchmark waits for its running script to end (it ends

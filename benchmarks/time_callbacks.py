@@ -24,13 +24,13 @@ import time
 
 import keras
 
-from common import UserError, device, output
+from common import UserError, device, output, resume
 
 totals = collections.defaultdict(float)
 waits, steps = [], []  # seconds before each epoch's first step, and of every step
 saves = []  # (epoch, seconds) of each resume state written
 make_callbacks = output.Run.callbacks
-save_npz = output._save_npz
+save_npz = resume.save_npz
 
 
 class StepClock(keras.callbacks.Callback):
@@ -89,7 +89,7 @@ if len(sys.argv) < 2 or not sys.argv[1].endswith(".py") or not os.path.isfile(sy
     given = f"{sys.argv[1]!r} is not a script's file; " if len(sys.argv) > 1 else ""
     raise UserError(f"{given}use: python -m benchmarks.time_callbacks SCRIPT.py [--key=value ...]")
 output.Run.callbacks = timed_callbacks
-output._save_npz = timed_save
+resume.save_npz = timed_save
 if os.environ.get("TF_DATA_AUTOTUNE") == "1":
     device._turn_off_tf_data_autotuning = lambda: None
 atexit.register(report)

@@ -28,7 +28,7 @@ import weakref
 # What Ctrl-C prints after "interrupted": set by common.output.Run once a run
 # folder that the same command would resume exists.
 on_interrupt = ""
-# Threads writing a file that a run needs whole (common.output's resume
+# Threads writing a file that a run needs whole (common.resume's saved
 # state): SIGTERM lets them finish, as Ctrl-C does.
 writers = weakref.WeakSet()
 

@@ -20,7 +20,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 
 from common import UserError, plots
 from common.data import visible
-from common.output import read_history, shown
+from common.files import read_history, shown
 
 
 def load_run(folder):

@@ -17,39 +17,29 @@ where it stopped when the same command is run again: after each epoch (every
 few where epochs are short: see ResumeState) the model's weights, the
 optimizer's state, the epoch and the callbacks' bests go to `resume.npz`, and
 a new `Run` with the same settings and `out_dir` picks up the newest
-unfinished run folder instead of starting a new one. Every file that a
-later run loads (the model, checkpoint, state and JSON files) is written
-under a temporary name and then renamed, so a crash never leaves it
-half-written; history.csv grows a row at a time, and a row cut short is
-mended on resuming.
+unfinished run folder instead of starting a new one (common/resume.py).
+Every file that a later run loads (the model, checkpoint, state and JSON
+files) is written under a temporary name and then renamed, so a crash never
+leaves it half-written (common/files.py); history.csv grows a row at a time,
+and a row cut short is mended on resuming.
 """
 
 import contextlib
-import csv
-import fcntl
-import json
-import math
 import os
-import threading
 import time
-import zipfile
 
 import keras
 import numpy as np
 
 import common
-from common import UserError, augment, device, plots, reason, schedules
+from common import UserError, augment, device, files, plots, reason, resume, schedules
 
 TABLE_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 # The table prints short names for the Keras log keys in TABLE_COLUMNS.
+
 _HEADER = "epoch  train_loss  train_acc  val_loss  val_acc        lr  seconds"
+
 _ROW = "{:>5d}  {:>10.4f}  {:>9.4f}  {:>8.4f}  {:>7.4f}  {:>8.2e}  {:>7.1f}"
-
-
-RESUME_STATE = "resume.npz"  # the state after the last saved epoch; gone once the run finishes (result.json)
-_LOCK = "running.pid"  # locked by the process that is writing to the run folder, whose id it holds
-# What ResumeState saves beside the arrays of the model, optimizer and early stopping.
-_STATE_KEYS = ("epochs_done", "initial_epoch", "train_seconds", "phase", "callbacks")
 
 
 class Run:
@@ -68,13 +58,13 @@ class Run:
         parent = os.path.join(config["out_dir"], script)
         # A run over several machines is not resumed: its processes would
         # have to resume from the same epoch, which nothing here ensures.
-        self.dir, self._lock = _unfinished_run(parent, config) if device.processes() == 1 else (None, None)
+        self.dir, self._lock = resume.unfinished_run(parent, config) if device.processes() == 1 else (None, None)
         self.initial_epoch = 0
         self.train_seconds = None
         self._state = None
         self._restorer = None  # the early stopping that puts the best epoch's weights back, if any
         if self.dir:
-            self._state = _read_state(self.path(RESUME_STATE))
+            self._state = resume.read_state(self.path(resume.STATE_FILE))
             done = 0
             if self._state is not None:
                 done = int(self._state["epochs_done"])
@@ -83,15 +73,15 @@ class Run:
                 self.initial_epoch = int(self._state["initial_epoch"])
                 self.train_seconds = float(self._state["train_seconds"])
             try:
-                _keep_history_rows(self.path("history.csv"), done)
+                resume.keep_history_rows(self.path("history.csv"), done)
             except OSError as error:
-                raise _unwritable(self.dir, error) from None
+                raise resume.unwritable(self.dir, error) from None
             print(f"resume    {self.dir} after epoch {done}")
         else:
             self.dir = _new_run_dir(parent, _process_suffix())
             # Claimed before config.json makes it look like a run to resume.
-            self._lock = _claim(self.dir)
-            write_json(os.path.join(self.dir, "config.json"), config)
+            self._lock = resume.claim(self.dir)
+            files.write_json(os.path.join(self.dir, "config.json"), config)
             print(f"run       {self.dir}")
         print("config    " + " ".join(f"{key}={value!r}" for key, value in config.items()))
         if device.processes() == 1:
@@ -123,7 +113,7 @@ class Run:
             EpochTable(self),
             keras.callbacks.CSVLogger(self.path("history.csv"), append=True),
             *extra,
-            ResumeState(self, extra, phase),
+            resume.ResumeState(self, extra, phase),
         ]
 
     def restore(self, phase, model):
@@ -135,7 +125,7 @@ class Run:
         `fit`, whose callbacks restore the optimizer's state too.)"""
         if self._state is None or str(self._state["phase"]) != phase:
             return False
-        _assign(model.variables, _arrays(self._state, "model"))
+        resume.assign(model.variables, resume.saved_values(self._state, "model"))
         self._state = None
         return True
 
@@ -169,9 +159,9 @@ class Run:
         with _writing_to(self.dir):
             if shift_tta and not flip_tta:
                 raise ValueError("shift_tta adds votes to flip_tta's: pass flip_tta=True too")
-            save_model(model, self.path("model.keras"))
+            files.save_model(model, self.path("model.keras"))
             try:
-                merged = read_history(self.path("history.csv"))
+                merged = files.read_history(self.path("history.csv"))
                 missing = [key for key in ("loss", "accuracy") if key not in merged]  # What the curves draw.
                 if missing:
                     raise ValueError(f"it has no {missing[0]} column")
@@ -217,15 +207,15 @@ class Run:
             # Written last: until it exists, the same command resumes the run
             # from its saved state and finishes it again.
             phases = {"phase_starts": list(phase_starts)} if phase_starts else {}
-            write_json(self.path("result.json"), {"script": self.script, **fields, **phases})
+            files.write_json(self.path("result.json"), {"script": self.script, **fields, **phases})
             # Finished: the same command would now start a new run, not continue this one.
             common.on_interrupt = ""
-            for name in (RESUME_STATE, _LOCK):
+            for name in (resume.STATE_FILE, resume.LOCK_FILE):
                 if os.path.exists(self.path(name)):
                     os.remove(self.path(name))
             self._lock.close()  # Lets go of the lock.
             print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
-            print("final " + " ".join(f"{key}={shown(key, value)}" for key, value in {**fields, "run_dir": self.dir}.items()))
+            print("final " + " ".join(f"{key}={files.shown(key, value)}" for key, value in {**fields, "run_dir": self.dir}.items()))
             return test_acc, test_loss
 
     def _report_kept_epoch(self, history):
@@ -303,147 +293,6 @@ class EpochTable(keras.callbacks.Callback):
         print(_ROW.format(epoch + 1, *values), flush=True)
 
 
-class ResumeState(keras.callbacks.Callback):
-    """Saves what a resumed run needs after an epoch, and restores it.
-
-    The model's variables (weights, batch-norm statistics, the augmentation
-    layers' random-generator states), the optimizer's variables (its step
-    count drives the learning-rate schedule), the epoch, the training seconds
-    so far, and the bests of the checkpoint and early-stopping callbacks. It
-    comes last in the list so that it sees their state after each epoch, and
-    restores it after their own `on_train_begin` has reset it. (Keras'
-    `BackupAndRestore` keeps the weights, the optimizer and the epoch, but not
-    those bests, the seconds or, in `transfer_xception.py`, the phase, and
-    it writes every epoch in the training thread.)
-
-    The values are copied at the end of an epoch and written to disk in a
-    background thread while the next epoch trains. Saving after every epoch
-    would take much of the time of short epochs on an accelerator, so an
-    epoch's state is skipped while the training since the previous save
-    began has lasted less than 1 / `time_share` (20) times as long as that
-    save did (copying and writing), or while it is still being written
-    (`time_share = 1` saves after every epoch). The first and the last
-    epoch of a `fit` (the one where early stopping ends it included) are
-    always saved. On a CPU, where an epoch takes many times longer than its
-    save, that is every epoch; a run killed on an accelerator loses at most
-    about 20 saves' time of training, plus the epoch it was in.
-    """
-
-    time_share = 0.05  # the most of the training time that saving the state may take
-
-    def __init__(self, run, callbacks, phase=""):
-        super().__init__()
-        self.run = run
-        self.callbacks = callbacks
-        self.phase = phase
-        self.writer = None  # the thread writing this fit's last saved state
-
-    def on_train_begin(self, logs=None):
-        self.fit_start = time.perf_counter()
-        self.writer = None
-        state, self.run._state = self.run._state, None  # Restored once, into the first fit.
-        if state is None:
-            return
-        if str(state["phase"]) != self.phase:
-            raise RuntimeError(
-                f"the saved state is from phase {str(state['phase'])!r}, not {self.phase!r}: "
-                "a script that skips a finished phase gives its model back with Run.restore"
-            )
-        _assign(self.model.variables, _arrays(state, "model"))
-        # Built already where the steps were compiled before `fit`. (Keras'
-        # LossScaleOptimizer, under float16 mixed precision, adds its
-        # variables again each time it is built.)
-        if not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        _assign(self.model.optimizer.variables, _arrays(state, "optimizer"))
-        saved = json.loads(str(state["callbacks"]))
-        for callback, values in zip(self.callbacks, saved):
-            for key, value in values.items():
-                setattr(callback, key, value)
-            if isinstance(callback, keras.callbacks.EarlyStopping) and "best_weights_0" in state:
-                callback.best_weights = _arrays(state, "best_weights")
-
-    def on_epoch_end(self, epoch, logs=None):
-        stopped = self.model.stop_training  # Early stopping has just ended training.
-        if not (stopped or epoch + 1 == self.params["epochs"] or self._due()):
-            return
-        start = time.perf_counter()
-        arrays = {
-            "epochs_done": np.array(epoch + 1),
-            "initial_epoch": np.array(self.params["epochs"] if stopped else epoch + 1),
-            "train_seconds": np.array((self.run.train_seconds or 0) + start - self.fit_start),
-            "phase": np.array(self.phase),
-            "callbacks": np.array(json.dumps([_monitor_state(c) for c in self.callbacks])),
-        }
-        arrays.update(_named("model", self.model.variables))
-        arrays.update(_named("optimizer", self.model.optimizer.variables))
-        for callback in self.callbacks:
-            if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights is not None:
-                arrays.update(_named("best_weights", callback.best_weights))
-        copying = time.perf_counter() - start
-        self._wait_for_writer()
-        path = self.run.path(RESUME_STATE)
-        history = self.run.path("history.csv")  # CSVLogger has written this epoch's row.
-
-        def write():
-            # On disk before the state: after a power cut, the state never holds more epochs than the history.
-            _sync(history)
-            _write_atomically(path, lambda tmp: _save_npz(tmp, arrays))
-
-        self.writer = _Writer(write)
-        self.writer.start()
-        self.save_start, self.copy_seconds = start, copying
-
-    def on_train_end(self, logs=None):
-        self._wait_for_writer()
-        # The last callback to end (`Run.callbacks`): train_seconds is the
-        # time from the state's restore to the end of the last state's write,
-        # the other callbacks' ends (early stopping's restore) included. Phases
-        # add up: it is the time spent in all `fit` calls.
-        self.run.train_seconds = (self.run.train_seconds or 0) + time.perf_counter() - self.fit_start
-
-    def _due(self):
-        """Whether this epoch's state is worth saving (the rule above)."""
-        if self.writer is None:
-            return True  # Nothing saved in this fit yet.
-        since = time.perf_counter() - self.save_start
-        if self.writer.is_alive():
-            # Still being written: the save has taken all this time so far
-            # (so with time_share = 1 this waits for it, and saves).
-            cost = since
-        else:
-            self._wait_for_writer()  # Raises the writer's error, if any.
-            cost = self.copy_seconds + self.writer.seconds
-        return cost <= self.time_share * since
-
-    def _wait_for_writer(self):
-        if self.writer is not None:
-            self.writer.join()
-            error, self.writer.error = self.writer.error, None
-            if isinstance(error, OSError):  # A full disk, or the run folder gone or made read-only.
-                raise _unwritable(self.run.dir, error) from None
-            if error is not None:
-                raise error
-
-
-class _Writer(threading.Thread):
-    """Runs `write` in the background and notes how many seconds it took; an
-    error it raises is kept for join()."""
-
-    def __init__(self, write):
-        super().__init__()
-        self.write, self.error, self.seconds = write, None, None
-        common.writers.add(self)  # SIGTERM waits for it.
-
-    def run(self):
-        start = time.perf_counter()
-        try:
-            self.write()
-        except Exception as error:  # noqa: BLE001  (re-raised by the caller)
-            self.error = error
-        self.seconds = time.perf_counter() - start
-
-
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """Keras' ModelCheckpoint for a `.keras` file, written under a temporary
     name and then renamed: a crash while saving keeps the previous file."""
@@ -456,302 +305,26 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
         try:
             super().on_epoch_end(epoch, logs)
             if os.path.exists(self.filepath):
-                _sync(self.filepath)
+                files.sync(self.filepath)
                 os.replace(self.filepath, self.final_path)
         except BaseException as error:  # A full disk, or Ctrl-C in the middle of the save.
             with contextlib.suppress(OSError):
                 os.remove(self.filepath)  # Half written: it would only take up room.
             if isinstance(error, OSError):
-                raise _unwritable(os.path.dirname(self.final_path), error) from None
+                raise resume.unwritable(os.path.dirname(self.final_path), error) from None
             raise
-
-
-def _monitor_state(callback):
-    """What a checkpoint or early-stopping callback has learnt so far."""
-    keys = {"best"}
-    if isinstance(callback, keras.callbacks.EarlyStopping):
-        keys |= {"wait", "best_epoch", "stopped_epoch"}
-    return {key: _plain(getattr(callback, key)) for key in keys if hasattr(callback, key)}
-
-
-def _plain(value):
-    return value if value is None or isinstance(value, (int, str)) else float(value)
-
-
-def _named(prefix, values):
-    return {f"{prefix}_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(values)}
-
-
-def _arrays(state, prefix):
-    count = sum(1 for key in state if key.startswith(prefix + "_"))
-    return [state[f"{prefix}_{i}"] for i in range(count)]
-
-
-def _assign(variables, values):
-    if len(variables) != len(values):
-        raise UserError(
-            f"the saved state holds {len(values)} values for {len(variables)} variables: it "
-            "belongs to another model; start a new run with another --out_dir"
-        )
-    for variable, value in zip(variables, values):
-        if tuple(variable.shape) != value.shape:
-            raise UserError(
-                f"the saved state holds a value of shape {value.shape} for the variable {variable.path} of "
-                f"shape {tuple(variable.shape)}: it belongs to another model; start a new run with another --out_dir"
-            )
-        variable.assign(value)
-
-
-def _save_npz(path, arrays):
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def _read_state(path):
-    """The saved state of an unfinished run, or None if it has none yet."""
-    if not os.path.exists(path):
-        return None
-    try:
-        # No pickles: a state file holds plain arrays only.
-        with np.load(path, allow_pickle=False) as state:
-            missing = [key for key in _STATE_KEYS if key not in state.files]
-            if missing:
-                raise ValueError(f"it lacks {missing[0]!r}")
-            arrays = {key: state[key] for key in state.files}
-        # Each figure as it is read later: a value of another kind (an edited file) is refused here.
-        int(arrays["epochs_done"]), int(arrays["initial_epoch"]), float(arrays["train_seconds"])
-        callbacks = json.loads(str(arrays["callbacks"]))
-        if not (isinstance(callbacks, list) and all(isinstance(values, dict) for values in callbacks)):
-            raise ValueError("its callbacks are not a list of each callback's values")
-        return arrays
-    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        # TypeError: a single array (.npy) in its place is no context manager. NumPy takes
-        # bytes of neither kind for a pickle, and advises loading them unsafely: no advice here.
-        why = "it is neither an .npz nor an .npy file" if "pickled" in str(error) else reason(error)
-        raise UserError(
-            f"{path} cannot be read ({why}); delete it to restart that run from its first epoch, or use another --out_dir"
-        ) from None
-
-
-def _unfinished_run(parent, config):
-    """The newest run folder under `parent` with these settings that has not
-    finished and that no live process is writing to, claimed for this one:
-    (folder, its lock from `_claim`), or (None, None) if there is none."""
-    if not os.path.isdir(parent):
-        return None, None
-    try:
-        names = os.listdir(parent)
-    except OSError as error:
-        raise UserError(f"cannot look for runs to resume in {parent} ({reason(error)}); make it readable, or use another --out_dir") from None
-    for name in sorted(names, reverse=True):
-        folder = os.path.join(parent, name)
-        if _finished(folder):
-            continue
-        try:
-            with open(os.path.join(folder, "config.json")) as f:
-                if not _same_settings(json.load(f), config):
-                    continue
-        except (OSError, ValueError):
-            continue
-        lock = _claim(folder)
-        # Another process may have finished the run since it was looked at,
-        # and removed its lock file: the one _claim made is removed again.
-        if lock and _finished(folder):
-            os.remove(lock.name)
-            lock.close()
-        elif lock:
-            return folder, lock
-    return None, None
-
-
-def _same_settings(saved, config):
-    """Whether a run folder's config.json holds these settings. Its out_dir
-    is not compared: the folder was found in this one, however it was
-    spelled then (relative to another folder, or absolute)."""
-    if not isinstance(saved, dict):
-        return False
-    return {**saved, "out_dir": None} == {**config, "out_dir": None}
-
-
-def _claim(folder):
-    """Locks the folder's running.pid for this process and writes its id
-    there; returns the open file, which holds the lock until it is closed
-    or the process ends, however it ends. None if another live process holds
-    it: two runs started together with the same settings then never write
-    into the same folder. (A process id alone could not tell: after a
-    restart another process may have the id of the dead one.)"""
-    path = os.path.join(folder, _LOCK)
-    try:
-        lock = open(path, "a+")
-    except OSError as error:
-        raise _unwritable(folder, error) from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # The process that held it may have finished the run and removed
-        # the file since it was opened here: that lock is of no use.
-        if os.path.exists(path) and os.path.samestat(os.stat(path), os.fstat(lock.fileno())):
-            lock.truncate(0)
-            lock.write(f"{os.getpid()}\n")
-            lock.flush()
-            return lock
-    except BlockingIOError:
-        pass
-    lock.close()
-    return None
 
 
 @contextlib.contextmanager
 def _writing_to(folder):
     """Turns an OSError in the block (a full disk, the folder gone or made
-    read-only) into the one line of `_unwritable`."""
+    read-only) into the one line of `resume.unwritable`."""
     try:
         yield
     except BrokenPipeError:
         raise  # The reader of stdout went away (`| head`): the run folder is fine.
     except OSError as error:
-        raise _unwritable(folder, error) from None
-
-
-def _unwritable(folder, error):
-    return UserError(
-        f"cannot write to the run folder {folder} ({reason(error)}); make room or make it writable, then run "
-        "the same command again (it continues from the last epoch saved there, if any), or use another --out_dir"
-    )
-
-
-def _finished(folder):
-    """Whether the run in `folder` finished: it wrote result.json last. (Runs
-    of the collection before 2026-12-04 removed their state before they drew
-    their plots, so one with a model and no state finished, or stopped too
-    late to resume.)"""
-    if os.path.exists(os.path.join(folder, "result.json")):
-        return True
-    return os.path.exists(os.path.join(folder, "model.keras")) and not os.path.exists(os.path.join(folder, RESUME_STATE))
-
-
-def read_history(path):
-    """history.csv as {column: [values per epoch]}, without the epoch column.
-    Raises ValueError (or OSError) when it is not a table of numbers."""
-    with open(path, newline="") as f:
-        return _history(f.read().splitlines(keepends=True))
-
-
-def _history(lines):
-    try:
-        header, *rows = list(csv.reader(lines)) or [[]]
-    except csv.Error as error:  # A "field" longer than csv's limit, such as the zero bytes a crash can leave.
-        raise ValueError(f"not a table ({error})") from None
-    columns = {key: [] for key in header if key != "epoch"}
-    rows = [row for row in rows if row]  # Blank lines, such as a last one or \r\r\n endings, hold no epoch.
-    for number, row in enumerate(rows, 1):
-        if len(row) != len(header):
-            raise ValueError(f"row {number} has {len(row)} values where the header names {len(header)}")
-        for key, text in zip(header, row):
-            if key in columns:
-                try:
-                    # CSVLogger writes NA for a value that an epoch did not log.
-                    columns[key].append(math.nan if text == "NA" else float(text))
-                except ValueError:
-                    raise ValueError(f"row {number}'s {key} is {text!r}, not a number") from None
-    return columns
-
-
-def _keep_history_rows(path, epochs):
-    """Keeps the header and the first `epochs` rows of history.csv: a row
-    written after the last saved state belongs to an epoch that will run
-    again. Stops with one line if it lacks them."""
-    if not os.path.exists(path):
-        if epochs == 0:
-            return  # Stopped before its first epoch ended.
-        raise UserError(
-            f"{path} is missing, and its run has saved {epochs} epochs; delete {RESUME_STATE} in that folder to "
-            "restart that run from its first epoch, or use another --out_dir"
-        )
-    try:
-        with open(path, newline="") as f:
-            # Blank lines hold no epoch, as read_history reads them.
-            lines = [line for line in f.read().splitlines(keepends=True) if line.strip("\r\n")][: 1 + epochs]
-        rows = len(next(iter(_history(lines).values()), []))
-        if rows < epochs:
-            raise ValueError(f"it holds {rows} of the {epochs} epochs saved")
-    except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
-        raise UserError(
-            f"{path} is damaged ({reason(error)}); delete it and {RESUME_STATE} beside it to restart that "
-            "run from its first epoch, or use another --out_dir"
-        ) from None
-    # A last row cut short loses its newline, and the next row would join it.
-    _write_atomically(path, lambda tmp: _write_text(tmp, "".join(line.rstrip("\r\n") + "\n" for line in lines)))
-
-
-def write_json(path, data):
-    _write_atomically(path, lambda tmp: _dump_json(tmp, data))
-
-
-def shown(key, value):
-    """A figure as the final line (and `common.compare`) shows it: seconds to
-    a tenth, other fractions (accuracies, losses) to four places, counts as
-    they are, None as unknown, text (as runs before 2026-12-05 wrote their
-    figures) as it is."""
-    if value is None:
-        return "unknown"
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if number and key.endswith("seconds"):
-        return f"{value:.1f}"
-    if number and isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def read_figures(path):
-    """The {name: number} that `write_json` wrote to `path` (such as
-    transfer_xception.py's head_test.json), or None if the file is missing
-    or damaged."""
-    try:
-        with open(path) as f:
-            figures = json.load(f)
-    except (OSError, ValueError):  # A UnicodeDecodeError is a ValueError.
-        return None
-    numbers = isinstance(figures, dict) and bool(figures) and all(
-        isinstance(value, (int, float)) and not isinstance(value, bool) for value in figures.values()
-    )
-    return figures if numbers else None
-
-
-def save_model(model, path):
-    # Keras decides the format from the extension, so the temporary name
-    # keeps it: a crash mid-save then never leaves a half-written model.keras.
-    _write_atomically(path, model.save, suffix=".tmp.keras")
-
-
-def _write_text(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def _dump_json(path, data):
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-
-
-def _write_atomically(path, write, suffix=".tmp"):
-    tmp = path + suffix
-    try:
-        write(tmp)
-        _sync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        # Such as a full disk: the half-written copy would only take up room.
-        # (If it cannot be removed either, the first error is the one to see.)
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def _sync(path):
-    # The data reaches the disk before the rename does, even on power loss.
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
+        raise resume.unwritable(folder, error) from None
 
 
 def _process_suffix():

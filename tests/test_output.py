@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import common
-from common import UserError, output, schedules
+from common import UserError, files, output, resume, schedules
 from conftest import final_fields
 
 
@@ -99,23 +99,6 @@ def test_an_unwritable_out_dir_is_a_user_error(tmp_path):
         output.Run("s", {"out_dir": str(blocker)})
 
 
-def test_a_crash_while_saving_keeps_the_previous_model(tmp_path):
-    path = str(tmp_path / "model.keras")
-    model = tiny_model()
-    output.save_model(model, path)
-    before = open(path, "rb").read()
-
-    def crash(tmp):
-        open(tmp, "wb").write(b"half a model")
-        raise OSError("disk full")
-
-    model.save = crash
-    with pytest.raises(OSError):
-        output.save_model(model, path)
-    assert open(path, "rb").read() == before
-    assert os.listdir(tmp_path) == ["model.keras"]  # The half-written copy is gone.
-
-
 def test_a_full_disk_while_finishing_is_one_line(tmp_path):
     run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
     model = tiny_model()
@@ -154,48 +137,6 @@ def test_a_reader_of_stdout_gone_while_finishing_is_not_a_run_folder_error(tmp_p
     assert os.path.exists(run.path("result.json"))
 
 
-def test_figures_are_shown_one_way_on_the_final_line_and_in_compare():
-    assert output.shown("train_seconds", 12.345) == "12.3"
-    assert output.shown("train_seconds", 12) == "12.0"  # A hand-written whole number of seconds.
-    assert output.shown("test_acc", 0.98765) == "0.9877"
-    assert output.shown("epochs", 12) == "12"
-    assert output.shown("epochs", None) == "unknown"
-    assert output.shown("test_acc", "0.9000") == "0.9000"  # result.json before 2026-12-05.
-    assert output.shown("test_acc", True) == "True"
-
-
-def test_figures_are_read_back_only_when_they_are_named_numbers(tmp_path):
-    path = str(tmp_path / "head_test.json")
-    output.write_json(path, {"test_acc": 0.9, "test_acc_flip_tta": 1})
-    assert output.read_figures(path) == {"test_acc": 0.9, "test_acc_flip_tta": 1}
-    for damaged in ('{"test_acc": 0.', "[0.9]", "{}", '{"test_acc": "0.9"}', '{"test_acc": true}'):
-        with open(path, "w") as f:
-            f.write(damaged)
-        assert output.read_figures(path) is None, damaged
-    assert output.read_figures(str(tmp_path / "missing.json")) is None
-
-
-def test_the_error_that_stopped_a_write_is_the_one_raised(tmp_path, monkeypatch):
-    def disk_full(tmp):
-        open(tmp, "wb").write(b"half a file")
-        raise OSError(28, "No space left on device")
-
-    def read_only(path):  # The file system went read-only: the copy cannot be removed either.
-        raise OSError(30, "Read-only file system")
-
-    monkeypatch.setattr(output.os, "remove", read_only)
-    with pytest.raises(OSError, match="No space left on device"):
-        output._write_atomically(str(tmp_path / "result.json"), disk_full)
-
-
-def test_a_history_of_zero_bytes_is_not_a_table(tmp_path):
-    # What a crash can leave of a file: a field longer than csv allows.
-    path = tmp_path / "history.csv"
-    path.write_bytes(b"\0" * 200_000)
-    with pytest.raises(ValueError, match="not a table"):
-        output.read_history(str(path))
-
-
 def test_a_history_damaged_during_training_still_lets_the_run_finish(tmp_path, capsys):
     run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
     model = tiny_model()
@@ -214,8 +155,8 @@ def test_a_history_damaged_during_training_still_lets_the_run_finish(tmp_path, c
 def test_the_training_seconds_include_the_last_states_write(tmp_path, monkeypatch):
     # The state is written in the background; fit waits for the last one at
     # its end, after the clock had stopped, so a slow write went uncounted.
-    save = output._save_npz
-    monkeypatch.setattr(output, "_save_npz", lambda path, arrays: (time.sleep(3), save(path, arrays)))
+    save = resume.save_npz
+    monkeypatch.setattr(resume, "save_npz", lambda path, arrays: (time.sleep(3), save(path, arrays)))
     run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
     x, y = tiny_data()
     start = time.perf_counter()
@@ -437,8 +378,6 @@ def test_running_out_of_memory_is_one_line_not_a_traceback(code, detail):
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (Linux's always-full device)")
 def test_output_redirected_to_a_full_disk_is_one_line():
     # `python mnist_mlp.py > /dev/full`: an OSError traceback, then "Exception ignored" from Python's last flush.
-    import subprocess
-
     with open("/dev/full", "w") as full:
         process = python_with_common("print('row ' * 100_000)", full)  # More than a buffer holds: written at once.
         out, stderr = process.communicate(timeout=60)
@@ -487,14 +426,14 @@ def test_kill_lets_a_thread_still_writing_finish_first(tmp_path):
     process = python_with_common(
         "import os, signal, threading, time\ncommon.print_on_terminate()\n"
         "threading.Thread(target=threading.Event().wait).start()\n"
-        f"writer = output._Writer(lambda: (time.sleep(2), open({str(written)!r}, 'w').write('saved')))\n"
+        f"writer = resume.Writer(lambda: (time.sleep(2), open({str(written)!r}, 'w').write('saved')))\n"
         f"writer.start()\nopen({str(tmp_path / 'killed at')!r}, 'w').write(str(time.monotonic()))\n"
         "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(60)\n",
         subprocess.PIPE,
-        imports="from common import output\n",
+        imports="from common import resume\n",
     )
     _, stderr = process.communicate(timeout=60)
-    # (Importing common.output imports TensorFlow, which logs to stderr first.)
+    # (Importing common.resume imports TensorFlow, which logs to stderr first.)
     assert (process.returncode, stderr.strip().splitlines()[-1]) == (-15, "terminated")
     assert written.read_text() == "saved"
     # The writer's 2 s, not the 8 s at most that the idle thread would have held it.
@@ -604,7 +543,7 @@ def test_history_reads_na_as_a_missing_value(tmp_path):
     # CSVLogger writes NA where an epoch logged no value (no validation that epoch).
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss,val_loss\n0,0.9,NA\n1,0.7,0.8\n")
-    history = output.read_history(path)
+    history = files.read_history(path)
     assert history["loss"] == [0.9, 0.7] and np.isnan(history["val_loss"][0]) and history["val_loss"][1] == 0.8
 
 
@@ -623,7 +562,7 @@ def test_finish_names_and_circles_the_epoch_whose_weights_early_stopping_put_bac
         model.fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), callbacks=callbacks, verbose=0)
         run.finish(model, x, y)
         out = capsys.readouterr().out
-        val_loss = output.read_history(run.path("history.csv"))["val_loss"]
+        val_loss = files.read_history(run.path("history.csv"))["val_loss"]
         test_loss = float(final_fields(out)["test_loss"])
         if stopper:
             assert val_loss[0] == max(val_loss) and drawn[-1]["kept_epoch"] == 1

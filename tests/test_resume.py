@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from common import UserError, output, schedules
+from common import UserError, files, output, resume, schedules
 from conftest import REPO, final_fields, run_script, run_until_epoch, synthetic_mnist, write_mnist_npz
 from test_output import tiny_data, tiny_model
 
@@ -23,7 +23,7 @@ RESULT_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lear
 def save_after_every_epoch(monkeypatch):
     """These tests interrupt runs after chosen epochs. Their tiny epochs are
     shorter than a save, which the default rule would skip (tested below)."""
-    monkeypatch.setattr(output.ResumeState, "time_share", 1)
+    monkeypatch.setattr(resume.ResumeState, "time_share", 1)
 
 
 def history_rows(run_dir):
@@ -84,11 +84,11 @@ def interrupted_then_resumed(tmp_path, stop_after, **settings):
         train(first, stop_after=stop_after, **settings)
     # A process that Ctrl-C ends waits for its threads, the state's writer too.
     for thread in threading.enumerate():
-        if isinstance(thread, output._Writer):
+        if isinstance(thread, resume.Writer):
             thread.join()
     assert not os.path.exists(first.path("model.keras"))
     os.remove(first.path("running.pid"))  # As if the process had died.
-    with np.load(first.path(output.RESUME_STATE)) as state:
+    with np.load(first.path(resume.STATE_FILE)) as state:
         trained_seconds = float(state["train_seconds"])
 
     again = output.Run("tiny", config)
@@ -112,7 +112,7 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     straight, again = interrupted_then_resumed(tmp_path, stop_after=2)
     assert again.initial_epoch == 2 and len(history_rows(again.dir)) == 6
     # A finished run is not resumed: the same settings start a new folder.
-    assert not os.path.exists(again.path(output.RESUME_STATE))
+    assert not os.path.exists(again.path(resume.STATE_FILE))
     assert output.Run("tiny", {"out_dir": str(tmp_path / "b")}).dir != again.dir
 
 
@@ -184,26 +184,26 @@ def test_a_run_interrupted_while_finishing_finishes_again_without_training(tmp_p
     assert len(history_rows(again.dir)) == 6
     for a, b in zip(resumed.get_weights(), trained.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    assert not os.path.exists(again.path(output.RESUME_STATE))
+    assert not os.path.exists(again.path(resume.STATE_FILE))
 
 
 def saved_epochs(monkeypatch, delay=0.0):
     """Records the epoch of each state saved from now on; each save takes
     `delay` seconds longer, like a slow disk."""
     saved = []
-    save = output._save_npz
+    save = resume.save_npz
 
     def recording_save(path, arrays):
         time.sleep(delay)
         saved.append(int(arrays["epochs_done"]))
         save(path, arrays)
 
-    monkeypatch.setattr(output, "_save_npz", recording_save)
+    monkeypatch.setattr(resume, "save_npz", recording_save)
     return saved
 
 
 def test_a_save_that_takes_longer_than_its_share_of_training_is_skipped(tmp_path, monkeypatch):
-    monkeypatch.setattr(output.ResumeState, "time_share", 0.05)  # the default
+    monkeypatch.setattr(resume.ResumeState, "time_share", 0.05)  # the default
     saved = saved_epochs(monkeypatch, delay=0.2)
     # Epochs of a few milliseconds: each fit saves its first and last only.
     straight, again = interrupted_then_resumed(tmp_path, stop_after=4)
@@ -219,7 +219,7 @@ class SlowEpochs(keras.callbacks.Callback):
 
 def test_epochs_many_times_longer_than_a_save_are_all_saved(tmp_path, monkeypatch):
     # Saves may take half the time: a slow disk on a busy machine stays within it.
-    monkeypatch.setattr(output.ResumeState, "time_share", 0.5)
+    monkeypatch.setattr(resume.ResumeState, "time_share", 0.5)
     saved = saved_epochs(monkeypatch)
     run = output.Run("tiny", {"out_dir": str(tmp_path)})
     x, y = tiny_data()
@@ -272,10 +272,10 @@ def test_a_folder_that_a_live_process_writes_to_is_not_taken(tmp_path):
 # choose it, both would go on to write into it.
 _TAKE_TOGETHER = """
 import os, sys, time
-from common import output
+from common import output, resume
 
 config, sync = {"out_dir": sys.argv[1]}, sys.argv[2]
-read_state = output._read_state
+read_state = resume.read_state
 
 def when_both_have_chosen(path):
     open(os.path.join(sync, str(os.getpid())), "w").close()
@@ -284,7 +284,7 @@ def when_both_have_chosen(path):
         time.sleep(0.01)
     return read_state(path)
 
-output._read_state = when_both_have_chosen
+resume.read_state = when_both_have_chosen
 run = output.Run("tiny", config)
 print(run.dir, flush=True)
 time.sleep(3)  # Holds the folder while the other process chooses.
@@ -337,7 +337,7 @@ def test_a_run_finished_while_it_was_being_chosen_keeps_no_lock_file(tmp_path, m
         open(first.path("result.json"), "w").close()
         return True
 
-    monkeypatch.setattr(output, "_finished", finished_after_the_first_look)
+    monkeypatch.setattr(resume, "finished", finished_after_the_first_look)
     assert output.Run("tiny", config).dir != first.dir
     assert sorted(os.listdir(first.dir)) == ["config.json", "result.json"]
 
@@ -366,7 +366,7 @@ def test_a_damaged_state_file_is_one_clear_line(damaged, tmp_path):
     config = {"out_dir": str(tmp_path)}
     first = output.Run("tiny", config)
     os.remove(first.path("running.pid"))
-    with open(first.path(output.RESUME_STATE), "wb") as f:
+    with open(first.path(resume.STATE_FILE), "wb") as f:
         if damaged == "half a zip":
             f.write(b"PK\x03\x04 half a file")
         else:  # np.load reads a .npy file as one array, not as a state file's arrays.
@@ -381,7 +381,7 @@ def interrupted_after_two_epochs(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(first, stop_after=2)
     for thread in threading.enumerate():
-        if isinstance(thread, output._Writer):
+        if isinstance(thread, resume.Writer):
             thread.join()
     os.remove(first.path("running.pid"))
     return config, first
@@ -417,7 +417,7 @@ def test_a_blank_last_line_in_the_history_holds_no_epoch(tmp_path):
     config, first = interrupted_after_two_epochs(tmp_path)
     with open(first.path("history.csv"), "a") as f:
         f.write("\n")
-    assert len(output.read_history(first.path("history.csv"))["loss"]) == 2
+    assert len(files.read_history(first.path("history.csv"))["loss"]) == 2
     assert output.Run("tiny", config).initial_epoch == 2
     # Nor does one between rows (it was counted as a row: "history.csv is damaged (it holds 1 of the 2 epochs saved)").
     os.remove(first.path("running.pid"))
@@ -430,7 +430,7 @@ def test_a_folder_of_a_run_finished_by_earlier_code_is_not_resumed(tmp_path):
     # Before result.json marked a finished run, finish removed the state before its plots: a run
     # stopped then, or one finished by such code and missing result.json, was trained again in place.
     config, first = interrupted_after_two_epochs(tmp_path)
-    os.remove(first.path(output.RESUME_STATE))
+    os.remove(first.path(resume.STATE_FILE))
     open(first.path("model.keras"), "wb").write(b"a trained model")
     assert output.Run("tiny", config).dir != first.dir
     assert open(first.path("model.keras"), "rb").read() == b"a trained model"
@@ -438,9 +438,9 @@ def test_a_folder_of_a_run_finished_by_earlier_code_is_not_resumed(tmp_path):
 
 def test_the_history_is_on_disk_before_the_state_that_counts_its_epochs(tmp_path, monkeypatch):
     synced = []
-    sync, save = output._sync, output._save_npz
-    monkeypatch.setattr(output, "_sync", lambda path: (synced.append(os.path.basename(path)), sync(path)))
-    monkeypatch.setattr(output, "_save_npz", lambda path, arrays: (synced.append("state"), save(path, arrays)))
+    sync, save = files.sync, resume.save_npz
+    monkeypatch.setattr(files, "sync", lambda path: (synced.append(os.path.basename(path)), sync(path)))
+    monkeypatch.setattr(resume, "save_npz", lambda path, arrays: (synced.append("state"), save(path, arrays)))
     train(output.Run("tiny", {"out_dir": str(tmp_path)}), epochs=2)
     assert [name for name in synced if name in ("history.csv", "state")] == ["history.csv", "state"] * 2
 
@@ -462,7 +462,7 @@ def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     def read_only(path, text):  # As in a read-only folder, for a user other than root.
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(output, "_write_text", read_only)
+    monkeypatch.setattr(files, "write_text", read_only)
     with pytest.raises(UserError, match=f"^cannot write to the run folder {first.dir} .*make it writable"):
         output.Run("tiny", config)
 
@@ -481,7 +481,7 @@ def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
 )
 def test_a_state_with_a_value_of_another_kind_is_one_line(key, value, why, tmp_path):
     config, first = interrupted_after_two_epochs(tmp_path)
-    path = first.path(output.RESUME_STATE)
+    path = first.path(resume.STATE_FILE)
     with np.load(path) as state:
         arrays = {name: state[name] for name in state.files}
     arrays[key] = value
@@ -508,9 +508,9 @@ def test_a_state_of_another_model_is_one_line(tmp_path):
 
 def test_a_state_without_its_epoch_is_one_line(tmp_path):
     config, first = interrupted_after_two_epochs(tmp_path)
-    state = dict(np.load(first.path(output.RESUME_STATE)))
+    state = dict(np.load(first.path(resume.STATE_FILE)))
     del state["epochs_done"]
-    np.savez(first.path(output.RESUME_STATE), **state)
+    np.savez(first.path(resume.STATE_FILE), **state)
     with pytest.raises(UserError, match="cannot be read \\(it lacks 'epochs_done'\\); delete it"):
         output.Run("tiny", config)
 
@@ -550,17 +550,17 @@ def test_a_crash_while_checkpointing_keeps_the_previous_best(tmp_path):
 def test_a_full_disk_while_saving_the_state_is_one_line_and_keeps_the_last_state(tmp_path, monkeypatch):
     config, first = interrupted_after_two_epochs(tmp_path)
     again = output.Run("tiny", config)
-    before = open(again.path(output.RESUME_STATE), "rb").read()
+    before = open(again.path(resume.STATE_FILE), "rb").read()
 
     def disk_full(path, arrays):
         with open(path, "wb") as f:
             f.write(b"half a state")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(output, "_save_npz", disk_full)
+    monkeypatch.setattr(resume, "save_npz", disk_full)
     with pytest.raises(UserError, match=f"^cannot write to the run folder {again.dir} .*No space left on device.*run the same command again"):
         train(again)
-    assert open(again.path(output.RESUME_STATE), "rb").read() == before
+    assert open(again.path(resume.STATE_FILE), "rb").read() == before
     assert not [name for name in os.listdir(again.dir) if ".tmp" in name]
 
 
