@@ -9,7 +9,9 @@ seconds from each epoch's start to its first step, and the median step
 (`first-step waits 0.02 3.64 ... | median step 0.213 s`), and after which
 epochs the resume state was saved, with the seconds `np.savez` took to
 write each in the background (`resume states after epochs 1 2 4 6 | savez
-0.52 s each`). On TensorFlow,
+0.52 s each`), and the seconds each `fit` took before its first callback
+began, building its data pipeline (`fit setup 0.65 s`), which the training
+seconds leave out (the benchmark counts them in "other s"). On TensorFlow,
 TF_DATA_AUTOTUNE=1 leaves tf.data's autotuning on, as it was before
 `common/device.py` turned it off, to measure what that costs.
 """
@@ -29,8 +31,11 @@ from common import UserError, device, output, resume
 totals = collections.defaultdict(float)
 waits, steps = [], []  # seconds before each epoch's first step, and of every step
 saves = []  # (epoch, seconds) of each resume state written
+setups = []  # seconds from each fit's call to its first callback's on_train_begin
+called = []  # when fit was last called
 make_callbacks = output.Run.callbacks
 save_npz = resume.save_npz
+fit = keras.Model.fit
 
 
 class StepClock(keras.callbacks.Callback):
@@ -48,6 +53,18 @@ class StepClock(keras.callbacks.Callback):
         steps.append(time.perf_counter() - self.begin)
 
 
+class FitSetup(keras.callbacks.Callback):
+    """Notes the seconds from fit's call to the start of its callbacks."""
+
+    def on_train_begin(self, logs=None):
+        setups.append(time.perf_counter() - called[-1])
+
+
+def noted_fit(self, *args, **kwargs):
+    called.append(time.perf_counter())
+    return fit(self, *args, **kwargs)
+
+
 def timed_callbacks(self, *args, **kwargs):
     callbacks = make_callbacks(self, *args, **kwargs)
     for callback in callbacks:
@@ -61,7 +78,7 @@ def timed_callbacks(self, *args, **kwargs):
                 return result
 
             setattr(callback, hook, timed)
-    return [*callbacks, StepClock()]
+    return [FitSetup(), *callbacks, StepClock()]
 
 
 def timed_save(path, arrays):
@@ -74,6 +91,7 @@ def report():
     if not totals:
         return  # The script stopped before its training started (a bad setting, say): nothing was timed.
     print("callbacks " + " ".join(f"{k}={v:.3f}" for k, v in sorted(totals.items())))
+    print(f"fit setup {' '.join(f'{setup:.2f}' for setup in setups)} s")
     if steps:
         print(f"first-step waits {' '.join(f'{wait:.2f}' for wait in waits)} | median step {statistics.median(steps):.3f} s")
     if saves:
@@ -89,6 +107,7 @@ if len(sys.argv) < 2 or not sys.argv[1].endswith(".py") or not os.path.isfile(sy
     given = f"{sys.argv[1]!r} is not a script's file; " if len(sys.argv) > 1 else ""
     raise UserError(f"{given}use: python -m benchmarks.time_callbacks SCRIPT.py [--key=value ...]")
 output.Run.callbacks = timed_callbacks
+keras.Model.fit = noted_fit
 resume.save_npz = timed_save
 if os.environ.get("TF_DATA_AUTOTUNE") == "1":
     device._turn_off_tf_data_autotuning = lambda: None
