@@ -31,8 +31,9 @@ line their code did not have); the first epoch's seconds apart from the
 median of the others (none for a run of one epoch); the
 seconds of `fit` outside the epochs' own clocks (mostly the callbacks after
 the epoch table: the checkpoint, the resume state, early stopping);
-the rest of the wall time (imports, data loading, model building, the final
-evaluation and saving); and peak memory.
+the rest of the wall time (imports, data loading, model building, what `fit`
+does before its callbacks start, such as building its input pipeline, the
+final evaluation and saving); and peak memory.
 
 On JAX the runs share XLA's persistent compilation cache, in a
 temporary folder that lives as long as the benchmark (unless
@@ -472,7 +473,7 @@ def header(started, results):
     backends = dict.fromkeys(run["backend"] for runs in results.values() for run in runs if run.get("backend"))
     return (
         f"{where} Backend: {'; '.join(backends) or 'not recorded'}. Training seconds are the time in "
-        "`model.fit`; \"other s\" is the rest of each run's wall time.\n"
+        "`model.fit` from its callbacks' start; \"other s\" is the rest of each run's wall time.\n"
     )
 
 

@@ -5,13 +5,13 @@ epoch's first step: where its training seconds go beyond the steps.
 
 runs the script as usual and, at exit, prints the seconds spent in each
 callback hook (`callbacks EpochTable.on_epoch_end=0.003 ...`), then the
-seconds from each epoch's start to its first step, and the median step
-(`first-step waits 0.02 3.64 ... | median step 0.213 s`), and after which
-epochs the resume state was saved, with the seconds `np.savez` took to
-write each in the background (`resume states after epochs 1 2 4 6 | savez
-0.52 s each`), and the seconds each `fit` took before its first callback
-began, building its data pipeline (`fit setup 0.65 s`), which the training
-seconds leave out (the benchmark counts them in "other s"). On TensorFlow,
+seconds each `fit` took before its first callback began, mostly building
+its input pipeline (`fit setup 0.36 s`), which the training seconds leave
+out (the benchmark counts them in "other s"), then the seconds from each
+epoch's start to its first step, and the median step (`first-step waits
+0.02 3.64 ... | median step 0.213 s`), and after which epochs the resume
+state was saved, with the seconds `np.savez` took to write each in the
+background (`resume states after epochs 1 2 4 6 | savez 0.52 s each`). On TensorFlow,
 TF_DATA_AUTOTUNE=1 leaves tf.data's autotuning on, as it was before
 `common/device.py` turned it off, to measure what that costs.
 """

@@ -18,7 +18,7 @@ import sys
 
 from matplotlib.backend_bases import FigureCanvasBase
 
-from common import UserError, plots
+from common import UserError, plots, reason
 from common.data import visible
 from common.files import read_history, shown
 
@@ -32,7 +32,7 @@ def load_run(folder):
             raise ValueError("its config.json holds no settings")
     except (OSError, ValueError) as error:
         raise UserError(
-            f"{folder} is not a run folder ({error.__class__.__name__}: {error}); give folders "
+            f"{folder} is not a run folder ({reason(error)}); give folders "
             "such as runs/mnist_cnn/<run id> that hold config.json"
         ) from None
     history, result = {}, {}
@@ -51,7 +51,7 @@ def load_run(folder):
                 raise ValueError(f"its phase_starts, {starts!r}, are not epochs")
     except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
         raise UserError(
-            f"{path} is damaged ({error.__class__.__name__}: {error}); leave that run out of the comparison"
+            f"{path} is damaged ({reason(error)}); leave that run out of the comparison"
         ) from None
     script = result.get("script") or os.path.basename(os.path.dirname(os.path.normpath(folder)))
     name = f"{script}/{os.path.basename(os.path.normpath(folder))}"

@@ -1,10 +1,13 @@
 """Writing a run's files so that a crash never leaves one half-written, and
 reading them back.
 
-Every file that a later run or tool loads (the model, the checkpoint, the
-resume state, config.json and result.json) is written under a temporary name,
-flushed to the disk and then renamed over the old one: after a crash or a
-power cut it is either the old file or the new one, whole.
+Every file that a later run or tool loads (the model, the resume state,
+config.json and result.json; the checkpoint, which `output.ModelCheckpoint`
+writes, the same way) is written under a temporary name, flushed to the disk
+and then renamed over the old one: after a crash or a power cut it is either
+the old file or the new one, whole. `unwritable` is the one line for a run
+folder that cannot be written, and `shown` how the final line, and
+`common.compare`, show a figure read back.
 """
 
 import contextlib
@@ -12,6 +15,8 @@ import csv
 import json
 import math
 import os
+
+from common import UserError, reason
 
 
 def write_atomically(path, write, suffix=".tmp"):
@@ -35,6 +40,15 @@ def sync(path):
     # The data reaches the disk before the rename does, even on power loss.
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
+
+
+def unwritable(folder, error):
+    """The error for a file the run folder cannot take (a full disk, the
+    folder gone or made read-only): one line that says what to do."""
+    return UserError(
+        f"cannot write to the run folder {folder} ({reason(error)}); make room or make it writable, then run "
+        "the same command again (it continues from the last epoch saved there, if any), or use another --out_dir"
+    )
 
 
 def write_json(path, data):

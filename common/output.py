@@ -14,7 +14,7 @@ so that runs can be compared with grep.
 
 A run that stops before it finishes (killed, Ctrl-C, power loss) continues
 where it stopped when the same command is run again: after each epoch (every
-few where epochs are short: see ResumeState) the model's weights, the
+few where epochs are short: see resume.ResumeState) the model's weights, the
 optimizer's state, the epoch and the callbacks' bests go to `resume.npz`, and
 a new `Run` with the same settings and `out_dir` picks up the newest
 unfinished run folder instead of starting a new one (common/resume.py).
@@ -34,12 +34,20 @@ import numpy as np
 import common
 from common import UserError, augment, device, files, plots, reason, resume, schedules
 
-TABLE_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
-# The table prints short names for the Keras log keys in TABLE_COLUMNS.
-
-_HEADER = "epoch  train_loss  train_acc  val_loss  val_acc        lr  seconds"
-
-_ROW = "{:>5d}  {:>10.4f}  {:>9.4f}  {:>8.4f}  {:>7.4f}  {:>8.2e}  {:>7.1f}"
+# The epoch table's columns: history.csv's column (the key in Keras' epoch
+# logs, or the epoch, which the table counts from 1), the short name printed
+# above it, the column's width and the number's format.
+_TABLE = (
+    ("epoch", "epoch", 5, "d"),
+    ("loss", "train_loss", 10, ".4f"),
+    ("accuracy", "train_acc", 9, ".4f"),
+    ("val_loss", "val_loss", 8, ".4f"),
+    ("val_accuracy", "val_acc", 7, ".4f"),
+    ("learning_rate", "lr", 8, ".2e"),
+    ("seconds", "seconds", 7, ".1f"),
+)
+TABLE_COLUMNS = tuple(key for key, _, _, _ in _TABLE)
+_HEADER = "  ".join(f"{name:>{width}}" for _, name, width, _ in _TABLE)
 
 
 class Run:
@@ -54,7 +62,6 @@ class Run:
 
     def __init__(self, script, config):
         self.script = script
-        self.config = config
         parent = os.path.join(config["out_dir"], script)
         # A run over several machines is not resumed: its processes would
         # have to resume from the same epoch, which nothing here ensures.
@@ -75,7 +82,7 @@ class Run:
             try:
                 resume.keep_history_rows(self.path("history.csv"), done)
             except OSError as error:
-                raise resume.unwritable(self.dir, error) from None
+                raise files.unwritable(self.dir, error) from None
             print(f"resume    {self.dir} after epoch {done}")
         else:
             self.dir = _new_run_dir(parent, _process_suffix())
@@ -88,6 +95,13 @@ class Run:
             # The state after the last saved epoch is on disk (ResumeState).
             common.on_interrupt = "run the same command again to continue from the last saved epoch"
             common.print_on_terminate()
+
+    def take_saved_state(self):
+        """The saved state this run resumes from, handed out once: the first
+        `fit`'s ResumeState restores it; later fits go on from the model as
+        it is. None for a new run."""
+        state, self._state = self._state, None
+        return state
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -289,8 +303,8 @@ class EpochTable(keras.callbacks.Callback):
             logs["learning_rate"] = schedules.value(schedule, int(keras.ops.convert_to_numpy(optimizer.iterations)))
         else:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        values = [logs.get(key, float("nan")) for key in TABLE_COLUMNS[1:]]
-        print(_ROW.format(epoch + 1, *values), flush=True)
+        row = {**logs, "epoch": epoch + 1}
+        print("  ".join(f"{row.get(key, float('nan')):>{width}{form}}" for key, _, width, form in _TABLE), flush=True)
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -311,20 +325,20 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
             with contextlib.suppress(OSError):
                 os.remove(self.filepath)  # Half written: it would only take up room.
             if isinstance(error, OSError):
-                raise resume.unwritable(os.path.dirname(self.final_path), error) from None
+                raise files.unwritable(os.path.dirname(self.final_path), error) from None
             raise
 
 
 @contextlib.contextmanager
 def _writing_to(folder):
     """Turns an OSError in the block (a full disk, the folder gone or made
-    read-only) into the one line of `resume.unwritable`."""
+    read-only) into the one line of `files.unwritable`."""
     try:
         yield
     except BrokenPipeError:
         raise  # The reader of stdout went away (`| head`): the run folder is fine.
     except OSError as error:
-        raise resume.unwritable(folder, error) from None
+        raise files.unwritable(folder, error) from None
 
 
 def _process_suffix():

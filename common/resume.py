@@ -3,13 +3,14 @@
 After each epoch (every few where epochs are short) `ResumeState` saves the
 model's and the optimizer's variables, the epoch, the training seconds so far
 and the callbacks' bests to `resume.npz` in the run folder. A new
-`common.output.Run` with the same settings and `out_dir` looks here for the
-newest unfinished run folder (`unfinished_run`), locks it so that no other
-process writes there too (`claim`), cuts history.csv back to the epochs saved
+`common.output.Run` with the same settings and `out_dir` looks for the newest
+unfinished run folder (`unfinished_run`, at the end of this file), locks it so
+that no other process writes there too (`claim`, which locks every new run
+folder as well), cuts history.csv back to the epochs saved
 (`keep_history_rows`), and hands the state to the `ResumeState` of its first
-`fit`, which restores it.
+`fit`, which restores it (`assign`, `saved_values`; `Run.restore` gives them a
+phase's model that an interrupted run had finished training).
 """
-
 import fcntl
 import json
 import os
@@ -67,7 +68,7 @@ class ResumeState(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.fit_start = time.perf_counter()
         self.writer = None
-        state, self.run._state = self.run._state, None  # Restored once, into the first fit.
+        state = self.run.take_saved_state()  # Restored once, into the first fit.
         if state is None:
             return
         if str(state["phase"]) != self.phase:
@@ -147,7 +148,7 @@ class ResumeState(keras.callbacks.Callback):
             self.writer.join()
             error, self.writer.error = self.writer.error, None
             if isinstance(error, OSError):  # A full disk, or the run folder gone or made read-only.
-                raise unwritable(self.run.dir, error) from None
+                raise files.unwritable(self.run.dir, error) from None
             if error is not None:
                 raise error
 
@@ -288,7 +289,7 @@ def claim(folder):
     try:
         lock = open(path, "a+")
     except OSError as error:
-        raise unwritable(folder, error) from None
+        raise files.unwritable(folder, error) from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # The process that held it may have finished the run and removed
@@ -327,7 +328,7 @@ def keep_history_rows(path, epochs):
         )
     try:
         with open(path, newline="") as f:
-            # Blank lines hold no epoch, as read_history reads them.
+            # Blank lines hold no epoch, as files.read_history reads them.
             lines = [line for line in f.read().splitlines(keepends=True) if line.strip("\r\n")][: 1 + epochs]
         rows = len(next(iter(files.parse_history(lines).values()), []))
         if rows < epochs:
@@ -339,10 +340,3 @@ def keep_history_rows(path, epochs):
         ) from None
     # A last row cut short loses its newline, and the next row would join it.
     files.write_atomically(path, lambda tmp: files.write_text(tmp, "".join(line.rstrip("\r\n") + "\n" for line in lines)))
-
-
-def unwritable(folder, error):
-    return UserError(
-        f"cannot write to the run folder {folder} ({reason(error)}); make room or make it writable, then run "
-        "the same command again (it continues from the last epoch saved there, if any), or use another --out_dir"
-    )

@@ -65,6 +65,11 @@ def test_a_run_writes_its_files_and_ends_with_the_final_line(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     table_rows = [line.split() for line in lines if line.split()[0] in ("1", "2")]
     assert len(table_rows) == 2
+    # The header's short names, each right above its column: every figure ends where its name does.
+    header = next(line for line in lines if line.startswith("epoch "))
+    assert header.split() == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    ends = [[match.end() for match in re.finditer(r"\S+", line)] for line in lines if line.split()[0] in ("1", "2")]
+    assert ends == [[match.end() for match in re.finditer(r"\S+", header)]] * 2
     # Each printed row holds the epoch's figures under their headings, as history.csv has them.
     for printed, row in zip(table_rows, rows):
         assert int(printed[0]) == int(row["epoch"]) + 1

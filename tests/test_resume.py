@@ -570,7 +570,7 @@ def test_a_folder_of_runs_that_cannot_be_listed_is_one_line(tmp_path, monkeypatc
     def unreadable(path):  # As in a folder without read permission, for a user other than root.
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(output.os, "listdir", unreadable)
+    monkeypatch.setattr(resume.os, "listdir", unreadable)
     with pytest.raises(UserError, match=f"^cannot look for runs to resume in {tmp_path / 'tiny'} .*Permission denied"):
         output.Run("tiny", {"out_dir": str(tmp_path), "seed": 1})
 
