@@ -27,7 +27,7 @@ features come from them, so the heads differ from the script's by that
 rounding as well as by their random start. The results go to
 `out_dir/cpu-<start time>-transfer_phases.md` (the tables, at the end) and
 `.jsonl` (each head's figures as soon as it is scored, so a run stopped
-early keeps them).
+early keeps them); `gpu-...` where a GPU ran them.
 """
 
 import datetime
@@ -97,6 +97,7 @@ except OSError as error:
 pretrained.check_weights(weights, "Xception")  # before the photos load, which takes minutes
 
 device.setup(0)
+gpus = device.gpu_names()  # The results file is named after them, as the benchmark's suites' are.
 started = datetime.datetime.now()
 
 
@@ -218,7 +219,7 @@ def keep(record):
     keeps what it scored (the table is written at the end)."""
     global stem
     if stem is None:
-        stem, raw = new_results_file(os.path.join(out_dir, f"cpu-{started:%Y%m%d-%H%M%S}-transfer_phases"))
+        stem, raw = new_results_file(os.path.join(out_dir, f"{'gpu' if gpus else 'cpu'}-{started:%Y%m%d-%H%M%S}-transfer_phases"))
         raw.close()
     with open(stem + ".jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -260,10 +261,11 @@ def percent(values):
 
 
 methods = list(dict.fromkeys(r["method"] for r in records))
+hardware = f"{processor()}, {os.cpu_count()} cores" + (f", {len(gpus)} x {gpus[0]}" if gpus else "")
 lines = [
     f"# transfer_xception.py's phases over {splits} splits ({started:%Y-%m-%d %H:%M})",
     "",
-    f"{processor()}, {os.cpu_count()} cores, Keras {keras.__version__} "
+    f"{hardware}, Keras {keras.__version__} "
     f"({keras.backend.backend()} backend). Data: {data_dir or 'the TensorFlow flowers'} "
     f"({len(everything.y)} photos), weights: {weights}, {image_size}x{image_size}. Settings: "
     + " ".join(f"{k}={v}" for k, v in config.items() if k not in ("data_dir", "weights", "out_dir")),

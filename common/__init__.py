@@ -39,7 +39,11 @@ class UserError(ValueError):
 
 def reason(error):
     """The first line of an exception's message, or its type when it has none:
-    what goes in brackets in a one-line error."""
+    what goes in brackets in a one-line error. A system call's OSError gives
+    its description and the file, without Python's "[Errno 13]" and quotes."""
+    if isinstance(error, OSError) and error.strerror:
+        files = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+        return f"{error.strerror}: {files}" if files else error.strerror
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 

@@ -356,6 +356,11 @@ def _backend_version(backend):
     return getattr(module, "__version__", "")
 
 
+def gpu_names():
+    """The names of the GPUs the backend sees: none on a CPU."""
+    return _gpus(keras.backend.backend())[0]
+
+
 def _gpus(backend):
     """Names of the visible GPUs, and whether all of them compute in bfloat16."""
     if backend == "tensorflow":

@@ -225,8 +225,13 @@ class Run:
             # Finished: the same command would now start a new run, not continue this one.
             common.on_interrupt = ""
             for name in (resume.STATE_FILE, resume.LOCK_FILE):
-                if os.path.exists(self.path(name)):
-                    os.remove(self.path(name))
+                try:
+                    if os.path.exists(self.path(name)):
+                        os.remove(self.path(name))
+                except OSError as error:
+                    # The run is still finished: result.json says so, whatever lies beside it.
+                    print(f"note      {self.path(name)} cannot be removed ({reason(error)}); the run has finished, "
+                          "and no later run resumes it: delete the file when you can")
             self._lock.close()  # Lets go of the lock.
             print(f"wrote     {', '.join(sorted(os.listdir(self.dir)))} in {self.dir}")
             print("final " + " ".join(f"{key}={files.shown(key, value)}" for key, value in {**fields, "run_dir": self.dir}.items()))

@@ -243,6 +243,14 @@ def test_an_errors_reason_is_its_first_line_or_else_its_kind():
     # What goes in brackets in a one-line error: a library's message of several lines would break the line.
     assert reason(OSError("No space left on device\n  while writing x")) == "No space left on device"
     assert reason(KeyError()) == "KeyError"
+    # The system's errors as a user reads them: what went wrong and where, not "[Errno 13] Permission denied: '/x'".
+    assert reason(PermissionError(13, "Permission denied", "/runs/x")) == "Permission denied: /runs/x"
+    assert reason(OSError(28, "No space left on device")) == "No space left on device"
+    assert reason(OSError(18, "Invalid cross-device link", "/a", None, "/b")) == "Invalid cross-device link: /a -> /b"
+    try:
+        open("/nonexistent/file")
+    except OSError as error:
+        assert reason(error) == "No such file or directory: /nonexistent/file"
 
 
 def test_a_later_override_of_the_same_key_is_told_the_scripts_default():

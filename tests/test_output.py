@@ -122,6 +122,32 @@ def test_a_full_disk_while_finishing_is_one_line(tmp_path):
     assert os.path.exists(run.path("result.json"))
 
 
+def test_a_state_file_that_cannot_be_removed_after_the_result_leaves_the_run_finished(tmp_path, monkeypatch, capsys):
+    # A folder made read-only after result.json was written ended with "cannot write to the run folder ... run the
+    # same command again (it continues from the last epoch saved there)": the run had finished, and would not resume.
+    config = {"out_dir": str(tmp_path), "epochs": 1}
+    run = output.Run("tiny_script", config)
+    model = tiny_model()
+    x, y = tiny_data()
+    model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    state = run.path(resume.STATE_FILE)
+    assert os.path.exists(state)
+    remove = os.remove
+
+    def protected(path):
+        if path == state:
+            raise PermissionError(13, "Permission denied", path)
+        remove(path)
+
+    monkeypatch.setattr(os, "remove", protected)
+    run.finish(model, x, y)
+    out = capsys.readouterr().out
+    assert f"note      {state} cannot be removed (Permission denied: {state}); the run has finished" in out
+    assert "\nfinal test_acc=" in out and os.path.exists(run.path("result.json"))
+    assert not os.path.exists(run.path(resume.LOCK_FILE))  # The other file still went.
+    assert output.Run("tiny_script", config).dir != run.dir  # The same command starts a new run.
+
+
 def test_a_reader_of_stdout_gone_while_finishing_is_not_a_run_folder_error(tmp_path, monkeypatch):
     # `python mnist_mlp.py | head -9` ended with "error: cannot write to the
     # run folder ... (Broken pipe)" although the run had finished.
@@ -387,7 +413,7 @@ def test_output_redirected_to_a_full_disk_is_one_line():
         process = python_with_common("print('row ' * 100_000)", full)  # More than a buffer holds: written at once.
         out, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and stderr == (
-        "error: no space left on the device ([Errno 28] No space left on device); make room, then run the same command again\n"
+        "error: no space left on the device (No space left on device); make room, then run the same command again\n"
     )
 
 
@@ -401,7 +427,7 @@ def test_a_full_disk_for_a_file_is_one_line_and_keeps_the_output():
     out, stderr = process.communicate(timeout=60)
     assert (process.returncode, out) == (1, "row 1\n")
     assert stderr == (
-        "error: no space left on the device ([Errno 28] No space left on device: '/data/history.csv'); "
+        "error: no space left on the device (No space left on device: /data/history.csv); "
         "make room, then run the same command again\n"
     )
 
