@@ -66,6 +66,11 @@ def write_text(path, text):
         f.write(text)
 
 
+def write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def save_model(model, path):
     # Keras decides the format from the extension, so the temporary name
     # keeps it: a crash mid-save then never leaves a half-written model.keras.

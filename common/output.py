@@ -1,6 +1,7 @@
 """What a run prints and writes, the same way in every script.
 
     runs/<script>/<run id>/config.json   the final settings
+    runs/<script>/<run id>/<script>.py   a copy of the script as it ran
     runs/<script>/<run id>/history.csv   one row per epoch (Keras' CSVLogger)
     runs/<script>/<run id>/curves.png    accuracy and loss, train vs validation, and the learning rate
     runs/<script>/<run id>/confusion.png the test set's confusion matrix
@@ -16,8 +17,9 @@ A run that stops before it finishes (killed, Ctrl-C, power loss) continues
 where it stopped when the same command is run again: after each epoch (every
 few where epochs are short: see resume.ResumeState) the model's weights, the
 optimizer's state, the epoch and the callbacks' bests go to `resume.npz`, and
-a new `Run` with the same settings and `out_dir` picks up the newest
-unfinished run folder instead of starting a new one (common/resume.py).
+a new `Run` with the same settings and `out_dir` (and the same script, not
+edited since) picks up the newest unfinished run folder instead of starting
+a new one (common/resume.py).
 Every file that a later run loads (the model, checkpoint, state and JSON
 files) is written under a temporary name and then renamed, so a crash never
 leaves it half-written (common/files.py); history.csv grows a row at a time,
@@ -26,6 +28,7 @@ and a row cut short is mended on resuming.
 
 import contextlib
 import os
+import sys
 import time
 
 import keras
@@ -65,7 +68,10 @@ class Run:
         parent = os.path.join(config["out_dir"], script)
         # A run over several machines is not resumed: its processes would
         # have to resume from the same epoch, which nothing here ensures.
-        self.dir, self._lock = resume.unfinished_run(parent, config) if device.processes() == 1 else (None, None)
+        script_copy = _running_script(script)
+        self.dir, self._lock = (
+            resume.unfinished_run(parent, config, script_copy) if device.processes() == 1 else (None, None)
+        )
         self.initial_epoch = 0
         self.train_seconds = None
         self._state = None
@@ -88,6 +94,10 @@ class Run:
             self.dir = _new_run_dir(parent, _process_suffix())
             # Claimed before config.json makes it look like a run to resume.
             self._lock = resume.claim(self.dir)
+            if script_copy:
+                # The code that ran, beside its results: which edit gave which curves.
+                name, code = script_copy
+                files.write_atomically(self.path(name), lambda tmp: files.write_bytes(tmp, code))
             files.write_json(os.path.join(self.dir, "config.json"), config)
             print(f"run       {self.dir}")
         print("config    " + " ".join(f"{key}={value!r}" for key, value in config.items()))
@@ -344,6 +354,16 @@ def _writing_to(folder):
         raise  # The reader of stdout went away (`| head`): the run folder is fine.
     except OSError as error:
         raise files.unwritable(folder, error) from None
+
+
+def _running_script(script):
+    """(file name, code) of the script this process runs, where that is the
+    file `script`.py; None otherwise (a test, `python -c`)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path or os.path.basename(path) != f"{script}.py":
+        return None
+    with open(path, "rb") as f:
+        return os.path.basename(path), f.read()
 
 
 def _process_suffix():

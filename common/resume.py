@@ -238,10 +238,17 @@ def read_state(path):
         ) from None
 
 
-def unfinished_run(parent, config):
+def unfinished_run(parent, config, script=None):
     """The newest run folder under `parent` with these settings that has not
     finished and that no live process is writing to, claimed for this one:
-    (folder, its lock from `claim`), or (None, None) if there is none."""
+    (folder, its lock from `claim`), or (None, None) if there is none.
+
+    `script` is (its file name, its code) where the running script is a
+    file: a folder holding a copy of it with other code (the script edited
+    since that run stopped) is not resumed, as its saved weights would go
+    into another model, or into the same one trained another way. Folders
+    without a copy (runs from before 2026-12-06) are compared by their
+    settings alone."""
     if not os.path.isdir(parent):
         return None, None
     try:
@@ -257,6 +264,9 @@ def unfinished_run(parent, config):
                 if not _same_settings(json.load(f), config):
                     continue
         except (OSError, ValueError):
+            continue
+        if script and _edited_since(folder, *script):
+            print(f"note      not resuming {folder}: {script[0]} has been edited since that run stopped")
             continue
         lock = claim(folder)
         # Another process may have finished the run since it was looked at,
@@ -276,6 +286,17 @@ def _same_settings(saved, config):
     if not isinstance(saved, dict):
         return False
     return {**saved, "out_dir": None} == {**config, "out_dir": None}
+
+
+def _edited_since(folder, name, code):
+    """Whether the copy of the script in a run folder holds other code than `code`."""
+    try:
+        with open(os.path.join(folder, name), "rb") as f:
+            return f.read() != code
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # Unreadable: that run's code cannot be shown to be this.
 
 
 def claim(folder):

@@ -348,6 +348,31 @@ def test_other_settings_start_a_new_run(tmp_path):
     assert output.Run("tiny", {"out_dir": str(tmp_path), "epochs": 4}).dir != first.dir
 
 
+def test_a_script_edited_since_its_run_stopped_starts_a_new_run(tmp_path, monkeypatch, capsys):
+    # Edited after Ctrl-C (a layer of 256 units in place of 512), the same
+    # command resumed the old run and stopped, on every try, at its weights'
+    # shapes; an edit that kept the shapes loaded them into other code.
+    script = tmp_path / "tiny.py"
+    script.write_text("units = 512\n")
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", str(script))
+    config = {"out_dir": str(tmp_path / "runs"), "epochs": 3}
+    first = output.Run("tiny", config)
+    assert open(first.path("tiny.py")).read() == "units = 512\n"  # The code that ran, beside its results.
+    first._lock.close()  # Its process ended before the run finished.
+    again = output.Run("tiny", config)
+    assert again.dir == first.dir  # Not edited: resumed.
+    again._lock.close()
+    script.write_text("units = 256\n")
+    capsys.readouterr()
+    edited = output.Run("tiny", config)
+    assert edited.dir != first.dir and open(edited.path("tiny.py")).read() == "units = 256\n"
+    assert capsys.readouterr().out.startswith(f"note      not resuming {first.dir}: tiny.py has been edited since that run stopped\n")
+    # A run folder without a copy, written before runs kept one, is resumed by its settings alone.
+    edited._lock.close()
+    os.remove(edited.path("tiny.py"))
+    assert output.Run("tiny", config).dir == edited.dir
+
+
 def test_the_same_out_dir_spelled_another_way_resumes_the_run(tmp_path, monkeypatch):
     # Typed relative to another folder (or with a trailing slash, which the
     # config drops), it started the run over and left the interrupted one.

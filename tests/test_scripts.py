@@ -95,6 +95,8 @@ def test_smoke(script, dataset, tmp_path):
     assert run_dir.startswith(os.path.join(out_dir, script[:-3]))
     for name in ("config.json", "history.csv", "curves.png", "confusion.png", "misclassified.png", "model.keras"):
         assert os.path.exists(os.path.join(run_dir, name)), name
+    # The script as it ran, beside what it gave.
+    assert open(os.path.join(run_dir, script), "rb").read() == open(os.path.join(REPO, script), "rb").read()
     config = json.load(open(os.path.join(run_dir, "config.json")))
     assert config["epochs"] == 2 and config["batch_size"] == 32
     assert config["data_dir"] == data_dir
