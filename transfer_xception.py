@@ -204,8 +204,9 @@ with scope:
         keras.applications.Xception, weights, input_shape=(image_size, image_size, 3)
     )
     # The base's outputs: the feature maps of Xception's last block (2048
-    # channels) and, with block13_features, of the block before it (1024),
-    # which are less specific to ImageNet's own classes.
+    # channels) and, with block13_features, of the block before it (1024:
+    # its last convolution, batch-normalised, before the block's pooling and
+    # shortcut), which are less specific to ImageNet's own classes.
     block13 = [xception.get_layer("block13_sepconv2_bn").output] if block13_features else []
     base = keras.Model(xception.input, [*block13, xception.output], name="xception")
     base.trainable = False

@@ -6,7 +6,7 @@
     runs/<script>/<run id>/curves.png    accuracy and loss, train vs validation, and the learning rate
     runs/<script>/<run id>/confusion.png the test set's confusion matrix
     runs/<script>/<run id>/misclassified.png  test images the model got wrong
-                                         (predictions.png: the first test photos, for transfer_xception.py)
+                                         (predictions.png: test photos and their classes, for transfer_xception.py)
     runs/<script>/<run id>/model.keras   the trained model
     runs/<script>/<run id>/result.json   the final figures
 
@@ -164,8 +164,8 @@ class Run:
         (with `class_names`, else the class numbers), and a grid of test
         images (`images`, else `x_test` where it holds images) that is
         either the misclassified ones with their true and predicted classes
-        (grid="misclassified") or the first ones with their predictions
-        (grid="predictions").
+        (grid="misclassified") or any, with their predictions
+        (grid="predictions"): 32 at most, evenly spaced through the test set.
 
         test_loss is the test images' cross-entropy, without label smoothing
         or weight penalties, so that runs with different ones compare. The
@@ -263,7 +263,7 @@ class Run:
 
     def _image_grid(self, images, labels, predicted, probabilities, class_names, grid, title, count=32):
         if grid == "misclassified":
-            chosen = np.flatnonzero(predicted != labels)[:count]
+            chosen = _spread(np.flatnonzero(predicted != labels), count)
             captions = [
                 f"{class_names[labels[i]]} -> {class_names[predicted[i]]} {probabilities[i, predicted[i]]:.2f}" for i in chosen
             ]
@@ -272,15 +272,24 @@ class Run:
                 f"{len(chosen)} of {np.sum(predicted != labels)}"
             )
         else:
-            chosen = np.arange(min(count, len(labels)))
+            chosen = _spread(np.arange(len(labels)), count)
             captions = [
                 f"{class_names[predicted[i]]} {probabilities[i, predicted[i]]:.2f}"
                 + ("" if predicted[i] == labels[i] else f"\n(is {class_names[labels[i]]})")
                 for i in chosen
             ]
-            heading = f"{title}: predictions for the first test images (red: wrong)"
+            heading = f"{title}: predictions for test images from all over the test set (red: wrong)"
         plots.image_grid(np.asarray(images)[chosen], captions, self.path(f"{grid}.png"), heading,
                          wrong=predicted[chosen] != labels[chosen])
+
+
+def _spread(indices, count):
+    """At most `count` of the indices, evenly spaced from the first to the
+    last: a test set stored class by class (photos from class folders) then
+    shows every class in the grid, not only the first."""
+    if len(indices) <= count:
+        return indices
+    return indices[np.linspace(0, len(indices) - 1, count).round().astype(int)]
 
 
 class EpochTable(keras.callbacks.Callback):

@@ -270,6 +270,29 @@ def test_finish_scores_the_test_set_and_plots_confusion_and_mistakes(tmp_path, c
     assert grid["captions"] == ["dog -> cat 0.79", "fox -> cat 0.79", "dog -> cat 0.79"]
 
 
+@pytest.mark.parametrize("grid", ["predictions", "misclassified"])
+def test_the_image_grid_shows_every_class_of_a_test_set_stored_class_by_class(grid, tmp_path, monkeypatch):
+    # Photos from one's own train/ and test/ class folders come class by
+    # class: the first 32 were all of the first class.
+    drawn = {}
+    monkeypatch.setattr(output.plots, "image_grid", lambda images, captions, *args, **kwargs: drawn.update(captions=captions))
+    run = output.Run("tiny_images", {"out_dir": str(tmp_path)})
+    model = keras.Sequential([keras.Input((6, 6)), keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")])
+    labels = np.repeat([0, 1, 2, 3], 40)
+    x = np.random.default_rng(0).integers(0, 255, (len(labels), 6, 6)).astype("uint8")
+    y = keras.utils.to_categorical(labels, 4)
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=1, validation_data=(x, y), callbacks=run.callbacks(), verbose=0)
+    model.layers[-1].set_weights([np.zeros((36, 4)), np.array([2.0, 0.0, 0.0, 0.0])])  # Always class 0.
+    run.finish(model, x, y, ["ant", "bee", "cat", "dog"], grid=grid)
+    captions = drawn["captions"]
+    assert len(captions) == 32
+    if grid == "predictions":
+        assert {caption.split("(is ")[-1] for caption in captions if "(is " in caption} == {"bee)", "cat)", "dog)"}
+    else:  # The 120 it got wrong, spread over the three classes it missed.
+        assert {caption.split(" ->")[0] for caption in captions} == {"bee", "cat", "dog"}
+
+
 def pixel_reader(tmp_path, images, labels):
     """A model of 5x5 images that reads pixel (2, 3): lit, it says class 0
     with certainty; dark, it leans to class 1 (bias 0.1: 52.5% to 47.5%).
