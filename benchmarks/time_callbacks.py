@@ -26,6 +26,7 @@ import time
 
 import keras
 
+import common
 from common import UserError, device, output, resume
 
 totals = collections.defaultdict(float)
@@ -99,6 +100,7 @@ def report():
         print(f"resume states after epochs {epochs} | savez {statistics.mean(s for _, s in saves):.2f} s each")
 
 
+common.handle_errors()
 if sys.argv[1:2] in (["-h"], ["--help"]):
     print(__doc__.strip())
     raise SystemExit(0)

@@ -1,7 +1,9 @@
 """Code shared by the training scripts: config overrides, data, devices, outputs.
 
-Importing this package installs one behaviour worth knowing about: a `UserError`
-that nobody catches (a missing data file, an unknown override, ...) is printed
+`handle_errors()`, which every script calls through
+`common.config.apply_overrides`, installs one behaviour worth knowing about
+(a program that only imports a module of this package, to load a saved
+model, keeps Python's own): a `UserError` that nobody catches (a missing data file, an unknown override, ...) is printed
 as a single `error: ...` line, and the run exits with status 1, instead of a
 traceback: it is a mistake in the input, not in the program. Running out of
 memory (a model, batch or image size too large for the machine) is one line
@@ -177,10 +179,22 @@ def _join_writers(seconds):
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-sys.excepthook = _excepthook
-atexit.register(_flush_at_exit)
-# A path that stdout's encoding cannot write (PYTHONIOENCODING=ascii, an old
-# terminal) is printed with backslash escapes, as stderr prints it, instead
-# of ending the run. (Python's UTF-8 modes write any path already.)
-if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
-    sys.stdout.reconfigure(errors="backslashreplace")
+_handling_errors = False
+
+
+def handle_errors():
+    """Installs, once, what the module's docstring lists, for a command-line
+    run: the scripts, the benchmarks and `python -m common.compare`. Their
+    messages speak of --key=value settings and run folders, which a program
+    of one's own that only imports a module of this package has none of."""
+    global _handling_errors
+    if _handling_errors:
+        return
+    _handling_errors = True
+    sys.excepthook = _excepthook
+    atexit.register(_flush_at_exit)
+    # A path that stdout's encoding cannot write (PYTHONIOENCODING=ascii, an
+    # old terminal) is printed with backslash escapes, as stderr prints it,
+    # instead of ending the run. (Python's UTF-8 modes write any path already.)
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")

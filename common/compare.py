@@ -18,6 +18,7 @@ import sys
 
 from matplotlib.backend_bases import FigureCanvasBase
 
+import common
 from common import UserError, plots, reason
 from common.data import visible
 from common.files import read_history, shown
@@ -149,4 +150,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    common.handle_errors()
     main(sys.argv[1:])

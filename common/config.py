@@ -20,6 +20,7 @@ import tokenize
 
 import keras
 
+import common
 from common import UserError
 
 # Activations that take a tensor alone and keep its shape (Keras has others,
@@ -108,6 +109,7 @@ def apply_overrides(namespace, argv=None):
     that a shared rule forbids (such as `--epochs=0`). `--help` prints the
     settings with their defaults and exits.
     """
+    common.handle_errors()  # From here on a UserError is one line (common/__init__.py).
     argv = sys.argv[1:] if argv is None else argv
     keys = config_keys(namespace)
     defaults = {key: namespace[key] for key in keys}  # The script's own, whatever earlier overrides set.

@@ -340,14 +340,15 @@ def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_
 
 
 def python_with_common(code, stdout, unbuffered="", imports=""):
-    """Starts `code` (after `import common` and `imports`) in a Python process of its own."""
+    """Starts `code` (after `import common`, its `handle_errors()` as a script's settings call it, and
+    `imports`) in a Python process of its own."""
     import subprocess
     import sys
 
     from conftest import REPO
 
     return subprocess.Popen(
-        [sys.executable, "-c", "import common\n" + imports + code], cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
+        [sys.executable, "-c", "import common\ncommon.handle_errors()\n" + imports + code], cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
         stdout=stdout, stderr=subprocess.PIPE, text=True,
     )
 
@@ -517,10 +518,33 @@ def test_a_path_that_stdouts_encoding_cannot_write_is_escaped():
     from conftest import REPO
 
     printed = subprocess.run(
-        [sys.executable, "-c", "import common\nprint('run       /tmp/\\xe9/mnist_mlp')"], cwd=REPO,
+        [sys.executable, "-c", "import common\ncommon.handle_errors()\nprint('run       /tmp/\\xe9/mnist_mlp')"], cwd=REPO,
         env={**os.environ, "PYTHONIOENCODING": "ascii"}, capture_output=True, timeout=60,
     )
     assert (printed.returncode, printed.stdout, printed.stderr) == (0, b"run       /tmp/\\xe9/mnist_mlp\n", b"")
+
+
+def test_a_program_that_only_imports_common_keeps_pythons_own_error_handling():
+    # Loading a saved model needs `import common.augment`: a program's own out-of-memory error then said
+    # "give a smaller --batch_size", and its Ctrl-C printed "interrupted" in place of the traceback.
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = (
+        "import sys, common.augment, common.config\n"
+        "print(sys.excepthook is sys.__excepthook__)\n"
+        "common.config.apply_overrides({}, [])\n"  # A script's first step.
+        "print(sys.excepthook is sys.__excepthook__)\n"
+        "raise MemoryError\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stdout == "True\nFalse\n"
+    assert result.stderr.strip().splitlines()[-1].startswith("error: out of memory")  # After TensorFlow's logs.
+    code = "import common.augment\nraise MemoryError\n"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "Traceback" in result.stderr and result.stderr.strip().splitlines()[-1] == "MemoryError"
 
 
 def test_a_closed_stdout_is_no_error_at_the_end():
@@ -531,7 +555,7 @@ def test_a_closed_stdout_is_no_error_at_the_end():
     from conftest import REPO
 
     closed = subprocess.run(
-        [sys.executable, "-c", "import common\nprint('nowhere')"], cwd=REPO, capture_output=False,
+        [sys.executable, "-c", "import common\ncommon.handle_errors()\nprint('nowhere')"], cwd=REPO, capture_output=False,
         stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1), timeout=60,
     )
     assert closed.returncode == 0 and closed.stderr == ""
@@ -547,7 +571,9 @@ def stopped(tmp_path, with_run, how):
 
     code = (
         "import os, signal, time\n"
+        "import common.config\n"
         "from common import output\n"
+        "common.config.apply_overrides({}, [])\n"  # As a script's first step: Ctrl-C and errors are one line.
         f"if {with_run}:\n"
         f"    output.Run('tiny', {{'out_dir': {str(tmp_path)!r}, 'epochs': 1}})\n"
         f"{how}\n"
