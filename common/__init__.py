@@ -45,7 +45,8 @@ def reason(error):
     its description and the file, without Python's "[Errno 13]" and quotes."""
     if isinstance(error, OSError) and error.strerror:
         files = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
-        return f"{error.strerror}: {files}" if files else error.strerror
+        description = error.strerror.splitlines()[0]
+        return f"{description}: {files}" if files else description
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 

@@ -102,6 +102,23 @@ def parse_value(key, text, default):
     return value
 
 
+# The running script's file name and code, as `apply_overrides` read them at
+# its start (before the data loads, which can take minutes): the run folder
+# keeps this copy, and a stopped run is resumed only by the same code
+# (common.output.Run). None where the settings have no file (a test).
+script = None
+
+
+def _read_script(path):
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return os.path.basename(path), f.read()
+    except OSError:
+        return None  # Gone already: the run keeps no copy, and resumes no run that has one.
+
+
 def apply_overrides(namespace, argv=None):
     """Applies `--key=value` arguments to `namespace` and returns the config dict.
 
@@ -110,6 +127,8 @@ def apply_overrides(namespace, argv=None):
     settings with their defaults and exits.
     """
     common.handle_errors()  # From here on a UserError is one line (common/__init__.py).
+    global script
+    script = _read_script(namespace.get("__file__"))
     argv = sys.argv[1:] if argv is None else argv
     keys = config_keys(namespace)
     defaults = {key: namespace[key] for key in keys}  # The script's own, whatever earlier overrides set.

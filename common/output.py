@@ -1,7 +1,7 @@
 """What a run prints and writes, the same way in every script.
 
     runs/<script>/<run id>/config.json   the final settings
-    runs/<script>/<run id>/<script>.py   a copy of the script as it ran
+    runs/<script>/<run id>/<script>.py   a copy of the script as it started (common.config.script)
     runs/<script>/<run id>/history.csv   one row per epoch (Keras' CSVLogger)
     runs/<script>/<run id>/curves.png    accuracy and loss, train vs validation, and the learning rate
     runs/<script>/<run id>/confusion.png the test set's confusion matrix
@@ -28,13 +28,13 @@ and a row cut short is mended on resuming.
 
 import contextlib
 import os
-import sys
 import time
 
 import keras
 import numpy as np
 
 import common
+import common.config
 from common import UserError, augment, device, files, plots, reason, resume, schedules
 
 # The epoch table's columns: history.csv's column (the key in Keras' epoch
@@ -68,10 +68,8 @@ class Run:
         parent = os.path.join(config["out_dir"], script)
         # A run over several machines is not resumed: its processes would
         # have to resume from the same epoch, which nothing here ensures.
-        script_copy = _running_script(script)
-        self.dir, self._lock = (
-            resume.unfinished_run(parent, config, script_copy) if device.processes() == 1 else (None, None)
-        )
+        code = common.config.script  # (file name, code) of the script, read as it started
+        self.dir, self._lock = resume.unfinished_run(parent, config, code) if device.processes() == 1 else (None, None)
         self.initial_epoch = 0
         self.train_seconds = None
         self._state = None
@@ -94,10 +92,9 @@ class Run:
             self.dir = _new_run_dir(parent, _process_suffix())
             # Claimed before config.json makes it look like a run to resume.
             self._lock = resume.claim(self.dir)
-            if script_copy:
+            if code:
                 # The code that ran, beside its results: which edit gave which curves.
-                name, code = script_copy
-                files.write_atomically(self.path(name), lambda tmp: files.write_bytes(tmp, code))
+                files.write_atomically(self.path(code[0]), lambda tmp: files.write_bytes(tmp, code[1]))
             files.write_json(os.path.join(self.dir, "config.json"), config)
             print(f"run       {self.dir}")
         print("config    " + " ".join(f"{key}={value!r}" for key, value in config.items()))
@@ -165,7 +162,8 @@ class Run:
         images (`images`, else `x_test` where it holds images) that is
         either the misclassified ones with their true and predicted classes
         (grid="misclassified") or any, with their predictions
-        (grid="predictions"): 32 at most, evenly spaced through the test set.
+        (grid="predictions"): 32 at most, evenly spaced through the mistakes
+        or the test set.
 
         test_loss is the test images' cross-entropy, without label smoothing
         or weight penalties, so that runs with different ones compare. The
@@ -363,16 +361,6 @@ def _writing_to(folder):
         raise  # The reader of stdout went away (`| head`): the run folder is fine.
     except OSError as error:
         raise files.unwritable(folder, error) from None
-
-
-def _running_script(script):
-    """(file name, code) of the script this process runs, where that is the
-    file `script`.py; None otherwise (a test, `python -c`)."""
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    if not path or os.path.basename(path) != f"{script}.py":
-        return None
-    with open(path, "rb") as f:
-        return os.path.basename(path), f.read()
 
 
 def _process_suffix():

@@ -243,12 +243,12 @@ def unfinished_run(parent, config, script=None):
     finished and that no live process is writing to, claimed for this one:
     (folder, its lock from `claim`), or (None, None) if there is none.
 
-    `script` is (its file name, its code) where the running script is a
-    file: a folder holding a copy of it with other code (the script edited
-    since that run stopped) is not resumed, as its saved weights would go
-    into another model, or into the same one trained another way. Folders
-    without a copy (runs from before 2026-12-06) are compared by their
-    settings alone."""
+    `script` is the running script's (file name, code), or None where it is
+    not known: a folder whose copy of its script differs (the script edited
+    since that run stopped, or another copy of it run) is not resumed, as
+    its saved weights would go into another model, or into the same one
+    trained another way. Folders without a copy (runs from before
+    2026-12-06) are compared by their settings alone."""
     if not os.path.isdir(parent):
         return None, None
     try:
@@ -265,15 +265,16 @@ def unfinished_run(parent, config, script=None):
                     continue
         except (OSError, ValueError):
             continue
-        if script and _edited_since(folder, *script):
-            print(f"note      not resuming {folder}: {script[0]} has been edited since that run stopped")
-            continue
         lock = claim(folder)
         # Another process may have finished the run since it was looked at,
         # and removed its lock file: the one claim made is removed again.
         if lock and finished(folder):
             os.remove(lock.name)
             lock.close()
+        elif lock and _ran_other_code(folder, script):
+            lock.close()  # Lets it go: that run stays as it was.
+            print(f"note      not resuming {folder}: its copy of its script differs from the code run now; "
+                  "delete that folder if you no longer need it")
         elif lock:
             return folder, lock
     return None, None
@@ -288,13 +289,17 @@ def _same_settings(saved, config):
     return {**saved, "out_dir": None} == {**config, "out_dir": None}
 
 
-def _edited_since(folder, name, code):
-    """Whether the copy of the script in a run folder holds other code than `code`."""
+def _ran_other_code(folder, script):
+    """Whether the run in `folder` kept a copy of its script that is not
+    `script` (file name, code), or any copy where `script` is None."""
     try:
-        with open(os.path.join(folder, name), "rb") as f:
-            return f.read() != code
-    except FileNotFoundError:
-        return False
+        copies = [name for name in os.listdir(folder) if name.endswith(".py")]
+        if not copies:
+            return False
+        if script is None or copies != [script[0]]:
+            return True
+        with open(os.path.join(folder, script[0]), "rb") as f:
+            return f.read() != script[1]
     except OSError:
         return True  # Unreadable: that run's code cannot be shown to be this.
 

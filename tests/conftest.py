@@ -22,6 +22,16 @@ needs_real_mnist = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def no_script_read(monkeypatch):
+    """Each test starts as if no script had started in this process: a test
+    that applies a script's settings (which reads its code, for the run
+    folder's copy) leaves no code behind for the runs of the tests after it."""
+    import common.config
+
+    monkeypatch.setattr(common.config, "script", None)
+
+
 @pytest.fixture
 def figures(monkeypatch):
     """The Matplotlib figures drawn during a test, kept open instead of closed

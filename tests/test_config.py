@@ -246,6 +246,7 @@ def test_an_errors_reason_is_its_first_line_or_else_its_kind():
     # The system's errors as a user reads them: what went wrong and where, not "[Errno 13] Permission denied: '/x'".
     assert reason(PermissionError(13, "Permission denied", "/runs/x")) == "Permission denied: /runs/x"
     assert reason(OSError(28, "No space left on device")) == "No space left on device"
+    assert reason(OSError(5, "Input/output error\n  in a library's words", "/f")) == "Input/output error: /f"
     assert reason(OSError(18, "Invalid cross-device link", "/a", None, "/b")) == "Invalid cross-device link: /a -> /b"
     try:
         open("/nonexistent/file")

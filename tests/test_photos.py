@@ -222,8 +222,7 @@ def test_the_split_is_seeded_disjoint_and_holds_every_class(tmp_path):
     other = photos.split_photos(collection, 0.15, 0.2, seed=1)
     np.testing.assert_array_equal(again["test"].x, splits["test"].x)
     assert as_set(other["test"].x) != sets["test"]
-    # The classes are shuffled together: a split ordered by class would, for
-    # one, fill the grid of the first test photos with a single class.
+    # The classes are shuffled together, not left in the class folders' order.
     for part in splits.values():
         assert list(part.y) != sorted(part.y)
 

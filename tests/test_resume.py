@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+import common.config
 from common import UserError, files, output, resume, schedules
 from conftest import REPO, final_fields, run_script, run_until_epoch, synthetic_mnist, write_mnist_npz
 from test_output import tiny_data, tiny_model
@@ -348,29 +349,74 @@ def test_other_settings_start_a_new_run(tmp_path):
     assert output.Run("tiny", {"out_dir": str(tmp_path), "epochs": 4}).dir != first.dir
 
 
-def test_a_script_edited_since_its_run_stopped_starts_a_new_run(tmp_path, monkeypatch, capsys):
+def started(script, namespace=None):
+    """As a script starts: its settings applied, which reads its code."""
+    common.config.apply_overrides({"__file__": str(script), **(namespace or {})}, [])
+
+
+def test_a_script_edited_since_its_run_stopped_starts_a_new_run(tmp_path, capsys):
     # Edited after Ctrl-C (a layer of 256 units in place of 512), the same
     # command resumed the old run and stopped, on every try, at its weights'
     # shapes; an edit that kept the shapes loaded them into other code.
     script = tmp_path / "tiny.py"
     script.write_text("units = 512\n")
-    monkeypatch.setattr(sys.modules["__main__"], "__file__", str(script))
     config = {"out_dir": str(tmp_path / "runs"), "epochs": 3}
+    started(script)
+    script.write_text("units = 128\n")  # Saved while the data loaded: not the code that runs.
     first = output.Run("tiny", config)
     assert open(first.path("tiny.py")).read() == "units = 512\n"  # The code that ran, beside its results.
     first._lock.close()  # Its process ended before the run finished.
-    again = output.Run("tiny", config)
-    assert again.dir == first.dir  # Not edited: resumed.
-    again._lock.close()
-    script.write_text("units = 256\n")
+    started(script)
     capsys.readouterr()
     edited = output.Run("tiny", config)
-    assert edited.dir != first.dir and open(edited.path("tiny.py")).read() == "units = 256\n"
-    assert capsys.readouterr().out.startswith(f"note      not resuming {first.dir}: tiny.py has been edited since that run stopped\n")
-    # A run folder without a copy, written before runs kept one, is resumed by its settings alone.
+    assert edited.dir != first.dir and open(edited.path("tiny.py")).read() == "units = 128\n"
+    assert capsys.readouterr().out.startswith(
+        f"note      not resuming {first.dir}: its copy of its script differs from the code run now; "
+        "delete that folder if you no longer need it\n"
+    )
+    # Not edited: resumed. (Its note for the other folder says how to stop it.)
     edited._lock.close()
-    os.remove(edited.path("tiny.py"))
     assert output.Run("tiny", config).dir == edited.dir
+
+
+def test_a_copy_of_a_script_under_another_name_does_not_resume_the_scripts_run(tmp_path):
+    # `cp mnist_cnn.py my_cnn.py`, edited: it writes to runs/mnist_cnn/ as the script does.
+    (tmp_path / "tiny.py").write_text("units = 512\n")
+    (tmp_path / "my_tiny.py").write_text("units = 512\n")
+    config = {"out_dir": str(tmp_path / "runs")}
+    started(tmp_path / "tiny.py")
+    first = output.Run("tiny", config)
+    first._lock.close()
+    started(tmp_path / "my_tiny.py")
+    other = output.Run("tiny", config)
+    assert other.dir != first.dir and sorted(os.listdir(other.dir)) == ["config.json", "my_tiny.py", "running.pid"]
+    other._lock.close()
+    # Code that cannot be known (the settings had no file) resumes no run that kept a copy.
+    common.config.apply_overrides({}, [])
+    assert output.Run("tiny", config).dir not in (first.dir, other.dir)
+
+
+def test_a_run_still_going_is_left_alone_without_a_note(tmp_path, capsys):
+    script = tmp_path / "tiny.py"
+    script.write_text("units = 512\n")
+    config = {"out_dir": str(tmp_path / "runs")}
+    started(script)
+    first = output.Run("tiny", config)  # Its lock held: still training.
+    script.write_text("units = 256\n")
+    started(script)
+    capsys.readouterr()
+    assert output.Run("tiny", config).dir != first.dir
+    assert "note" not in capsys.readouterr().out
+
+
+def test_a_run_folder_without_a_copy_of_its_script_resumes_by_its_settings(tmp_path):
+    # Runs from before 2026-12-06 kept no copy.
+    config = {"out_dir": str(tmp_path / "runs")}
+    first = output.Run("tiny", config)
+    first._lock.close()
+    (tmp_path / "tiny.py").write_text("units = 512\n")
+    started(tmp_path / "tiny.py")
+    assert output.Run("tiny", config).dir == first.dir
 
 
 def test_the_same_out_dir_spelled_another_way_resumes_the_run(tmp_path, monkeypatch):
