@@ -1,7 +1,7 @@
 """What a run prints and writes, the same way in every script.
 
     runs/<script>/<run id>/config.json   the final settings
-    runs/<script>/<run id>/<script>.py   a copy of the script as it started (common.config.script)
+    runs/<script>/<run id>/<script>.py   a copy of the script file that ran, as it started (common.config.script)
     runs/<script>/<run id>/history.csv   one row per epoch (Keras' CSVLogger)
     runs/<script>/<run id>/curves.png    accuracy and loss, train vs validation, and the learning rate
     runs/<script>/<run id>/confusion.png the test set's confusion matrix
@@ -284,7 +284,7 @@ class Run:
 def _spread(indices, count):
     """At most `count` of the indices, evenly spaced from the first to the
     last: a test set stored class by class (photos from class folders) then
-    shows every class in the grid, not only the first."""
+    shows images of the classes throughout, not of the first alone."""
     if len(indices) <= count:
         return indices
     return indices[np.linspace(0, len(indices) - 1, count).round().astype(int)]
