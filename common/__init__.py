@@ -4,8 +4,9 @@
 `common.config.apply_overrides`, installs one behaviour worth knowing about
 (a program that only imports a module of this package, to load a saved
 model, keeps Python's own): a `UserError` that nobody catches (a missing
-data file, an unknown override, ...) is printed as a single `error: ...` line, and the run exits with status 1, instead of a
-traceback: it is a mistake in the input, not in the program. Running out of
+data file, an unknown override, ...) is printed as a single `error: ...`
+line, and the run exits with status 1, instead of a traceback: it is a
+mistake in the input, not in the program. Running out of
 memory (a model, batch or image size too large for the machine) is one line
 too, and so is a full disk where the output is redirected. Ctrl-C during a
 training run prints how to continue it, and so does SIGTERM once a run has
