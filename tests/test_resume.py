@@ -349,9 +349,9 @@ def test_other_settings_start_a_new_run(tmp_path):
     assert output.Run("tiny", {"out_dir": str(tmp_path), "epochs": 4}).dir != first.dir
 
 
-def started(script, namespace=None):
+def started(script):
     """As a script starts: its settings applied, which reads its code."""
-    common.config.apply_overrides({"__file__": str(script), **(namespace or {})}, [])
+    common.config.apply_overrides({"__file__": str(script)}, [])
 
 
 def test_a_script_edited_since_its_run_stopped_starts_a_new_run(tmp_path, capsys):
