@@ -84,6 +84,16 @@ def read_history(path):
         return parse_history(f.read().splitlines(keepends=True))
 
 
+def history_header(path):
+    """The column names on history.csv's first line, or None where the file
+    is missing, empty or unreadable."""
+    try:
+        with open(path, newline="") as f:
+            return next(csv.reader(f), None)
+    except (OSError, ValueError, csv.Error):  # A UnicodeDecodeError is a ValueError.
+        return None
+
+
 def parse_history(lines):
     """The lines of a history.csv as `read_history` reads them."""
     try:

@@ -113,6 +113,12 @@ class Run:
     def path(self, name):
         return os.path.join(self.dir, name)
 
+    def clock(self):
+        """The training clock: the seconds in this `fit` since its callbacks
+        began (`ResumeState.on_train_begin` sets `fit_start`), plus those of
+        the earlier fits (phases) and of the run this one continues."""
+        return (self.train_seconds or 0) + time.perf_counter() - self.fit_start
+
     def callbacks(self, *extra, phase=""):
         """The callbacks every script passes to `model.fit`: the epoch table,
         then CSVLogger, which sees the table's seconds and learning rate, then
@@ -293,8 +299,11 @@ def _spread(indices, count):
 class EpochTable(keras.callbacks.Callback):
     """Prints the parameter counts, then one fixed-width row per epoch.
 
-    It adds `seconds` (the epoch's wall time) and `learning_rate` to the epoch
-    logs, so the callbacks after it (CSVLogger, History) record them too.
+    It adds `seconds` (the epoch's wall time), `train_seconds` (the training
+    clock at the epoch's end: every earlier epoch and what ran between them,
+    such as checkpoints, included, so the time to reach an accuracy) and
+    `learning_rate` to the epoch logs, so the callbacks after it (CSVLogger,
+    History) record them too.
     """
 
     def __init__(self, run):
@@ -313,12 +322,19 @@ class EpochTable(keras.callbacks.Callback):
             print("epochs    none left to train: history.csv holds the run's epochs")
         else:
             print(_HEADER)
+        # A run begun before history.csv had the clock's column, and resumed
+        # now, goes on without it: CSVLogger appends rows under the header it
+        # finds.
+        header = files.history_header(self.run.path("history.csv"))
+        self.log_clock = header is None or "train_seconds" in header
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs["seconds"] = time.perf_counter() - self.epoch_start
+        if self.log_clock:
+            logs["train_seconds"] = self.run.clock()
         optimizer = self.model.optimizer
         schedule = getattr(optimizer, "_learning_rate", None)  # Keras keeps the schedule, if any, here.
         if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):

@@ -66,7 +66,7 @@ class ResumeState(keras.callbacks.Callback):
         self.writer = None  # the thread writing this fit's last saved state
 
     def on_train_begin(self, logs=None):
-        self.fit_start = time.perf_counter()
+        self.run.fit_start = time.perf_counter()  # The training clock starts (Run.clock).
         self.writer = None
         state = self.run.take_saved_state()  # Restored once, into the first fit.
         if state is None:
@@ -98,7 +98,7 @@ class ResumeState(keras.callbacks.Callback):
         arrays = {
             "epochs_done": np.array(epoch + 1),
             "initial_epoch": np.array(self.params["epochs"] if stopped else epoch + 1),
-            "train_seconds": np.array((self.run.train_seconds or 0) + start - self.fit_start),
+            "train_seconds": np.array(self.run.clock()),
             "phase": np.array(self.phase),
             "callbacks": np.array(json.dumps([_monitor_state(c) for c in self.callbacks])),
         }
@@ -127,7 +127,7 @@ class ResumeState(keras.callbacks.Callback):
         # time from the state's restore to the end of the last state's write,
         # the other callbacks' ends (early stopping's restore) included. Phases
         # add up: it is the time spent in all `fit` calls.
-        self.run.train_seconds = (self.run.train_seconds or 0) + time.perf_counter() - self.fit_start
+        self.run.train_seconds = self.run.clock()
 
     def _due(self):
         """Whether this epoch's state is worth saving (the rule above)."""

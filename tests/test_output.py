@@ -196,6 +196,27 @@ def test_the_training_seconds_include_the_last_states_write(tmp_path, monkeypatc
     assert 3.0 <= run.train_seconds <= time.perf_counter() - start
 
 
+class SlowAfterEachEpoch(keras.callbacks.Callback):
+    """Takes half a second after each epoch's clock has stopped, as a checkpoint would."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(0.5)
+
+
+def test_the_history_records_the_training_clock_at_each_epochs_end(tmp_path):
+    # The time to reach an accuracy: the epochs before it and what ran
+    # between them, which each epoch's own seconds leave out.
+    run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
+    x, y = tiny_data()
+    tiny_model().fit(x, y, epochs=3, validation_data=(x, y), callbacks=run.callbacks(SlowAfterEachEpoch()), verbose=0)
+    history = files.read_history(run.path("history.csv"))
+    clock, seconds = history["train_seconds"], history["seconds"]
+    assert clock[0] >= seconds[0]
+    for epoch in (1, 2):
+        assert clock[epoch] >= clock[epoch - 1] + 0.5 + seconds[epoch]
+    assert clock[2] <= run.train_seconds
+
+
 def test_a_model_compiled_without_accuracy_still_finishes(tmp_path, capsys):
     # A newcomer's own script without metrics=["accuracy"]: a KeyError
     # traceback after model.keras, before result.json, at every rerun.
@@ -220,6 +241,8 @@ def test_a_run_in_two_phases_keeps_one_history(tmp_path, capsys):
         x, y, initial_epoch=2, epochs=3, validation_data=(x, y), callbacks=run.callbacks(), verbose=0
     )
     assert run.train_seconds > first_seconds  # The phases' times add up.
+    clock = files.read_history(run.path("history.csv"))["train_seconds"]
+    assert clock[1] <= first_seconds < clock[2] <= run.train_seconds  # The clock goes on from phase 1's.
     run.finish(model, x, y, phase_starts=[3])
     # result.json keeps where phase 2 began, for common.compare's curves.
     assert json.load(open(run.path("result.json")))["phase_starts"] == [3]

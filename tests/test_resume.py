@@ -90,7 +90,7 @@ def interrupted_then_resumed(tmp_path, stop_after, **settings):
     assert not os.path.exists(first.path("model.keras"))
     os.remove(first.path("running.pid"))  # As if the process had died.
     with np.load(first.path(resume.STATE_FILE)) as state:
-        trained_seconds = float(state["train_seconds"])
+        trained_seconds, saved_epochs = float(state["train_seconds"]), int(state["epochs_done"])
 
     again = output.Run("tiny", config)
     assert again.dir == first.dir
@@ -99,6 +99,12 @@ def interrupted_then_resumed(tmp_path, stop_after, **settings):
     resumed = train(again, **settings)
     again.finish(resumed, x, y)
     assert again.train_seconds > trained_seconds
+    # The training clock in the history goes on from the seconds trained before.
+    clock = files.read_history(again.path("history.csv"))["train_seconds"]
+    assert all(later > earlier for earlier, later in zip(clock, clock[1:]))
+    assert clock[saved_epochs - 1] <= trained_seconds
+    if len(clock) > saved_epochs:  # (Not where early stopping had already ended the run.)
+        assert trained_seconds < clock[saved_epochs]
     np.testing.assert_allclose(history_rows(again.dir), history_rows(straight.dir), atol=1e-6)
     for a, b in zip(resumed.get_weights(), expected.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
@@ -482,6 +488,32 @@ def test_a_damaged_history_stops_the_resumed_run_with_one_line(damage, tmp_path)
         assert str(error.value).startswith(f"{path} is damaged (")
         assert str(error.value).endswith("delete it and resume.npz beside it to restart that run from its first "
                                          "epoch, or use another --out_dir")
+
+
+def test_a_run_whose_history_has_no_clock_column_resumes_without_it(tmp_path):
+    # A run begun before history.csv had train_seconds, resumed by today's
+    # code: the new rows keep the header's columns, so the file still reads.
+    config = {"out_dir": str(tmp_path)}
+    first = output.Run("tiny", config)
+    with pytest.raises(KeyboardInterrupt):
+        train(first, stop_after=2)
+    for thread in threading.enumerate():
+        if isinstance(thread, resume.Writer):
+            thread.join()
+    os.remove(first.path("running.pid"))
+    path = first.path("history.csv")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [key for key in rows[0] if key != "train_seconds"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    again = output.Run("tiny", config)
+    assert again.dir == first.dir
+    again.finish(train(again), *tiny_data())
+    history = files.read_history(path)
+    assert "train_seconds" not in history and len(history["val_accuracy"]) == 6
 
 
 def test_a_blank_last_line_in_the_history_holds_no_epoch(tmp_path):
