@@ -27,6 +27,7 @@ and a row cut short is mended on resuming.
 """
 
 import contextlib
+import math
 import os
 import time
 
@@ -343,6 +344,14 @@ class EpochTable(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         row = {**logs, "epoch": epoch + 1}
         print("  ".join(f"{row.get(key, float('nan')):>{width}{form}}" for key, _, width, form in _TABLE), flush=True)
+        # Diverged: every later epoch would be nan too. Stopped before the
+        # callbacks after this one, so history.csv and the saved state keep
+        # the epochs before it, and the run's result is no nan.
+        if not math.isfinite(logs.get("loss", 0.0)):
+            raise UserError(
+                f"the training loss is {logs['loss']} after epoch {epoch + 1}: training diverged; "
+                "run again with a smaller --learning_rate"
+            )
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):

@@ -3,6 +3,7 @@ import inspect
 import json
 import os
 import re
+import threading
 import time
 
 import keras
@@ -215,6 +216,31 @@ def test_the_history_records_the_training_clock_at_each_epochs_end(tmp_path):
     for epoch in (1, 2):
         assert clock[epoch] >= clock[epoch - 1] + 0.5 + seconds[epoch]
     assert clock[2] <= run.train_seconds
+
+
+def test_a_run_that_diverges_stops_with_one_line_and_keeps_the_epochs_before(tmp_path, monkeypatch):
+    # It went on to its end with nan in every row, exit status 0, and NaN
+    # (which strict JSON readers refuse) in result.json.
+    class DivergeInEpoch3(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                self.model.layers[0].kernel.assign(np.full((4, 3), np.nan, "float32"))
+
+    monkeypatch.setattr(resume.ResumeState, "time_share", 1)  # Every epoch's state saved.
+    run = output.Run("tiny_script", {"out_dir": str(tmp_path)})
+    model = tiny_model()
+    x, y = tiny_data()
+    with pytest.raises(UserError, match=r"^the training loss is nan after epoch 3: training diverged; "
+                       r"run again with a smaller --learning_rate$"):
+        model.fit(x, y, batch_size=8, epochs=5, validation_data=(x, y),
+                  callbacks=[DivergeInEpoch3(), *run.callbacks()], verbose=0)
+    for thread in threading.enumerate():  # As a process ending waits for the state's writer.
+        if isinstance(thread, resume.Writer):
+            thread.join()
+    assert len(files.read_history(run.path("history.csv"))["loss"]) == 2
+    with np.load(run.path(resume.STATE_FILE)) as state:
+        assert int(state["epochs_done"]) == 2
+    assert not os.path.exists(run.path("result.json"))
 
 
 def test_a_model_compiled_without_accuracy_still_finishes(tmp_path, capsys):
