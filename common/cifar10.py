@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 
 from common import UserError, reason
-from common.data import checked, download, keras_cache_dir, matches_hash, not_an_image, open_tar, read_file
+from common.data import as_rgb, checked, download, hidden, keras_cache_dir, matches_hash, not_an_image, open_tar, read_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 # The hash that keras.datasets.cifar10 checks.
@@ -28,9 +28,10 @@ CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001
 KERAS_ARCHIVE = "cifar-10-batches-py-target_archive"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# The image files of a tree; other files beside them (a README) are left out.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Part of every cache fingerprint: change it when the decoded arrays change.
-_CACHE_FORMAT = "classes interleaved, v2"
+_CACHE_FORMAT = "classes interleaved, v3: deep images scaled, more formats, hidden files left out"
 
 
 def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFAR10_SHA256, allow_pickle=False):
@@ -193,7 +194,8 @@ def _read_image_tree(root):
 
 def _read_image_tar(archive):
     with open_tar(archive) as tar:
-        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        # Hidden files (macOS' "._0001.jpg" beside each image) are left out, as a folder's are.
+        members = {m.name: m for m in tar.getmembers() if m.isfile() and not hidden(m.name)}
         # Find train/<class>/<file> at any depth, such as cifar-10-jpeg/train/cat/0001.jpg.
         files = {}
         for name in members:
@@ -228,11 +230,14 @@ def _decode_images(source, files, read):
             prefix = f"{split}/{name}/"
             paths = sorted(p for p in files if p.startswith(prefix) and p.lower().endswith(IMAGE_EXTENSIONS))
             if not paths:
-                raise UserError(f"{source} has no images in {prefix}; every CIFAR-10 class needs its folder")
+                raise UserError(
+                    f"{source} has no images in {prefix} (files ending {', '.join(IMAGE_EXTENSIONS)}); "
+                    "every CIFAR-10 class needs its folder of images"
+                )
             for position, path in enumerate(paths):
                 try:
                     with Image.open(io.BytesIO(read(files[path]))) as image:
-                        images.append(np.asarray(image.convert("RGB")))
+                        images.append(np.asarray(as_rgb(image)))
                 except UserError:
                     raise  # read_file's line already says what is wrong.
                 except Exception as error:  # Pillow raises many kinds of errors.

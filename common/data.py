@@ -243,6 +243,32 @@ def visible(path):
     return path if path.isprintable() and path == path.strip() else repr(path)
 
 
+def hidden(path):
+    """Whether a path inside a folder or archive (its parts separated by "/")
+    is, or lies in, a hidden file or folder, such as the "._photo.jpg" files
+    that macOS leaves beside each file it copies (an archive's "./" is the
+    folder itself)."""
+    return any(part.startswith(".") and part not in (".", "..") for part in path.split("/"))
+
+
+def as_rgb(image):
+    """A Pillow image as 8-bit RGB. Pillow's own conversion clips an image
+    of more than 8 bits a pixel: 16-bit greyscale (Pillow's "I;16", or its
+    32-bit "I" holding 16-bit values) would turn mostly white, and 32-bit
+    floats from 0 to 1 (a scientific TIFF's "F") black; those are scaled to
+    bytes first (65535 / 257 = 255)."""
+    from PIL import Image  # Pillow; only needed for images.
+
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.getextrema()[1] > 255):
+        scale = 1 / 257
+    elif image.mode == "F" and image.getextrema()[1] <= 1:
+        scale = 255
+    else:
+        return image.convert("RGB")
+    pixels = np.asarray(image, dtype=np.float64) * scale
+    return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8)).convert("RGB")
+
+
 def not_an_image(error):
     """What Pillow's error says of bytes that do not decode, for a one-line
     error. For bytes of no image format at all, Pillow names the in-memory
@@ -332,16 +358,32 @@ def _read_idx_folder(folder):
                 f"no MNIST data in {folder}: expected mnist.npz or the IDX files "
                 f"{', '.join(MNIST_IDX_FILES)} (optionally .gz); {name} is missing"
             )
-        arrays.append(read_idx(found[0]))
-    x_train, y_train, x_test, y_test = arrays
+        array = read_idx(found[0])
+        images = "images" in name
+        if array.ndim != (3 if images else 1):
+            raise UserError(
+                f"{found[0]} holds an array of shape {array.shape}, not "
+                f"{'images (N, 28, 28)' if images else 'labels (N,)'}: is it another of the four MNIST files? "
+                "Replace it with a fresh copy"
+            )
+        arrays.append((found[0], array))
+    for (images_path, images), (labels_path, labels) in (arrays[:2], arrays[2:]):
+        if len(images) != len(labels):
+            raise UserError(
+                f"{images_path} holds {len(images)} images and {labels_path} {len(labels)} labels: "
+                "they are not a pair; replace them with fresh copies"
+            )
+    x_train, y_train, x_test, y_test = (array for _, array in arrays)
     return (x_train, y_train), (x_test, y_test)
 
 
 def read_idx(path):
-    """Reads one IDX file (the original MNIST format), gzipped or not."""
+    """Reads one IDX file (the original MNIST format), gzipped or not: told
+    by its first bytes, not its name (a browser may keep ".gz" on a file it
+    has unzipped)."""
     raw = read_file(path)
     try:
-        if path.endswith(".gz"):
+        if raw[:2] == b"\x1f\x8b":  # gzip's magic number
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as error:
         raise UserError(

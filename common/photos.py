@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from common import UserError, reason
-from common.data import download, not_an_image, open_tar, read_file, unreadable
+from common.data import as_rgb, download, hidden, not_an_image, open_tar, read_file, unreadable
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
@@ -99,12 +99,12 @@ def check_out_dir(data_dir, out_dir, script):
         link = os.path.join(data_dir, path)
         if os.path.islink(link) and not os.path.exists(link):
             followed[path] = os.path.realpath(link)
-    read = [os.path.realpath(data_dir)] + [real for path, real in followed.items() if not _hidden(path)]
+    read = [os.path.realpath(data_dir)] + [real for path, real in followed.items() if not hidden(path)]
     # out_dir inside one of them; the photo folder also as written, for an
     # out_dir given through a link inside it.
     places = [(os.path.abspath(data_dir), os.path.abspath(out_dir))] + [(folder, os.path.realpath(out_dir)) for folder in read]
     for folder, inside in places:
-        if _holds(folder, inside) and not _hidden(_relative(inside, folder)):
+        if _holds(folder, inside) and not hidden(_relative(inside, folder)):
             raise UserError(
                 f"--out_dir={out_dir} lies inside --data_dir={data_dir}, whose folders are read as classes of photos; "
                 "give an out_dir outside it"
@@ -243,14 +243,7 @@ def _square(image, image_size):
     cropped to a part that may miss the subject."""
     from PIL import Image
 
-    if image.mode.startswith("I;16") or (image.mode == "I" and image.getextrema()[1] > 255):
-        # 16-bit greyscale (Pillow's "I;16", or its 32-bit "I" holding 16-bit
-        # values): converting it to RGB would clip every value above 255 and
-        # turn most of the photo white, so it is scaled to bytes first
-        # (65535 / 257 = 255).
-        pixels = np.asarray(image, dtype=np.float64) / 257
-        image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
-    return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR))
+    return np.asarray(as_rgb(image).resize((image_size, image_size), Image.Resampling.BILINEAR))
 
 
 def split_paths(text):
@@ -411,7 +404,7 @@ def _find_classes(source, entries):
 
 
 def _decode_tree(source, entries, read, image_size, check_splits):
-    entries = {path: is_dir for path, is_dir in entries.items() if not _hidden(path)}
+    entries = {path: is_dir for path, is_dir in entries.items() if not hidden(path)}
     found = _find_classes(source, entries)
     check_splits(list(found))
     _check_memory(source, entries, found, image_size)
@@ -462,12 +455,6 @@ def _check_memory(source, entries, found, image_size):
             f"{files} files of {source} as {image_size}x{image_size} photos would take {needed / 2**30:,.1f} GiB as they load, "
             f"more than this machine's {memory / 2**30:,.1f} GiB of memory; give a smaller --image_size (Xception's own is 299)"
         )
-
-
-def _hidden(path):
-    """Whether a path inside the photo folder is, or lies in, a hidden file or
-    folder (an archive's "./" is the folder itself)."""
-    return any(part.startswith(".") and part not in (".", "..") for part in path.split("/"))
 
 
 def _decode_classes(where, entries, prefix, classes, read, image_size):

@@ -23,7 +23,8 @@ def assert_same(loaded, expected):
 
 
 def test_class_order_is_cifar10s():
-    assert CLASSES[:3] == ("airplane", "automobile", "bird") and CLASSES[-1] == "truck"
+    # The labels of the original batches, 0 to 9, in this order.
+    assert CLASSES == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def test_extracted_batches_folder(tmp_path):
@@ -109,19 +110,41 @@ def test_a_batch_that_unpickles_to_something_else_is_one_line(batch, tmp_path):
         load_cifar10(str(tmp_path), allow_pickle=True)
 
 
-@pytest.mark.parametrize("extension", [".png", ".jpg"])
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".bmp", ".tiff"])
 def test_image_tree(tmp_path, extension):
     data = synthetic_cifar10()
     write_image_tree(str(tmp_path / "cifar"), data, extension)
     (x_train, y_train), (x_test, y_test) = load_cifar10(str(tmp_path / "cifar"))
     np.testing.assert_array_equal(y_train, data[0][1])
     np.testing.assert_array_equal(y_test, data[1][1])
-    if extension == ".png":  # Lossless: the pixels come back exactly.
+    if extension != ".jpg":  # Lossless: the pixels come back exactly.
         assert_same(((x_train, y_train), (x_test, y_test)), data)
     else:
         # JPEG is lossy, but each image's flat label-coloured corner survives.
         corner = x_train[:, :4, :4, :].mean(axis=(1, 2, 3))
         np.testing.assert_allclose(corner, y_train * 25, atol=12)
+
+
+def test_a_16_bit_greyscale_image_in_a_tree_keeps_its_shades(tmp_path):
+    from PIL import Image
+
+    write_image_tree(str(tmp_path / "c"))
+    pixels = np.full((32, 32), 128 * 257, dtype=np.uint16)  # Mid grey, 16 bits a pixel.
+    Image.fromarray(pixels).save(tmp_path / "c" / "train" / "cat" / "0000.png")
+    (x_train, y_train), _ = load_cifar10(str(tmp_path / "c"))
+    first_cat = x_train[np.flatnonzero(y_train == CLASSES.index("cat"))[0]]
+    assert (first_cat == 128).all()  # Not 255: Pillow's own conversion clips it white.
+
+
+def test_hidden_files_in_a_tar_gz_tree_are_left_out_as_in_a_folder(tmp_path):
+    # macOS puts a "._0000.png" beside each file it copies; it is no image.
+    data = synthetic_cifar10()
+    tree = write_image_tree(str(tmp_path / "build" / "cifar"), data)
+    (tmp_path / "build" / "cifar" / "train" / "cat" / "._0000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "data").mkdir()
+    make_tar_gz(str(tmp_path / "data" / "cifar.tar.gz"), tree, "cifar")
+    assert_same(load_cifar10(str(tmp_path / "data")), data)
+    assert_same(load_cifar10(tree), data)
 
 
 def test_image_tree_classes_are_interleaved_so_the_first_images_hold_every_class(tmp_path):
@@ -305,6 +328,14 @@ def test_missing_class_folder(tmp_path):
     write_image_tree(str(tmp_path / "c"))
     shutil.rmtree(tmp_path / "c" / "test" / "frog")
     with pytest.raises(UserError, match="no images in test/frog/"):
+        load_cifar10(str(tmp_path / "c"))
+
+
+def test_a_class_folder_of_files_that_are_not_images_says_which_files_count(tmp_path):
+    write_image_tree(str(tmp_path / "c"))
+    for path in (tmp_path / "c" / "test" / "frog").iterdir():
+        path.rename(path.with_suffix(".raw"))
+    with pytest.raises(UserError, match=r"no images in test/frog/ \(files ending \.jpg, \.jpeg, \.png, .*\.tiff\)"):
         load_cifar10(str(tmp_path / "c"))
 
 

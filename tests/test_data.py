@@ -283,6 +283,32 @@ def test_idx_file_with_bad_magic_number(tmp_path):
         data.load_mnist(str(tmp_path))
 
 
+def test_idx_files_gzipped_or_not_are_told_by_their_bytes_not_their_names(tmp_path):
+    # A browser that unzips a download may keep its ".gz"; a file gzipped
+    # again by hand may lack it. Each was called corrupt.
+    write_mnist_idx(str(tmp_path), gz=True)
+    os.rename(tmp_path / "train-images-idx3-ubyte.gz", tmp_path / "train-images-idx3-ubyte")
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.decompress(labels.read_bytes()))
+    assert_same_as_synthetic(data.load_mnist(str(tmp_path)))
+
+
+def test_idx_files_of_one_kind_under_the_others_name_are_named(tmp_path):
+    write_mnist_idx(str(tmp_path))
+    os.replace(tmp_path / "t10k-labels-idx1-ubyte", tmp_path / "t10k-images-idx3-ubyte")
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte holds an array of shape \(\d+,\), not images "
+                       r"\(N, 28, 28\): is it another of the four MNIST files\? Replace it with a fresh copy$"):
+        data.load_mnist(str(tmp_path))
+
+
+def test_idx_images_and_labels_of_different_counts_are_named(tmp_path):
+    (x_train, y_train), (x_test, y_test) = synthetic_mnist()
+    write_mnist_idx(str(tmp_path), ((x_train, y_train), (x_test, y_test[:-5])))
+    with pytest.raises(UserError, match=rf"t10k-images-idx3-ubyte holds {len(x_test)} images and .*t10k-labels-idx1-ubyte "
+                       rf"{len(x_test) - 5} labels: they are not a pair; replace them with fresh copies$"):
+        data.load_mnist(str(tmp_path))
+
+
 def test_read_idx_round_trip(tmp_path):
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     path = tmp_path / "a-idx3-ubyte.gz"

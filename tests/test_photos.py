@@ -396,6 +396,18 @@ def test_a_16_bit_greyscale_photo_keeps_its_shades(tmp_path):
     assert (image[:, :18] == 128).all() and (image[:, 22:] == 255).all()
 
 
+def test_a_32_bit_float_photo_of_values_from_0_to_1_keeps_its_shades(tmp_path):
+    from PIL import Image
+
+    # A scientific TIFF's floats: Pillow's own conversion made it black.
+    pixels = np.full((40, 40), 1.0, dtype=np.float32)
+    pixels[:, :20] = 0.5
+    Image.fromarray(pixels).save(tmp_path / "float.tif")
+    assert Image.open(tmp_path / "float.tif").mode == "F"
+    image = photos.read_image(str(tmp_path / "float.tif"), 40)
+    assert (image[:, :18] == 128).all() and (image[:, 22:] == 255).all()
+
+
 def test_a_photo_is_turned_upright_as_its_exif_orientation_says(tmp_path):
     from PIL import Image
 
