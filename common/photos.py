@@ -32,7 +32,9 @@ from common.data import as_rgb, download, hidden, not_an_image, open_tar, read_f
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
 # The names a validation folder beside train/ and test/ may have, in order of preference.
-VALIDATION_FOLDERS = ("validation", "val", "valid")
+# The names of the user's own split folders, in any case and with or
+# without "_set" (Kaggle's Train/ and Test/, or training_set/ and test_set/).
+SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "testing"), "validation": ("validation", "val", "valid")}
 # A file larger than this is read whole only once Pillow has taken its
 # header for an image's: a phone's camera folder holds videos beside the
 # photos, and each would take its size in memory only to be skipped.
@@ -383,24 +385,34 @@ def _find_classes(source, entries):
     prefix = ""
     for _ in range(4):
         folders, _files = _children(entries, prefix)
-        validation = [name for name in VALIDATION_FOLDERS if name in folders]
-        if "train" in folders and validation and "test" not in folders:
+        named = _split_folders(folders)
+        if "train" in named and "validation" in named and "test" not in named:
             # Read as a collection, train/ and val/ would be its two classes.
+            train, validation = named["train"], named["validation"]
             raise UserError(
-                f"{_where(source, prefix)} holds train/ and {validation[0]}/ but no test/; rename {validation[0]}/ to test/ (validation "
-                "then comes out of train/), or add a test/ folder of the same classes (the photos scored once, at the end)"
+                f"{_where(source, prefix)} holds {train}/ and {validation}/ but no test/; rename {validation}/ to test/ (validation "
+                f"then comes out of {train}/), or add a test/ folder of the same classes (the photos scored once, at the end)"
             )
-        if {"train", "test"} <= set(folders):
-            splits = {"train": _join(prefix, "train"), "test": _join(prefix, "test")}
-            if validation:
-                splits["validation"] = _join(prefix, validation[0])
-            return splits
+        if "train" in named and "test" in named:
+            return {split: _join(prefix, name) for split, name in named.items()}
         # Go down through a single wrapping folder, such as flower_photos/.
         if len(folders) == 1 and _children(entries, _join(prefix, folders[0]))[0]:
             prefix = _join(prefix, folders[0])
             continue
         break
     return {"all": prefix}
+
+
+def _split_folders(folders):
+    """{split: folder} for the folders named as a split (`SPLIT_FOLDERS`),
+    in the order train, test, validation; the first in sorted order where
+    two name the same split."""
+    named = {}
+    for name in sorted(folders):
+        for split, names in SPLIT_FOLDERS.items():
+            if name.lower().removesuffix("_set") in names:
+                named.setdefault(split, name)
+    return {split: named[split] for split in SPLIT_FOLDERS if split in named}
 
 
 def _decode_tree(source, entries, read, image_size, check_splits):

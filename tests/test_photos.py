@@ -102,6 +102,19 @@ def test_train_and_test_folders_keep_the_users_split(tmp_path):
     assert len(found["train"].x) == 18 and len(found["test"].x) == 9
 
 
+@pytest.mark.parametrize("train, test", [("Train", "Test"), ("training_set", "test_set"), ("TRAINING", "testing")])
+def test_split_folders_are_known_in_any_case_and_by_their_other_usual_names(tmp_path, train, test):
+    # Kaggle's Train/ and Test/ were read as a collection of two classes,
+    # "Train" and "Test", and a model trained to tell them apart.
+    write_photo_tree(str(tmp_path / train), per_class=6)
+    write_photo_tree(str(tmp_path / "Valid_set"), per_class=2, seed=2)
+    write_photo_tree(str(tmp_path / test), per_class=3, seed=1)
+    found = photos.load_photos(str(tmp_path), SIZE)
+    assert list(found) == ["train", "test", "validation"]
+    assert [len(found[split].x) for split in ("train", "validation", "test")] == [18, 6, 9]
+    assert found["train"].classes == ["cats", "dogs", "owls"]
+
+
 @pytest.mark.parametrize("name", ["validation", "val", "valid"])
 def test_a_validation_folder_beside_train_and_test_is_the_validation_split(tmp_path, name):
     write_photo_tree(str(tmp_path / "train"), per_class=6)
