@@ -50,6 +50,12 @@ def load_run(folder):
             starts = result.get("phase_starts", [])
             if not (isinstance(starts, list) and all(type(epoch) is int and epoch > 0 for epoch in starts)):
                 raise ValueError(f"its phase_starts, {starts!r}, are not epochs")
+            # A finished run's history lost or emptied since (an empty one is
+            # no damage in a run stopped before its first epoch ended).
+            epochs, rows = result.get("epochs"), len(next(iter(history.values()), []))
+            if type(epochs) is int and epochs != rows:
+                path = os.path.join(folder, "history.csv")
+                raise ValueError(f"it holds {rows} epochs where result.json counts {epochs}")
     except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
         raise UserError(
             f"{path} is damaged ({reason(error)}); leave that run out of the comparison"

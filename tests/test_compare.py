@@ -10,7 +10,8 @@ import keras
 import pytest
 
 from common import output
-from common.compare import label, table
+from common.compare import label, main, table
+from common.files import read_history
 from conftest import REPO
 from test_output import tiny_data, tiny_model
 
@@ -61,6 +62,20 @@ def test_compare_tabulates_what_differs_and_draws_every_run(tmp_path):
     assert rows[2][-3] == "unfinished" and rows[3][-3] == "unfinished" and rows[0][-3] != "unfinished"
     assert os.path.getsize(out) > 5000
     assert lines[-1] == f"wrote     {out}"
+
+
+def test_the_picture_draws_a_line_per_run_labelled_with_what_differs(tmp_path, figures):
+    runs = [make_run(tmp_path / "a", epochs=2), make_run(tmp_path / "b", epochs=3)]
+    figures.clear()  # The runs' own plots.
+    main([*runs, f"--out={tmp_path / 'cmp.png'}"])
+    (figure,) = figures
+    for ax, column in zip(figure.axes, ("val_accuracy", "val_loss")):
+        lines = ax.get_lines()
+        assert [list(line.get_ydata()) for line in lines] == [
+            pytest.approx(read_history(os.path.join(run, "history.csv"))[column]) for run in runs
+        ]
+        for line, run, epochs in zip(lines, runs, (2, 3)):
+            assert line.get_label().startswith(f"tiny/{os.path.basename(run)} epochs={epochs} | test_acc=0.")
 
 
 def test_the_table_gives_the_best_and_the_last_validation_accuracy():
@@ -173,6 +188,8 @@ def test_damaged_files_of_a_run_and_a_bad_out_are_one_line(tmp_path):
         ("result.json", '{"test_acc": 0.5, "phase_starts": 7}', "result.json is damaged (its phase_starts, 7, are not epochs)"),
         ("result.json", '{"phase_starts": [[1]]}', "result.json is damaged (its phase_starts, [[1]], are not epochs)"),
         ("history.csv", open(history).read() + "4,0.7\n", "history.csv is damaged (row 4 has 2 values"),
+        # Emptied after the run finished: "0 epochs run", and no curve.
+        ("history.csv", "", "history.csv is damaged (it holds 0 epochs where result.json counts 3)"),
         ("config.json", '"abc"', "is not a run folder (its config.json holds no settings)"),
     ]:
         before = open(os.path.join(run, name)).read()
