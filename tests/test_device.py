@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,8 +18,9 @@ def test_cpu_setup_prints_backend_devices_and_precision(capsys):
     assert line.startswith(f"backend   {keras.backend.backend()} ")
     assert "devices CPU" in line and "precision float32" in line
     assert keras.mixed_precision.global_policy().name == "float32"
-    with scope:  # One device: the scope changes nothing.
-        pass
+    # One device: no data parallelism, and a scope that changes nothing.
+    assert "data-parallel" not in line
+    assert isinstance(scope, contextlib.nullcontext)
 
 
 @pytest.mark.parametrize("bfloat16, policy", [(True, "mixed_bfloat16"), (False, "mixed_float16")])

@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks import CPU_FAST
 from common import cifar10, data
+from common.files import read_history
 from conftest import (
     PHOTO_CLASSES,
     REAL_MNIST,
@@ -72,10 +73,10 @@ def activations(model):
     return [layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)]
 
 
-def load_run_model(run_dir):
-    """A run's model.keras, loaded as a user would load it."""
+def load_run_model(run_dir, name="model.keras"):
+    """A run's model.keras (or best.keras), loaded as a user would load it."""
     importlib.import_module("common.augment")  # Registers RandomShift, which the CNNs contain.
-    return keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    return keras.saving.load_model(os.path.join(run_dir, name))
 
 
 def run_folders(out_dir):
@@ -125,11 +126,22 @@ def test_smoke(script, dataset, tmp_path):
     assert accuracy == pytest.approx(float(fields["test_acc"]), abs=1e-4)
 
 
-def test_best_checkpoint_is_kept(dataset, tmp_path):
+def test_mnist_cnn_checkpoints_and_keeps_the_weights_of_its_best_epoch(dataset, tmp_path):
+    # As in the cifar10_cnn test below: a learning rate far too high for
+    # these few images, so that the last epoch is not the best.
     data_dir, _ = dataset("mnist")
-    result = run_script("mnist_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *TINY)
+    settings = ["--epochs=6", "--batch_size=8", "--learning_rate=5e-2", "--validation_split=0.25"]
+    result = run_script("mnist_cnn.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *settings)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert os.path.exists(os.path.join(final_fields(result.stdout)["run_dir"], "best.keras"))
+    run_dir = final_fields(result.stdout)["run_dir"]
+    val_accuracy = read_history(os.path.join(run_dir, "history.csv"))["val_accuracy"]
+    assert val_accuracy[-1] < max(val_accuracy)
+    (x_train, y_train), _ = data.load_mnist(data_dir)
+    _, _, x_val, y_val = data.split_validation(x_train, y_train, validation_split=0.25, seed=0)
+    for name in ("best.keras", "model.keras"):  # The checkpoint, and the weights early stopping put back.
+        model = load_run_model(run_dir, name)
+        accuracy = np.mean(np.argmax(model.predict(x_val, verbose=0), axis=1) == y_val)
+        assert accuracy == pytest.approx(max(val_accuracy)), name
 
 
 def test_cifar10_cnn_saves_the_weights_of_its_best_epoch(dataset, tmp_path):
