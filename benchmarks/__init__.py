@@ -14,7 +14,9 @@ progress bar, history.csv, the resume state).
 """
 
 import contextlib
+import os
 import platform
+import subprocess
 
 # Overrides that make a script fast on the CPU: one short run that reaches the
 # seed's accuracy in a fraction of its time. README.md lists them with what
@@ -75,14 +77,39 @@ WHITENED_TUNED = ["--l2=5e-4", "--dropout=0", "--activation=gelu", "--optimizer=
 
 def processor():
     """The processor's name where the system gives it (Linux's /proc/cpuinfo),
-    else its kind: accuracies on a CPU can move from one processor to another."""
+    with its widest vector instructions (two machines both named "AMD EPYC"
+    may differ there), else its kind: accuracies and seconds on a CPU move
+    from one processor to another."""
+    name, flags = None, None
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    return value.strip()
-    return platform.processor() or platform.machine()
+                if key.strip() == "model name" and value.strip() and name is None:
+                    name = value.strip()
+                elif key.strip() == "flags" and flags is None:
+                    flags = value.split()
+    if name is None:
+        return platform.processor() or platform.machine()
+    if flags is None:
+        return name
+    vectors = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+    return f"{name}, {vectors}"
+
+
+def commit():
+    """The commit of the code that runs (short), and whether files tracked by
+    git differ from it; None outside a git checkout (a lent GPU's copy)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30)
+        status = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode or status.returncode:
+        return None
+    return head.stdout.strip() + (" with uncommitted changes" if status.stdout.strip() else "")
 
 
 def kept_epoch(validation, patience):

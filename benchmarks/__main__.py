@@ -35,7 +35,11 @@ seconds of `fit` outside the epochs' own clocks (mostly the callbacks after
 the epoch table: the checkpoint, the resume state, early stopping);
 the rest of the wall time (imports, data loading, model building, what `fit`
 does before its callbacks start, such as building its input pipeline, the
-final evaluation and saving); and peak memory.
+final evaluation with its test-time votes, saving and plotting); and the
+largest of the runs' peak host memory (the process' resident set: not an
+accelerator's memory). The compile seconds are given for a method's first
+run apart from the mean of its later ones, which on JAX load the steps from
+the cache.
 
 On JAX the runs share XLA's persistent compilation cache, in a
 temporary folder that lives as long as the benchmark (unless
@@ -336,6 +340,17 @@ def mean_std(values, digits=1, scale=1):
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def first_and_later(values):
+    """"first; mean ± std of the rest" of a method's figures, in the order
+    its runs ran: its first run compiles the steps, and on JAX the later
+    ones load them from the compilation cache, so one mean of both would
+    describe neither."""
+    if not values or values[0] is None:
+        return mean_std(values)
+    later = mean_std(values[1:])
+    return f"{values[0]:.1f}" + (f"; {later}" if later else "")
+
+
 def target_and_budget(task, runs):
     """The task's target accuracy and the training seconds a method may take
     for it: the GPU suite's given figures, or the seed baseline's mean final
@@ -372,8 +387,8 @@ def table(task_name, task, runs):
         title,
         "",
         "| method | runs | test accuracy % |" + "".join(f" {TTA_COLUMNS[key]} % |" for key in tta)
-        + " training s | s to target (val) | images/s | compile s | first epoch s | later epochs s | outside epochs s"
-        + " | other s | peak MB |",
+        + " training s | s to target (val) | images/s | compile s (first run; later) | first epoch s | later epochs s"
+        + " | outside epochs s | other s | peak host MB (max) |",
         "|---|---|---|" + "---|" * len(tta) + "---|---|---|---|---|---|---|---|---|",
     ]
     for name, method_runs in by_method(runs).items():
@@ -388,7 +403,7 @@ def table(task_name, task, runs):
             + f"| {mean_std([r['train_seconds'] for r in method_runs])} | {to_target} "
             # (Runs recorded before a column existed leave its cell empty.)
             f"| {mean_std([r.get('images_per_second') for r in method_runs], 0)} "
-            f"| {mean_std([r.get('compile_seconds') for r in method_runs])} "
+            f"| {first_and_later([r.get('compile_seconds') for r in method_runs])} "
             f"| {mean_std([r.get('first_epoch_seconds') for r in method_runs])} "
             f"| {mean_std([r.get('median_epoch_seconds') for r in method_runs])} "
             f"| {mean_std([r.get('outside_epochs_seconds') for r in method_runs])} "
@@ -466,6 +481,7 @@ def machine():
         "date": datetime.date.today().isoformat(),
         "machine": platform.machine(),
         "processor": benchmarks.processor(),
+        "commit": benchmarks.commit(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
     }
@@ -476,8 +492,9 @@ def header(started, results):
     None for a .jsonl written before it was recorded) and what the runs'
     `backend` lines said."""
     if started:
+        at = f" at commit {started['commit']}" if started.get("commit") else ""
         where = (
-            f"Measured {started['date']} with `{started['benchmark']}` on {started['machine']} "
+            f"Measured {started['date']} with `{started['benchmark']}`{at} on {started['machine']} "
             f"({started['processor']}), {started['cores']} CPU cores, Python {started['python']}."
         )
     else:
