@@ -336,6 +336,7 @@ if fine_tune_epochs:
         output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
         phase="fine-tune",
+        learning_rate_setting="fine_tune_learning_rate",
     )
     model.fit(
         x_train,

@@ -101,15 +101,18 @@ def commit():
     """The commit of the code that runs (short), and whether files tracked by
     git differ from it; None outside a git checkout (a lent GPU's copy)."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # One quick call that takes no lock (a git command of the user's at the
+    # same moment is left alone); --match=NONE gives the hash even where
+    # tags exist.
+    command = ["git", "--no-optional-locks", "-C", here, "describe", "--always", "--dirty", "--match=NONE"]
     try:
-        head = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=30)
-        status = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
+        found = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):  # No git, or one that hangs.
         return None
-    if head.returncode or status.returncode:
+    if found.returncode:
         return None
-    return head.stdout.strip() + (" with uncommitted changes" if status.stdout.strip() else "")
+    name = found.stdout.strip()
+    return name.removesuffix("-dirty") + (" with uncommitted changes" if name.endswith("-dirty") else "")
 
 
 def kept_epoch(validation, patience):

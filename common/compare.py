@@ -55,7 +55,12 @@ def load_run(folder):
             epochs, rows = result.get("epochs"), len(next(iter(history.values()), []))
             if type(epochs) is int and epochs != rows:
                 path = os.path.join(folder, "history.csv")
+                if not os.path.exists(path):
+                    raise UserError(f"{path} is missing, and result.json counts {epochs} epochs; "
+                                    "leave that run out of the comparison")
                 raise ValueError(f"it holds {rows} epochs where result.json counts {epochs}")
+    except UserError:
+        raise  # Already says what is wrong (a UserError is a ValueError too).
     except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.
         raise UserError(
             f"{path} is damaged ({reason(error)}); leave that run out of the comparison"

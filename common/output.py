@@ -120,7 +120,7 @@ class Run:
         the earlier fits (phases) and of the run this one continues."""
         return (self.train_seconds or 0) + time.perf_counter() - self.fit_start
 
-    def callbacks(self, *extra, phase=""):
+    def callbacks(self, *extra, phase="", learning_rate_setting="learning_rate"):
         """The callbacks every script passes to `model.fit`: the epoch table,
         then CSVLogger, which sees the table's seconds and learning rate, then
         the script's own (`extra`: a checkpoint, early stopping), then the one
@@ -131,6 +131,9 @@ class Run:
         to history.csv. A run interrupted after the last epoch of one phase
         resumes after it: the script gives that phase's model its variables
         back with `restore`, and skips the phase's `fit`.
+
+        `learning_rate_setting` is the setting that a run which diverges
+        (its training loss nan or infinite) is told to make smaller.
         """
         # Early stopping that puts its best epoch's weights back at the end:
         # `finish` says which epoch's weights the model holds, and marks it.
@@ -138,7 +141,7 @@ class Run:
             (c for c in extra if isinstance(c, keras.callbacks.EarlyStopping) and c.restore_best_weights), None
         )
         return [
-            EpochTable(self),
+            EpochTable(self, learning_rate_setting),
             keras.callbacks.CSVLogger(self.path("history.csv"), append=True),
             *extra,
             resume.ResumeState(self, extra, phase),
@@ -307,9 +310,10 @@ class EpochTable(keras.callbacks.Callback):
     History) record them too.
     """
 
-    def __init__(self, run):
+    def __init__(self, run, learning_rate_setting="learning_rate"):
         super().__init__()
         self.run = run
+        self.learning_rate_setting = learning_rate_setting
 
     def on_train_begin(self, logs=None):
         trainable = sum(int(np.prod(weight.shape)) for weight in self.model.trainable_weights)
@@ -324,8 +328,9 @@ class EpochTable(keras.callbacks.Callback):
         else:
             print(_HEADER)
         # A run begun before history.csv had the clock's column, and resumed
-        # now, goes on without it: CSVLogger appends rows under the header it
-        # finds.
+        # now, goes on without it: CSVLogger appends its rows under the
+        # header it finds without reading it, with a column for each key of
+        # the logs, so a new key would shift every later value.
         header = files.history_header(self.run.path("history.csv"))
         self.log_clock = header is None or "train_seconds" in header
 
@@ -350,7 +355,7 @@ class EpochTable(keras.callbacks.Callback):
         if not math.isfinite(logs.get("loss", 0.0)):
             raise UserError(
                 f"the training loss is {logs['loss']} after epoch {epoch + 1}: training diverged; "
-                "run again with a smaller --learning_rate"
+                f"run again with a smaller --{self.learning_rate_setting}"
             )
 
 

@@ -31,7 +31,6 @@ from common.data import as_rgb, download, hidden, not_an_image, open_tar, read_f
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
-# The names a validation folder beside train/ and test/ may have, in order of preference.
 # The names of the user's own split folders, in any case and with or
 # without "_set" (Kaggle's Train/ and Test/, or training_set/ and test_set/).
 SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "testing"), "validation": ("validation", "val", "valid")}
@@ -386,6 +385,15 @@ def _find_classes(source, entries):
     for _ in range(4):
         folders, _files = _children(entries, prefix)
         named = _split_folders(folders)
+        splits = {split: names[0] for split, names in named.items()}
+        if "train" in splits and ("test" in splits or "validation" in splits):
+            for split, names in named.items():
+                if len(names) > 1:  # Reading one would leave out the other's photos.
+                    raise UserError(
+                        f"{_where(source, prefix)} holds {' and '.join(name + '/' for name in names)}, which all name its "
+                        f"{split} split; merge them into one folder"
+                    )
+        named = splits
         if "train" in named and "validation" in named and "test" not in named:
             # Read as a collection, train/ and val/ would be its two classes.
             train, validation = named["train"], named["validation"]
@@ -394,6 +402,10 @@ def _find_classes(source, entries):
                 f"then comes out of {train}/), or add a test/ folder of the same classes (the photos scored once, at the end)"
             )
         if "train" in named and "test" in named:
+            others = sorted(set(folders) - set(named.values()))
+            if others:  # Such as Kaggle's single_prediction/ beside training_set/ and test_set/.
+                print(f"data      left out {', '.join(name + '/' for name in others)} in {_where(source, prefix)}: "
+                      "beside the train and test folders, only a validation folder is read")
             return {split: _join(prefix, name) for split, name in named.items()}
         # Go down through a single wrapping folder, such as flower_photos/.
         if len(folders) == 1 and _children(entries, _join(prefix, folders[0]))[0]:
@@ -404,15 +416,14 @@ def _find_classes(source, entries):
 
 
 def _split_folders(folders):
-    """{split: folder} for the folders named as a split (`SPLIT_FOLDERS`),
-    in the order train, test, validation; the first in sorted order where
-    two name the same split."""
+    """{split: [folders]} of the folders named as a split (`SPLIT_FOLDERS`),
+    in the order train, test, validation."""
     named = {}
-    for name in sorted(folders):
-        for split, names in SPLIT_FOLDERS.items():
-            if name.lower().removesuffix("_set") in names:
-                named.setdefault(split, name)
-    return {split: named[split] for split in SPLIT_FOLDERS if split in named}
+    for split, names in SPLIT_FOLDERS.items():
+        matching = [name for name in sorted(folders) if name.lower().removesuffix("_set") in names]
+        if matching:
+            named[split] = matching
+    return named
 
 
 def _decode_tree(source, entries, read, image_size, check_splits):
@@ -441,7 +452,7 @@ def _decode_tree(source, entries, read, image_size, check_splits):
             )
         if split != "train" and "train" in splits and classes != splits["train"].classes:
             raise UserError(
-                f"{where} has the classes {', '.join(classes)} but train/ has "
+                f"{where} has the classes {', '.join(classes)} but {_where(source, found['train'])} has "
                 f"{', '.join(splits['train'].classes)}; every split needs the same class folders"
             )
         splits[split] = _decode_classes(where, entries, prefix, classes, read, image_size)

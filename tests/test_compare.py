@@ -198,6 +198,11 @@ def test_damaged_files_of_a_run_and_a_bad_out_are_one_line(tmp_path):
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert line in result.stderr.strip().splitlines()[-1]
         open(os.path.join(run, name), "w").write(before)
+    os.rename(history, history + ".away")
+    result = compare(run, f"--out={tmp_path / 'cmp.png'}")
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        f"error: {history} is missing, and result.json counts 3 epochs; leave that run out of the comparison")
+    os.rename(history + ".away", history)
     # Figures as numbers (since 2026-12-05) and as text (before), each shown as the final line shows it.
     for text in ('{"test_acc": 0.9, "train_seconds": 12}', '{"test_acc": "0.9000", "train_seconds": "12.0"}'):
         open(os.path.join(run, "result.json"), "w").write(text)

@@ -234,6 +234,10 @@ def test_a_run_that_diverges_stops_with_one_line_and_keeps_the_epochs_before(tmp
                        r"run again with a smaller --learning_rate$"):
         model.fit(x, y, batch_size=8, epochs=5, validation_data=(x, y),
                   callbacks=[DivergeInEpoch3(), *run.callbacks()], verbose=0)
+    # A phase trained with another setting's learning rate names that one.
+    with pytest.raises(UserError, match=r"after epoch 4: training diverged; run again with a smaller --fine_tune_learning_rate$"):
+        model.fit(x, y, batch_size=8, initial_epoch=3, epochs=5, validation_data=(x, y),
+                  callbacks=run.callbacks(phase="fine-tune", learning_rate_setting="fine_tune_learning_rate"), verbose=0)
     for thread in threading.enumerate():  # As a process ending waits for the state's writer.
         if isinstance(thread, resume.Writer):
             thread.join()

@@ -295,10 +295,30 @@ def test_an_archive_damaged_anywhere_is_refused(tmp_path):
 
 
 def test_a_split_folder_with_other_classes_is_a_user_error(tmp_path):
-    write_photo_tree(str(tmp_path / "train"))
+    write_photo_tree(str(tmp_path / "Training_set"))
     write_photo_tree(str(tmp_path / "test"), classes=("cats", "dogs", "emus"))
-    with pytest.raises(UserError, match="every split needs the same class folders"):
+    with pytest.raises(UserError) as error:
         photos.load_photos(str(tmp_path), SIZE)
+    assert str(error.value) == (f"{tmp_path}/test has the classes cats, dogs, emus but {tmp_path}/Training_set has "
+                                "cats, dogs, owls; every split needs the same class folders")
+
+
+@pytest.mark.parametrize("names", [("val", "validation"), ("Train", "train")])
+def test_two_folders_naming_one_split_are_refused_not_one_left_out(tmp_path, names):
+    for name in ("train", "test", *names):
+        write_photo_tree(str(tmp_path / name), per_class=2)
+    both = " and ".join(f"{name}/" for name in sorted(set(names)))
+    with pytest.raises(UserError, match=f"holds {both}, which all name its (validation|train) split; merge them"):
+        photos.load_photos(str(tmp_path), SIZE)
+
+
+def test_other_folders_beside_the_split_folders_are_named_as_left_out(tmp_path, capsys):
+    write_photo_tree(str(tmp_path / "training_set"), per_class=4)
+    write_photo_tree(str(tmp_path / "test_set"), per_class=2)
+    (tmp_path / "single_prediction").mkdir()
+    found = photos.load_photos(str(tmp_path), SIZE)
+    assert list(found) == ["train", "test"]
+    assert f"data      left out single_prediction/ in {tmp_path}: beside the train and test folders" in capsys.readouterr().out
 
 
 @pytest.mark.skipif("tensorflow_datasets" in sys.modules, reason="only without tensorflow_datasets")
