@@ -493,14 +493,7 @@ def test_a_damaged_history_stops_the_resumed_run_with_one_line(damage, tmp_path)
 def test_a_run_whose_history_has_no_clock_column_resumes_without_it(tmp_path):
     # A run begun before history.csv had train_seconds, resumed by today's
     # code: the new rows keep the header's columns, so the file still reads.
-    config = {"out_dir": str(tmp_path)}
-    first = output.Run("tiny", config)
-    with pytest.raises(KeyboardInterrupt):
-        train(first, stop_after=2)
-    for thread in threading.enumerate():
-        if isinstance(thread, resume.Writer):
-            thread.join()
-    os.remove(first.path("running.pid"))
+    config, first = interrupted_after_two_epochs(tmp_path)
     path = first.path("history.csv")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
