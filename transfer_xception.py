@@ -176,6 +176,8 @@ def check_split(split_names):
         photos.check_fractions(validation_split, test_split)
         if not test_split:
             raise UserError("--test_split=0 leaves no test photos; give a test_split above 0, e.g. --test_split=0.2")
+    elif "test_split" in common.config.given():
+        print("note      the folder's own test photos are the test set; --test_split is not used")
 
 
 # Data: photos as uint8 pixels; the model itself scales them as Xception expects.

@@ -496,6 +496,9 @@ def test_transfer_checks_the_split_before_decoding_and_only_where_it_splits(tmp_
         result = run_script("transfer_xception.py", f"--data_dir={photo_dir}", f"--out_dir={tmp_path / 'runs'}", *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+        # A test_split given for a folder with its own test/ is said to go unused (config.json still lists it).
+        note = "note      the folder's own test photos are the test set; --test_split is not used"
+        assert (note in result.stdout) == (photo_dir == split)
 
 
 def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
