@@ -198,7 +198,9 @@ def test_the_training_seconds_include_the_last_states_write(tmp_path, monkeypatc
 
 
 class SlowAfterEachEpoch(keras.callbacks.Callback):
-    """Takes half a second after each epoch's clock has stopped, as a checkpoint would."""
+    """Takes half a second at each epoch's end: before the epoch table in the
+    callbacks, inside the epoch's own seconds; after it, as a checkpoint
+    does, outside them."""
 
     def on_epoch_end(self, epoch, logs=None):
         time.sleep(0.5)

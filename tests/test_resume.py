@@ -14,7 +14,7 @@ import pytest
 import common.config
 from common import UserError, files, output, resume, schedules
 from conftest import REPO, final_fields, run_script, run_until_epoch, synthetic_mnist, write_mnist_npz
-from test_output import tiny_data, tiny_model
+from test_output import SlowAfterEachEpoch, tiny_data, tiny_model
 
 # Columns of history.csv that depend only on the computation, not on the clock.
 RESULT_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -219,11 +219,6 @@ def test_a_save_that_takes_longer_than_its_share_of_training_is_skipped(tmp_path
     assert again.initial_epoch == 1  # It resumed after the last saved epoch, and ended the same.
 
 
-class SlowEpochs(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        time.sleep(0.5)
-
-
 def test_epochs_many_times_longer_than_a_save_are_all_saved(tmp_path, monkeypatch):
     # Saves may take half the time: a slow disk on a busy machine stays within it.
     monkeypatch.setattr(resume.ResumeState, "time_share", 0.5)
@@ -231,7 +226,7 @@ def test_epochs_many_times_longer_than_a_save_are_all_saved(tmp_path, monkeypatc
     run = output.Run("tiny", {"out_dir": str(tmp_path)})
     x, y = tiny_data()
     # A save of this tiny model takes milliseconds, an epoch half a second.
-    tiny_model().fit(x, y, epochs=3, callbacks=[SlowEpochs(), *run.callbacks()], verbose=0)
+    tiny_model().fit(x, y, epochs=3, callbacks=[SlowAfterEachEpoch(), *run.callbacks()], verbose=0)
     assert saved == [1, 2, 3]
 
 
