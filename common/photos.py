@@ -393,20 +393,19 @@ def _find_classes(source, entries):
                         f"{_where(source, prefix)} holds {' and '.join(name + '/' for name in names)}, which all name its "
                         f"{split} split; merge them into one folder"
                     )
-        named = splits
-        if "train" in named and "validation" in named and "test" not in named:
+        if "train" in splits and "validation" in splits and "test" not in splits:
             # Read as a collection, train/ and val/ would be its two classes.
-            train, validation = named["train"], named["validation"]
+            train, validation = splits["train"], splits["validation"]
             raise UserError(
                 f"{_where(source, prefix)} holds {train}/ and {validation}/ but no test/; rename {validation}/ to test/ (validation "
                 f"then comes out of {train}/), or add a test/ folder of the same classes (the photos scored once, at the end)"
             )
-        if "train" in named and "test" in named:
-            others = sorted(set(folders) - set(named.values()))
+        if "train" in splits and "test" in splits:
+            others = sorted(set(folders) - set(splits.values()))
             if others:  # Such as Kaggle's single_prediction/ beside training_set/ and test_set/.
                 print(f"data      left out {', '.join(name + '/' for name in others)} in {_where(source, prefix)}: "
                       "beside the train and test folders, only a validation folder is read")
-            return {split: _join(prefix, name) for split, name in named.items()}
+            return {split: _join(prefix, name) for split, name in splits.items()}
         # Go down through a single wrapping folder, such as flower_photos/.
         if len(folders) == 1 and _children(entries, _join(prefix, folders[0]))[0]:
             prefix = _join(prefix, folders[0])
