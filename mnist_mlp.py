@@ -1,7 +1,7 @@
 """Trains a multilayer perceptron (784-512-512-10) on MNIST.
 
-Expected: 98.5% test accuracy after 12 epochs, in 37 to 52 s of training on
-a 2-core CPU (TensorFlow backend, measured 2026-11-28 and 2026-12-06 on two
+Expected: 98.5% test accuracy after 12 epochs, in 33 to 52 s of training on
+a 2-core CPU (TensorFlow backend, measured 2026-12-05 and 2026-12-06 on two
 machines); see README.md.
 
     python mnist_mlp.py --data_dir=path/to/folder/with/mnist.npz

@@ -29,7 +29,8 @@ CPU_FAST = {
     "mnist_mlp": ["--epochs=3", "--batch_size=256", "--learning_rate=3e-3"],
     # Batches of 128 on the first 36,000 images (32,400 of them to train on):
     # more steps per image than batches of 512 on them all, and 0.6 of their
-    # time in one-seed trials side by side on the CPU of 2026-12-06, where
+    # time in trials side by side on the CPU of 2026-12-06 (three seeds of
+    # these, seed 0 twice of those), where
     # those took 0.36 of the seed's time and these 0.26 in the suite
     # (docs/measurements.md, "mnist_cnn's overrides on a slower CPU").
     "mnist_cnn": ["--epochs=1", "--width=8", "--shift=0", "--batch_size=128", "--learning_rate=1e-2", "--train_samples=36000"],

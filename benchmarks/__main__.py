@@ -23,8 +23,8 @@ augmentation where the script reports them); training seconds (time in
 resume state's write: the epochs and what runs between them); seconds to the target: the
 training clock at the end of the first epoch whose validation accuracy
 reaches it (history.csv's train_seconds: the epochs before it and what ran
-between them included; for runs recorded before 2026-12-06, the epochs'
-seconds alone), the mean over the runs that reach it (validation, not test, accuracy, on each method's own
+between them included; for runs recorded before commit 2b45468, the
+epochs' seconds alone), the mean over the runs that reach it (validation, not test, accuracy, on each method's own
 split, so a method whose mean test accuracy meets the target may not reach
 it there); training images per second; the seconds spent
 compiling the steps before training (`common.device.compile_ahead`: XLA's
@@ -280,7 +280,7 @@ def run_method(method, dataset, seed, cache_dir, runs):
         "val_accuracy": history["val_accuracy"],
         "epoch_seconds": epoch_seconds,
         # The training clock at each epoch's end (history.csv's train_seconds,
-        # written since 2026-12-06; None before).
+        # written since commit 2b45468; None before).
         "train_clock": history.get("train_seconds"),
         "images_per_second": num_train * len(epoch_seconds) / train_seconds,
         "compile_seconds": compile_seconds,

@@ -21,7 +21,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 import common
 from common import UserError, plots, reason
 from common.data import visible
-from common.files import read_history, shown
+from common.files import epochs_in, read_history, shown
 
 
 def load_run(folder):
@@ -52,7 +52,7 @@ def load_run(folder):
                 raise ValueError(f"its phase_starts, {starts!r}, are not epochs")
             # A finished run's history lost or emptied since (an empty one is
             # no damage in a run stopped before its first epoch ended).
-            epochs, rows = result.get("epochs"), len(next(iter(history.values()), []))
+            epochs, rows = result.get("epochs"), epochs_in(history)
             if type(epochs) is int and epochs != rows:
                 path = os.path.join(folder, "history.csv")
                 if not os.path.exists(path):
@@ -103,7 +103,7 @@ def table(runs, keys):
             f"{val[-1]:.4f}" if val else "-",
             shown("test_acc", result.get("test_acc", "unfinished")),
             shown("train_seconds", result.get("train_seconds", "-")),
-            str(len(run["history"].get("loss", []))),
+            str(epochs_in(run["history"])),
         ])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]

@@ -115,6 +115,11 @@ def parse_history(lines):
     return columns
 
 
+def epochs_in(history):
+    """The number of epochs (rows) in what `read_history` returned."""
+    return len(next(iter(history.values()), []))
+
+
 def read_figures(path):
     """The {name: number} that `write_json` wrote to `path` (such as
     transfer_xception.py's head_test.json), or None if the file is missing

@@ -1,7 +1,7 @@
 """What a run prints and writes, the same way in every script.
 
     runs/<script>/<run id>/config.json   the final settings
-    runs/<script>/<run id>/<script>.py   a copy of the script file that ran, as it started (common.config.script)
+    runs/<script>/<run id>/<file that ran>.py   a copy of the script file that ran, as it started (common.config.script)
     runs/<script>/<run id>/history.csv   one row per epoch (Keras' CSVLogger)
     runs/<script>/<run id>/curves.png    accuracy and loss, train vs validation, and the learning rate
     runs/<script>/<run id>/confusion.png the test set's confusion matrix

@@ -356,7 +356,7 @@ def keep_history_rows(path, epochs):
         with open(path, newline="") as f:
             # Blank lines hold no epoch, as files.read_history reads them.
             lines = [line for line in f.read().splitlines(keepends=True) if line.strip("\r\n")][: 1 + epochs]
-        rows = len(next(iter(files.parse_history(lines).values()), []))
+        rows = files.epochs_in(files.parse_history(lines))
         if rows < epochs:
             raise ValueError(f"it holds {rows} of the {epochs} epochs saved")
     except (OSError, ValueError) as error:  # A UnicodeDecodeError is a ValueError.

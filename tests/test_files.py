@@ -70,3 +70,12 @@ def test_a_history_of_zero_bytes_is_not_a_table(tmp_path):
     path.write_bytes(b"\0" * 200_000)
     with pytest.raises(ValueError, match="not a table"):
         files.read_history(str(path))
+
+
+def test_the_epochs_of_a_history_are_its_rows_whatever_its_columns(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,accuracy,loss\n0,0.5,1.2\n1,0.7,0.9\n\n2,0.8,0.6\n")
+    assert files.epochs_in(files.read_history(str(path))) == 3
+    path.write_text("epoch,val_loss\n0,1.0\n")  # No loss column: the epochs are counted all the same.
+    assert files.epochs_in(files.read_history(str(path))) == 1
+    assert files.epochs_in(files.parse_history([])) == 0
