@@ -204,6 +204,11 @@ class Run:
                 merged = None
             if device.processes() > 1:
                 model = device.local_copy(self.path("model.keras"))
+            # Said before it starts: on a CPU, scoring a large test set (six
+            # passes with flips and shifts) can take minutes of its own.
+            passes = 1 + bool(flip_tta) + 4 * bool(shift_tta)
+            votes = f" ({passes} passes: with their mirror images{' and shifts' if shift_tta else ''})" if passes > 1 else ""
+            print(f"test      scoring the {len(x_test):,} test images{votes}", flush=True)
             probabilities = np.asarray(device.predict(model, x_test, batch_size), dtype="float64")
             labels, predicted = np.argmax(y_test, axis=1), np.argmax(probabilities, axis=1)
             test_acc = float(np.mean(predicted == labels))

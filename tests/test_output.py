@@ -80,6 +80,8 @@ def test_a_run_writes_its_files_and_ends_with_the_final_line(tmp_path, capsys):
             assert float(text) == pytest.approx(value, rel=1e-2 if column == "learning_rate" else 0, abs=0.51 * 10**-digits)
     last = lines[-1]
     assert last.startswith("final test_acc=")
+    # Scoring is announced before it starts: it can take minutes of its own on a CPU.
+    assert lines.index("test      scoring the 32 test images") < lines.index(last)
     fields = dict(pair.split("=", 1) for pair in last.split()[1:])
     assert list(fields)[:3] == ["test_acc", "test_loss", "train_seconds"]
     assert fields["extra_key"] == "extra_value"
@@ -364,7 +366,7 @@ def pixel_reader(tmp_path, images, labels):
     return model, run
 
 
-def test_flip_tta_adds_the_vote_of_each_mirror_image(tmp_path):
+def test_flip_tta_adds_the_vote_of_each_mirror_image(tmp_path, capsys):
     # An image of class 0 lit at (2, 1): its mirror image is lit at (2, 3).
     images = np.zeros((1, 5, 5, 1), "float32")
     images[0, 2, 1, 0] = 1.0
@@ -374,9 +376,10 @@ def test_flip_tta_adds_the_vote_of_each_mirror_image(tmp_path):
     result = json.load(open(run.path("result.json")))
     # Alone it leans to class 1; its mirror image's certain vote wins.
     assert (result["test_acc"], result["test_acc_flip_tta"]) == (0, 1)
+    assert "test      scoring the 1 test images (2 passes: with their mirror images)" in capsys.readouterr().out
 
 
-def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_path):
+def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_path, capsys):
     # An image of class 0 lit at (1, 0): of the six views only one, the
     # mirror image of the image moved down and right, has it at (2, 3).
     images = np.zeros((1, 5, 5, 1), "float32")
@@ -390,6 +393,7 @@ def test_shift_tta_adds_the_votes_of_shifted_images_and_their_mirror_images(tmp_
     # Alone, and with its mirror image, it gets class 1; with all six views,
     # the one certain vote for class 0 outweighs five that lean to class 1.
     assert (result["test_acc"], result["test_acc_flip_tta"], result["test_acc_flip_shift_tta"]) == (0, 0, 1)
+    assert "test      scoring the 1 test images (6 passes: with their mirror images and shifts)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="flip_tta=True"):
         run.finish(model, images, y, shift_tta=1)
 
