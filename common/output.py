@@ -88,7 +88,10 @@ class Run:
                 resume.keep_history_rows(self.path("history.csv"), done)
             except OSError as error:
                 raise files.unwritable(self.dir, error) from None
-            print(f"resume    {self.dir} after epoch {done}")
+            if done:
+                print(f"resume    {self.dir} after epoch {done}")
+            else:  # The folder is reused; its run had nothing to keep.
+                print(f"resume    {self.dir}, whose run stopped before its first epoch ended: training starts from epoch 1")
         else:
             self.dir = _new_run_dir(parent, _process_suffix())
             # Claimed before config.json makes it look like a run to resume.

@@ -350,6 +350,17 @@ def test_other_settings_start_a_new_run(tmp_path):
     assert output.Run("tiny", {"out_dir": str(tmp_path), "epochs": 4}).dir != first.dir
 
 
+def test_a_run_stopped_before_its_first_epoch_ended_is_said_to_start_again(tmp_path, capsys):
+    # Such as one that diverged in its first epoch: "after epoch 0" read as if something had been kept.
+    first = output.Run("tiny", {"out_dir": str(tmp_path)})
+    first._lock.close()
+    again = output.Run("tiny", {"out_dir": str(tmp_path)})
+    assert (again.dir, again.initial_epoch) == (first.dir, 0)
+    assert (
+        f"resume    {first.dir}, whose run stopped before its first epoch ended: training starts from epoch 1"
+    ) in capsys.readouterr().out.splitlines()
+
+
 def started(script):
     """As a script starts: its settings applied, which reads its code."""
     common.config.apply_overrides({"__file__": str(script)}, [])
