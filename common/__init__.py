@@ -75,8 +75,12 @@ def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
         # pipe, such as a library's, is an error like any other.)
         _quiet_stdout()
     elif issubclass(exc_type, KeyboardInterrupt):
-        # Ctrl-C: Python still exits with the status of a process stopped by SIGINT.
         print("\ninterrupted" + (f": {on_interrupt}" if on_interrupt else ""), file=sys.stderr)
+        # Once a thread still writing has finished, as Python would wait for
+        # it, the process ends as SIGINT ends one, without Python's
+        # finalization: TensorFlow's threads, still running then, crashed it
+        # there once (a segmentation fault instead of this status).
+        _end_as(signal.SIGINT)
     else:
         _default(exc_type, exc, tb)
 
@@ -163,22 +167,32 @@ def _on_terminate(signum, frame):
         pass  # Such as a closed stderr: the process ends all the same.
     finally:
         # A thread still writing (the resume state of the last epoch) ends
-        # first, as Python lets it on Ctrl-C, within what a job scheduler
-        # or `docker stop` (10 s) waits before it kills the process.
-        _join_writers(seconds=8)
-        # Then the default: the process ends at once, with the status of one that SIGTERM stopped.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        # first, as it does on Ctrl-C, within what a job scheduler or
+        # `docker stop` (10 s) waits before it kills the process.
+        _end_as(signum, writers_seconds=8)
 
 
-def _join_writers(seconds):
-    """Waits, `seconds` at most in all, for the threads in `writers`. (Not
-    for every thread that Python waits for at its end: Keras keeps idle
-    workers of its own during `fit` on JAX and PyTorch.)"""
-    deadline = time.monotonic() + seconds
+def _end_as(signum, writers_seconds=None):
+    """Ends the process as the signal's default action does (its exit
+    status says which signal), once the threads in `writers` have finished
+    (within `writers_seconds`, if given) and the output is flushed."""
+    _join_writers(writers_seconds)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # Such as a closed stream, or a reader gone (`| head`).
+            stream.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _join_writers(seconds=None):
+    """Waits, `seconds` at most in all (None: as long as they take), for
+    the threads in `writers`. (Not for every thread that Python waits for at
+    its end: Keras keeps idle workers of its own during `fit` on JAX and
+    PyTorch.)"""
+    deadline = None if seconds is None else time.monotonic() + seconds
     for thread in list(writers):
         if thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 _handling_errors = False

@@ -651,6 +651,25 @@ def test_ctrl_c_says_how_to_continue_only_in_a_run_that_can(with_run, tmp_path):
         assert last == "interrupted"
 
 
+def test_ctrl_c_ends_the_process_as_sigint_does_once_a_writer_has_finished_without_finalizing(tmp_path):
+    # Python's finalization, with TensorFlow's threads still running, once
+    # ended a Ctrl-C'd run with a segmentation fault (a test saw -11, not -2).
+    import signal
+    import subprocess
+
+    saved, finalized = tmp_path / "state", tmp_path / "finalized"
+    process = python_with_common(
+        "import atexit, threading, time\n"
+        f"atexit.register(lambda: open({str(finalized)!r}, 'w').close())\n"
+        f"writer = threading.Thread(target=lambda: (time.sleep(1), open({str(saved)!r}, 'w').write('saved')))\n"
+        "common.writers.add(writer)\nwriter.start()\nprint('row 1')\nraise KeyboardInterrupt\n",
+        subprocess.PIPE,
+    )
+    stdout, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stdout, stderr.strip()) == (-signal.SIGINT, "row 1\n", "interrupted")
+    assert saved.read_text() == "saved" and not finalized.exists()
+
+
 @pytest.mark.parametrize("with_run", [False, True])
 def test_sigterm_in_a_run_says_how_to_continue_and_still_ends_the_process(with_run, tmp_path):
     import signal
