@@ -233,7 +233,7 @@ class Run:
                 "test_acc": round(float(test_acc), 4),
                 "test_loss": round(float(test_loss), 4),
                 "train_seconds": round(self.train_seconds, 2),
-                "epochs": len(merged["loss"]) if merged is not None else None,
+                "epochs": files.epochs_in(merged) if merged is not None else None,
                 **extra,
             }
             if flip_tta:
@@ -271,7 +271,7 @@ class Run:
         if stopper is None or stopper.best_weights is None:
             return None
         kept, best = stopper.best_epoch + 1, f"{stopper.monitor} {stopper.best:.4f}"
-        if history is not None and kept == len(history["loss"]):
+        if history is not None and kept == files.epochs_in(history):
             print(f"weights   of epoch {kept}, the last and the best ({best})")
         else:
             print(f"weights   of epoch {kept}, the best ({best}), put back by early stopping")
