@@ -382,7 +382,7 @@ def _find_classes(source, entries):
     """Where the class folders are: `{split: folder}` with split "all" for a
     plain collection, or the user's own train / validation / test folders."""
     prefix = ""
-    for _ in range(4):
+    while True:
         folders, _files = _children(entries, prefix)
         named = _split_folders(folders)
         splits = {split: names[0] for split, names in named.items()}
@@ -406,12 +406,12 @@ def _find_classes(source, entries):
                 print(f"data      left out {', '.join(name + '/' for name in others)} in {_where(source, prefix)}: "
                       "beside the train and test folders, only a validation folder is read")
             return {split: _join(prefix, name) for split, name in splits.items()}
-        # Go down through a single wrapping folder, such as flower_photos/.
+        # Go down through a single wrapping folder, such as flower_photos/,
+        # or home/me/photos/ where `tar czf` was given /home/me/photos.
         if len(folders) == 1 and _children(entries, _join(prefix, folders[0]))[0]:
             prefix = _join(prefix, folders[0])
-            continue
-        break
-    return {"all": prefix}
+        else:
+            return {"all": prefix}
 
 
 def _split_folders(folders):

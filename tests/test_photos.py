@@ -102,6 +102,20 @@ def test_train_and_test_folders_keep_the_users_split(tmp_path):
     assert len(found["train"].x) == 18 and len(found["test"].x) == 9
 
 
+@pytest.mark.parametrize("depth", [4, 6])
+def test_the_users_split_is_found_below_any_number_of_wrapping_folders(tmp_path, depth):
+    # `tar czf pets.tgz /home/me/datasets/pets` stores home/me/datasets/pets/train/...: four wrapping
+    # folders, below which train/ and test/ were read as two classes named "test" and "train".
+    root = tmp_path.joinpath(*[f"wrapper{i}" for i in range(depth)])
+    write_photo_tree(str(root / "train"), per_class=2)
+    write_photo_tree(str(root / "test"), per_class=1, seed=1)
+    archive = make_tar_gz(str(tmp_path / "pets.tgz"), str(tmp_path / "wrapper0"), "wrapper0")
+    for source in (str(tmp_path), archive):
+        found = photos.load_photos(source, SIZE)
+        assert sorted(found) == ["test", "train"]
+        assert found["train"].classes == list(PHOTO_CLASSES)
+
+
 @pytest.mark.parametrize("train, test", [("Train", "Test"), ("training_set", "test_set"), ("TRAINING", "testing")])
 def test_split_folders_are_known_in_any_case_and_by_their_other_usual_names(tmp_path, train, test):
     # Kaggle's Train/ and Test/ were read as a collection of two classes,
