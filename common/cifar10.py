@@ -11,6 +11,7 @@ import contextlib
 import glob
 import hashlib
 import io
+import itertools
 import os
 import pickle
 import zlib
@@ -207,13 +208,18 @@ def _read_image_tar(archive):
                 f"{archive} holds no train/<class>/ and test/<class>/ images; "
                 "see README.md for the layouts CIFAR-10 can come in"
             )
-        return _decode_images(archive, files, lambda name: tar.extractfile(members[name]).read())
+        # Read in the archive's own order: each file read backwards would
+        # decompress it again from its start.
+        return _decode_images(
+            archive, files, lambda name: tar.extractfile(members[name]).read(), order=lambda path: members[files[path]].offset
+        )
 
 
-def _decode_images(source, files, read):
-    """Decodes `files` ({"train/cat/0001.jpg": where, ...}) into arrays in an
-    order set by the class and file names alone, never by the file system or
-    the archive."""
+def _decode_images(source, files, read, order=None):
+    """Decodes `files` ({"train/cat/0001.jpg": where, ...}), each read by
+    `read(where)` in the order of `order` (a key on the paths; None: their
+    names'), into arrays in an order set by the class and file names alone,
+    never by the file system or the archive."""
     from PIL import Image  # Pillow; only needed for image trees.
 
     found = {path.split("/")[1] for path in files if path.split("/")[0] in ("train", "test")}
@@ -223,25 +229,31 @@ def _decode_images(source, files, read):
             f"{source} has class folders that are not CIFAR-10 classes: "
             f"{', '.join(unknown)}; expected {', '.join(CLASSES)}"
         )
-    splits = {}
+    paths = {}  # {(split, label): its image files, by name}
     for split in ("train", "test"):
-        images, labels, positions = [], [], []
         for label, name in enumerate(CLASSES):
             prefix = f"{split}/{name}/"
-            paths = sorted(p for p in files if p.startswith(prefix) and p.lower().endswith(IMAGE_EXTENSIONS))
-            if not paths:
+            paths[split, label] = sorted(p for p in files if p.startswith(prefix) and p.lower().endswith(IMAGE_EXTENSIONS))
+            if not paths[split, label]:
                 raise UserError(
                     f"{source} has no images in {prefix} (files ending {', '.join(IMAGE_EXTENSIONS)}); "
                     "every CIFAR-10 class needs its folder of images"
                 )
-            for position, path in enumerate(paths):
-                try:
-                    with Image.open(io.BytesIO(read(files[path]))) as image:
-                        images.append(np.asarray(as_rgb(image)))
-                except UserError:
-                    raise  # read_file's line already says what is wrong.
-                except Exception as error:  # Pillow raises many kinds of errors.
-                    raise UserError(f"{source}: {path} is not a readable image ({not_an_image(error)}); replace or remove it") from None
+    decoded = {}
+    for path in sorted(itertools.chain(*paths.values()), key=order):
+        try:
+            with Image.open(io.BytesIO(read(files[path]))) as image:
+                decoded[path] = np.asarray(as_rgb(image))
+        except UserError:
+            raise  # read_file's line already says what is wrong.
+        except Exception as error:  # Pillow raises many kinds of errors.
+            raise UserError(f"{source}: {path} is not a readable image ({not_an_image(error)}); replace or remove it") from None
+    splits = {}
+    for split in ("train", "test"):
+        images, labels, positions = [], [], []
+        for label in range(len(CLASSES)):
+            for position, path in enumerate(paths[split, label]):
+                images.append(decoded.pop(path))
                 labels.append(label)
                 positions.append(position)
         shapes = {image.shape for image in images}

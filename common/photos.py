@@ -83,7 +83,9 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
                     _check_header(f)
             return tar.extractfile(members[path]).read()
 
-        return _decode_tree(data_dir, entries, read, image_size, check_splits)
+        # Read in the archive's own order: each file read backwards would
+        # decompress it again from its start.
+        return _decode_tree(data_dir, entries, read, image_size, check_splits, order=lambda path: members[path].offset)
 
 
 def check_out_dir(data_dir, out_dir, script):
@@ -425,7 +427,10 @@ def _split_folders(folders):
     return named
 
 
-def _decode_tree(source, entries, read, image_size, check_splits):
+def _decode_tree(source, entries, read, image_size, check_splits, order=None):
+    """The splits found in `entries` ({path: is_dir} of a folder or an
+    archive), their photos read by `read(path)` in the order of `order`
+    (a key on the paths; None: their names') and kept in name order."""
     entries = {path: is_dir for path, is_dir in entries.items() if not hidden(path)}
     found = _find_classes(source, entries)
     check_splits(list(found))
@@ -454,7 +459,7 @@ def _decode_tree(source, entries, read, image_size, check_splits):
                 f"{where} has the classes {', '.join(classes)} but {_where(source, found['train'])} has "
                 f"{', '.join(splits['train'].classes)}; every split needs the same class folders"
             )
-        splits[split] = _decode_classes(where, entries, prefix, classes, read, image_size)
+        splits[split] = _decode_classes(where, entries, prefix, classes, read, image_size, order)
     return splits
 
 
@@ -479,26 +484,29 @@ def _check_memory(source, entries, found, image_size):
         )
 
 
-def _decode_classes(where, entries, prefix, classes, read, image_size):
+def _decode_classes(where, entries, prefix, classes, read, image_size, order):
+    # Photos may sit in subfolders of a class folder too.
+    paths = {
+        name: sorted(p for p, is_dir in entries.items() if not is_dir and p.startswith(_join(prefix, name) + "/"))
+        for name in classes
+    }
+    decoded = {}
+    for path in sorted(itertools.chain(*paths.values()), key=order):
+        try:
+            decoded[path] = load_image(read(path), image_size)
+        except Exception:  # Not an image, or a damaged one: skipped and counted below.
+            decoded[path] = None
     images, labels, skipped = [], [], []
     for label, name in enumerate(classes):
-        folder = _join(prefix, name)
-        # Photos may sit in subfolders of a class folder too.
-        paths = sorted(p for p, is_dir in entries.items() if not is_dir and p.startswith(folder + "/"))
-        count = 0
-        for path in paths:
-            try:
-                images.append(load_image(read(path), image_size))
-            except Exception:  # Not an image, or a damaged one: skip and count it.
-                skipped.append(path)
-                continue
-            labels.append(label)
-            count += 1
-        if count == 0:
+        readable = [decoded[path] for path in paths[name] if decoded[path] is not None]
+        if not readable:
             raise UserError(
                 f"the class folder {where}/{name} holds no readable images; "
                 "add photos to it or remove it"
             )
+        images += readable
+        labels += [label] * len(readable)
+        skipped += [path for path in paths[name] if decoded[path] is None]
     if skipped:
         shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         print(f"data      skipped {len(skipped)} files in {where} that are not readable images: {shown}")

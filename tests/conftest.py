@@ -221,12 +221,39 @@ def write_image_tree(root, data=None, extension=".png", classes=CIFAR_CLASSES):
     return root
 
 
-def make_tar_gz(path, folder, arcname):
+def make_tar_gz(path, folder, arcname, shuffled=False):
+    """A .tar.gz of `folder`, stored as `arcname`; `shuffled` stores its
+    files in a random order, not sorted by name, as `tar czf` stores them
+    in the order the file system lists them."""
     import tarfile
 
     with tarfile.open(path, "w:gz") as tar:
-        tar.add(folder, arcname=arcname)
+        if not shuffled:
+            tar.add(folder, arcname=arcname)
+            return path
+        files = []
+        for where, folders, names in os.walk(folder):
+            tar.add(where, arcname=os.path.normpath(os.path.join(arcname, os.path.relpath(where, folder))), recursive=False)
+            files += [os.path.join(where, name) for name in names]
+        for file in np.random.default_rng(0).permutation(sorted(files)):
+            tar.add(file, arcname=os.path.join(arcname, os.path.relpath(file, folder)))
     return path
+
+
+def reads_of(monkeypatch):
+    """The offsets in their archive of the tar members read from now on, in
+    the order they are read."""
+    import tarfile
+
+    offsets = []
+    extractfile = tarfile.TarFile.extractfile
+
+    def recorded(tar, member):
+        offsets.append(tar.getmember(member).offset if isinstance(member, str) else member.offset)
+        return extractfile(tar, member)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", recorded)
+    return offsets
 
 
 PHOTO_CLASSES = ("cats", "dogs", "owls")

@@ -9,7 +9,7 @@ import pytest
 
 from common import UserError, cifar10
 from common.cifar10 import CLASSES, KERAS_ARCHIVE, cache_path, load_cifar10
-from conftest import make_tar_gz, synthetic_cifar10, within, write_cifar_batches, write_image_tree
+from conftest import make_tar_gz, reads_of, synthetic_cifar10, within, write_cifar_batches, write_image_tree
 
 
 def assert_same(loaded, expected):
@@ -167,6 +167,19 @@ def test_image_tree_in_a_tar_gz_like_the_shared_jpeg_copy(tmp_path):
     make_tar_gz(str(tmp_path / "data" / "cifar-10-jpeg.tar.gz"), tree, "cifar-10-jpeg")
     assert_same(load_cifar10(str(tmp_path / "data")), data)
     assert os.path.exists(tmp_path / "data" / "cifar-10-jpeg.decoded.npz")
+
+
+def test_an_image_tree_in_a_tar_gz_is_read_in_the_archives_order_whatever_the_order_of_the_names(tmp_path, monkeypatch):
+    # Read by name, a .tar.gz whose files are not stored in name order (as
+    # `tar czf` stores them) was decompressed again from its start for each
+    # file read backwards: 64 s for 2,400 PNGs instead of 1.3 s.
+    data = synthetic_cifar10()
+    tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), data)
+    (tmp_path / "data").mkdir()
+    make_tar_gz(str(tmp_path / "data" / "c.tar.gz"), tree, "cifar-10-jpeg", shuffled=True)
+    offsets = reads_of(monkeypatch)
+    assert_same(load_cifar10(str(tmp_path / "data")), data)
+    assert len(offsets) == 60 and offsets == sorted(offsets)
 
 
 def test_decoded_images_are_cached_and_rebuilt_when_the_source_changes(tmp_path, capsys):

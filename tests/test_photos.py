@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from common import UserError, photos
-from conftest import PHOTO_CLASSES, make_tar_gz, within, write_photo_tree
+from conftest import PHOTO_CLASSES, make_tar_gz, reads_of, within, write_photo_tree
 
 SIZE = 24
 
@@ -46,6 +46,21 @@ def test_an_archive_a_folder_holding_it_and_the_folder_give_the_same_photos(tmp_
         np.testing.assert_array_equal(other.x, from_folder.x)
         np.testing.assert_array_equal(other.y, from_folder.y)
         assert other.skipped == from_folder.skipped == 2
+
+
+def test_an_archive_is_read_in_its_own_order_whatever_the_order_of_the_names(tmp_path, monkeypatch):
+    # Read by name, a .tar.gz whose files are not stored in name order (as
+    # `tar czf` stores them) was decompressed again from its start for each
+    # file read backwards: 9 s for 300 of the flowers instead of 1.1 s.
+    root = write_photo_tree(str(tmp_path / "tree" / "flower_photos"))
+    archive = make_tar_gz(str(tmp_path / "photos.tgz"), root, "flower_photos", shuffled=True)
+    offsets = reads_of(monkeypatch)
+    from_archive = photos.load_photos(archive, SIZE)["all"]
+    assert len(offsets) == 32 and offsets == sorted(offsets)  # The photos, notes.txt and broken.jpg.
+    from_folder = photos.load_photos(str(tmp_path / "tree"), SIZE)["all"]
+    np.testing.assert_array_equal(from_archive.x, from_folder.x)
+    np.testing.assert_array_equal(from_archive.y, from_folder.y)
+    assert from_archive.skipped == from_folder.skipped == 2
 
 
 def test_a_large_file_that_is_not_an_image_is_skipped_unread(tmp_path, monkeypatch):
