@@ -165,11 +165,14 @@ def keras_cache_dir(cache_dir=None, subdir="datasets"):
 
 @contextlib.contextmanager
 def open_tar(archive):
-    """Opens a .tar.gz; a damaged one, found at any point of reading it,
-    becomes one line that says what to do."""
+    """Opens a .tar.gz, or a plain tar under that name (a browser may
+    decompress an archive as it saves it, and keep its name); a damaged one,
+    found at any point of reading it, becomes one line that says what to do."""
     try:
         refuse_special(archive)
-        with tarfile.open(archive, "r:gz") as tar:
+        with open(archive, "rb") as file:
+            gzipped = file.read(2) == b"\x1f\x8b"  # gzip's magic number
+        with tarfile.open(archive, "r:gz" if gzipped else "r:") as tar:
             # tarfile takes a damaged header for the end of the archive, so a
             # corrupt one could pass for a shorter one. Reading the rest of
             # the gzip stream checks its length and checksum: damage anywhere

@@ -48,6 +48,20 @@ def test_an_archive_a_folder_holding_it_and_the_folder_give_the_same_photos(tmp_
         assert other.skipped == from_folder.skipped == 2
 
 
+def test_an_archive_saved_already_decompressed_under_its_tgz_name_is_read(tmp_path):
+    # A browser may decompress a .tgz as it saves it and keep the name: it was
+    # called truncated or corrupt, which a fresh copy from the same browser is too.
+    import tarfile
+
+    root = write_photo_tree(str(tmp_path / "tree" / "flower_photos"))
+    with tarfile.open(tmp_path / "photos.tgz", "w") as tar:
+        tar.add(root, arcname="flower_photos")
+    from_archive = photos.load_photos(str(tmp_path / "photos.tgz"), SIZE)["all"]
+    from_folder = photos.load_photos(str(tmp_path / "tree"), SIZE)["all"]
+    np.testing.assert_array_equal(from_archive.x, from_folder.x)
+    np.testing.assert_array_equal(from_archive.y, from_folder.y)
+
+
 def test_an_archive_is_read_in_its_own_order_whatever_the_order_of_the_names(tmp_path, monkeypatch):
     # Read by name, a .tar.gz whose files are not stored in name order (as
     # `tar czf` stores them) was decompressed again from its start for each
