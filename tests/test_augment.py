@@ -71,6 +71,19 @@ def test_shifted_images_move_diagonally_with_reflected_edges():
     np.testing.assert_array_equal(up_left[0, -1, :-1, 0], images[0, -2, 1:, 0])
 
 
+def test_shift_votes_add_the_votes_of_both_shifts_and_their_mirror_images():
+    # A "model" that returns an image's pixels: the votes are then the sum of
+    # the views' pixels, and a view missing or counted twice changes them.
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten()])
+    x = np.arange(2 * 16, dtype="float32").reshape(2, 4, 4, 1) ** 2
+    votes = np.full((2, 16), 1000.0, "float32")  # The flip vote's, kept.
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    up_left, down_right = padded[:, 2:6, 2:6], padded[:, 0:4, 0:4]
+    views = [up_left, up_left[:, :, ::-1], down_right, down_right[:, :, ::-1]]
+    expected = votes + sum(view.reshape(2, 16) for view in views)
+    np.testing.assert_allclose(augment.shift_votes(model, x, votes, 1, batch_size=2), expected)
+
+
 def test_flip_votes_add_the_mirror_images_probabilities():
     # Two pixels per image, [a, b]; the logits are 3a for class 0 and b for class 1.
     model = keras.Sequential([keras.Input((1, 2, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
