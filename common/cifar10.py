@@ -217,9 +217,9 @@ def _read_image_tar(archive):
 
 def _decode_images(source, files, read, order=None):
     """Decodes `files` ({"train/cat/0001.jpg": where, ...}), each read by
-    `read(where)` in the order of `order` (a key on the paths; None: their
-    names'), into arrays in an order set by the class and file names alone,
-    never by the file system or the archive."""
+    `read(where)` in the order of `order` (a key on the paths; None: split
+    by split, class by class, by name), into arrays in an order set by the
+    class and file names alone, never by the file system or the archive."""
     from PIL import Image  # Pillow; only needed for image trees.
 
     found = {path.split("/")[1] for path in files if path.split("/")[0] in ("train", "test")}
@@ -240,7 +240,8 @@ def _decode_images(source, files, read, order=None):
                     "every CIFAR-10 class needs its folder of images"
                 )
     decoded = {}
-    for path in sorted(itertools.chain(*paths.values()), key=order):
+    reading = itertools.chain(*paths.values())
+    for path in sorted(reading, key=order) if order else reading:
         try:
             with Image.open(io.BytesIO(read(files[path]))) as image:
                 decoded[path] = np.asarray(as_rgb(image))
@@ -262,8 +263,8 @@ def _decode_images(source, files, read, order=None):
         # Interleave the classes (the first image of each class, then the
         # second, ...), so that the first N images, as train_samples takes
         # them, hold every class in equal measure instead of only airplanes.
-        order = np.lexsort((labels, positions))
-        splits[split] = (np.stack(images)[order], np.array(labels, dtype=np.int64)[order])
+        interleaved = np.lexsort((labels, positions))
+        splits[split] = (np.stack(images)[interleaved], np.array(labels, dtype=np.int64)[interleaved])
     return splits["train"], splits["test"]
 
 

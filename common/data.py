@@ -171,15 +171,24 @@ def open_tar(archive):
     try:
         refuse_special(archive)
         with open(archive, "rb") as file:
-            gzipped = file.read(2) == b"\x1f\x8b"  # gzip's magic number
-        with tarfile.open(archive, "r:gz" if gzipped else "r:") as tar:
+            head = file.read(262)
+        # A tar's header says "ustar" at byte 257; anything else is read as
+        # gzip, and refused as "not a gzip file" if it is not one.
+        plain = head[257:262] == b"ustar"
+        with tarfile.open(archive, "r:" if plain else "r:gz") as tar:
             # tarfile takes a damaged header for the end of the archive, so a
-            # corrupt one could pass for a shorter one. Reading the rest of
-            # the gzip stream checks its length and checksum: damage anywhere
-            # stops the run instead.
+            # corrupt one could pass for a shorter one.
             tar.getmembers()
-            while tar.fileobj.read(1 << 20):
-                pass
+            if plain:
+                # The true end is a block of zeros where the last file ends.
+                tar.fileobj.seek(tar.offset)
+                if tar.fileobj.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+                    raise tarfile.ReadError(f"it ends after {len(tar.getmembers())} entries without tar's end-of-archive marker")
+            else:
+                # Reading the rest of the gzip stream checks its length and
+                # checksum: damage anywhere stops the run.
+                while tar.fileobj.read(1 << 20):
+                    pass
             yield tar
     except (OSError, EOFError, zlib.error, tarfile.TarError) as error:
         raise UserError(

@@ -3,10 +3,10 @@
     flower_photos/daisy/*.jpg, flower_photos/roses/*.jpg, ...
 
 The photos may sit in a folder or in a .tgz / .tar.gz of one (read in place),
-possibly a few folders down, as in the TensorFlow flowers archive. A folder
-that holds train/ and test/ (and optionally validation/, val/ or valid/)
-folders of classes keeps the user's own split; train/ and a validation
-folder without test/ are refused. Every photo is decoded once, turned
+below however many single wrapping folders, as in the TensorFlow flowers
+archive. A folder that holds train/ and test/ (and optionally validation/,
+val/ or valid/) folders of classes keeps the user's own split; train/ and a
+validation folder without test/ are refused. Every photo is decoded once, turned
 upright as its EXIF orientation says, resized to a square of `image_size`
 pixels and kept in memory as uint8.
 
@@ -74,7 +74,8 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
     if not data_dir.endswith(ARCHIVE_EXTENSIONS):
         raise UserError(f"data_dir {data_dir!r} is a file but not a .tgz or .tar.gz; give a folder of class folders or an archive of one")
     with open_tar(data_dir) as tar:
-        members = {m.name.strip("/"): m for m in tar.getmembers() if m.isfile() or m.isdir()}
+        # A folder named "/" is the archive's root itself, not a folder in it.
+        members = {m.name.strip("/"): m for m in tar.getmembers() if (m.isfile() or m.isdir()) and m.name.strip("/")}
         entries = {name: members[name].isdir() for name in members}
 
         def read(path):
@@ -83,8 +84,8 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
                     _check_header(f)
             return tar.extractfile(members[path]).read()
 
-        # Read in the archive's own order: each file read backwards would
-        # decompress it again from its start.
+        # Each split's photos are read in the archive's own order: each file
+        # read backwards would decompress it again from its start.
         return _decode_tree(data_dir, entries, read, image_size, check_splits, order=lambda path: members[path].offset)
 
 
@@ -429,8 +430,9 @@ def _split_folders(folders):
 
 def _decode_tree(source, entries, read, image_size, check_splits, order=None):
     """The splits found in `entries` ({path: is_dir} of a folder or an
-    archive), their photos read by `read(path)` in the order of `order`
-    (a key on the paths; None: their names') and kept in name order."""
+    archive), their photos read by `read(path)`, split by split, in the
+    order of `order` (a key on the paths; None: class by class, by name),
+    and kept class by class, by name."""
     entries = {path: is_dir for path, is_dir in entries.items() if not hidden(path)}
     found = _find_classes(source, entries)
     check_splits(list(found))
@@ -490,8 +492,12 @@ def _decode_classes(where, entries, prefix, classes, read, image_size, order):
         name: sorted(p for p, is_dir in entries.items() if not is_dir and p.startswith(_join(prefix, name) + "/"))
         for name in classes
     }
+    for name in classes:
+        if not paths[name]:  # Stop before decoding the others' photos.
+            raise _no_images(where, name)
     decoded = {}
-    for path in sorted(itertools.chain(*paths.values()), key=order):
+    reading = itertools.chain(*paths.values())
+    for path in sorted(reading, key=order) if order else reading:
         try:
             decoded[path] = load_image(read(path), image_size)
         except Exception:  # Not an image, or a damaged one: skipped and counted below.
@@ -500,10 +506,7 @@ def _decode_classes(where, entries, prefix, classes, read, image_size, order):
     for label, name in enumerate(classes):
         readable = [decoded[path] for path in paths[name] if decoded[path] is not None]
         if not readable:
-            raise UserError(
-                f"the class folder {where}/{name} holds no readable images; "
-                "add photos to it or remove it"
-            )
+            raise _no_images(where, name)
         images += readable
         labels += [label] * len(readable)
         skipped += [path for path in paths[name] if decoded[path] is None]
@@ -512,6 +515,10 @@ def _decode_classes(where, entries, prefix, classes, read, image_size, order):
         print(f"data      skipped {len(skipped)} files in {where} that are not readable images: {shown}")
     x = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
     return Photos(x, np.array(labels, dtype=np.int64), classes, len(skipped))
+
+
+def _no_images(where, name):
+    return UserError(f"the class folder {where}/{name} holds no readable images; add photos to it or remove it")
 
 
 def _load_tfds(name, image_size, check_splits):

@@ -76,7 +76,7 @@ def test_shift_votes_add_the_votes_of_both_shifts_and_their_mirror_images():
     # the views' pixels, and a view missing or counted twice changes them.
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten()])
     x = np.arange(2 * 16, dtype="float32").reshape(2, 4, 4, 1) ** 2
-    votes = np.full((2, 16), 1000.0, "float32")  # The flip vote's, kept.
+    votes = np.full((2, 16), 1000.0, "float32")  # The votes passed in (the image's and its mirror's) are kept.
     padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
     up_left, down_right = padded[:, 2:6, 2:6], padded[:, 0:4, 0:4]
     views = [up_left, up_left[:, :, ::-1], down_right, down_right[:, :, ::-1]]

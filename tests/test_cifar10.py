@@ -172,7 +172,7 @@ def test_image_tree_in_a_tar_gz_like_the_shared_jpeg_copy(tmp_path):
 def test_an_image_tree_in_a_tar_gz_is_read_in_the_archives_order_whatever_the_order_of_the_names(tmp_path, monkeypatch):
     # Read by name, a .tar.gz whose files are not stored in name order (as
     # `tar czf` stores them) was decompressed again from its start for each
-    # file read backwards: 64 s for 2,400 PNGs instead of 1.3 s.
+    # file read backwards: 43.8 s for 2,400 PNGs, 0.5 s in the archive's order.
     data = synthetic_cifar10()
     tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), data)
     (tmp_path / "data").mkdir()
@@ -355,6 +355,7 @@ def test_a_class_folder_of_files_that_are_not_images_says_which_files_count(tmp_
 def test_corrupt_image(tmp_path):
     write_image_tree(str(tmp_path / "c"))
     (tmp_path / "c" / "train" / "cat" / "0001.png").write_bytes(b"not a png")
+    (tmp_path / "c" / "test" / "truck" / "0000.png").write_bytes(b"not a png")  # Read after the training images.
     with pytest.raises(UserError) as error:
         load_cifar10(str(tmp_path / "c"))
     # Not Pillow's "cannot identify image file <_io.BytesIO object at 0x...>".

@@ -60,12 +60,27 @@ def test_an_archive_saved_already_decompressed_under_its_tgz_name_is_read(tmp_pa
     from_folder = photos.load_photos(str(tmp_path / "tree"), SIZE)["all"]
     np.testing.assert_array_equal(from_archive.x, from_folder.x)
     np.testing.assert_array_equal(from_archive.y, from_folder.y)
+    # Without gzip's checksum, a cut or damaged header would pass for the
+    # end of the archive, and the classes after it would be left out.
+    whole = (tmp_path / "photos.tgz").read_bytes()
+    with tarfile.open(tmp_path / "photos.tgz") as tar:
+        middle = tar.getmembers()[len(tar.getmembers()) // 2].offset
+    flipped = bytearray(whole)
+    flipped[middle + 150] ^= 0xFF  # In the header's checksum.
+    for name, damaged in (("cut.tgz", whole[:middle]), ("flipped.tgz", bytes(flipped))):
+        (tmp_path / name).write_bytes(damaged)
+        with pytest.raises(UserError, match=f"{name} is not a readable .tar.gz .it ends after 1[0-9] entries without"):
+            photos.load_photos(str(tmp_path / name), SIZE)
+    # A file that is neither gzip nor tar is still called what it is not.
+    (tmp_path / "page.tgz").write_text("<html>Not found</html>")
+    with pytest.raises(UserError, match=r"page.tgz is not a readable .tar.gz \(not a gzip file\)"):
+        photos.load_photos(str(tmp_path / "page.tgz"), SIZE)
 
 
 def test_an_archive_is_read_in_its_own_order_whatever_the_order_of_the_names(tmp_path, monkeypatch):
     # Read by name, a .tar.gz whose files are not stored in name order (as
     # `tar czf` stores them) was decompressed again from its start for each
-    # file read backwards: 9 s for 300 of the flowers instead of 1.1 s.
+    # file read backwards: 7.0 s for 300 of the flowers, 0.6 s in the archive's order.
     root = write_photo_tree(str(tmp_path / "tree" / "flower_photos"))
     archive = make_tar_gz(str(tmp_path / "photos.tgz"), root, "flower_photos", shuffled=True)
     offsets = reads_of(monkeypatch)
@@ -143,6 +158,25 @@ def test_the_users_split_is_found_below_any_number_of_wrapping_folders(tmp_path,
         found = photos.load_photos(source, SIZE)
         assert sorted(found) == ["test", "train"]
         assert found["train"].classes == list(PHOTO_CLASSES)
+
+
+def test_an_archive_that_names_its_root_as_a_folder_loads(tmp_path):
+    # A folder named "/" is the archive's root, as "./" is: looking through it
+    # for the class folders went round forever.
+    import tarfile
+
+    root = write_photo_tree(str(tmp_path / "tree" / "flower_photos"), per_class=2)
+    with tarfile.open(tmp_path / "photos.tgz", "w:gz") as tar:
+        top = tarfile.TarInfo("/")
+        top.type = tarfile.DIRTYPE
+        tar.addfile(top)
+        tar.add(root, arcname="flower_photos")
+    with within(20):
+        assert photos.load_photos(str(tmp_path / "photos.tgz"), SIZE)["all"].classes == list(PHOTO_CLASSES)
+    with tarfile.open(tmp_path / "root only.tgz", "w:gz") as tar:
+        tar.addfile(top)
+    with within(20), pytest.raises(UserError, match="holds 0 class folder"):
+        photos.load_photos(str(tmp_path / "root only.tgz"), SIZE)
 
 
 @pytest.mark.parametrize("train, test", [("Train", "Test"), ("training_set", "test_set"), ("TRAINING", "testing")])
@@ -320,6 +354,16 @@ def test_bad_folders_stop_with_one_clear_line(tmp_path):
     broken.write_bytes(b"\x1f\x8b\x08 truncated")
     with pytest.raises(UserError, match="not a readable .tar.gz"):
         photos.load_photos(str(broken), SIZE)
+
+
+def test_an_empty_class_folder_stops_the_run_before_any_photo_is_decoded(tmp_path, monkeypatch):
+    write_photo_tree(str(tmp_path / "photos"))
+    (tmp_path / "photos" / "aardvarks").mkdir()  # The first class.
+    decoded = []
+    monkeypatch.setattr(photos, "load_image", lambda data, size: decoded.append(size))
+    with pytest.raises(UserError, match="aardvarks holds no readable images"):
+        photos.load_photos(str(tmp_path / "photos"), SIZE)
+    assert decoded == []
 
 
 def test_an_archive_damaged_anywhere_is_refused(tmp_path):
