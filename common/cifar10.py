@@ -134,10 +134,11 @@ class _ArrayUnpickler(pickle.Unpickler):
         return getattr(np, name)
 
 
-def _read_batches(locate, opener):
-    """Reads the six batches; `locate(name)` gives the path that `opener` opens."""
+def _read_batches(locate, opener, order=None):
+    """Reads the six batches, in the order of `order` (a key on their names)
+    if given; `locate(name)` gives the path that `opener` opens."""
     arrays = {}
-    for name in BATCHES:
+    for name in sorted(BATCHES, key=order) if order else BATCHES:
         path = locate(name)
         try:
             with opener(path) as f:
@@ -170,7 +171,9 @@ def _read_batches_from_tar(archive):
         missing = [name for name in BATCHES if name not in members]
         if missing:
             raise UserError(f"{archive} lacks the batch {missing[0]}; replace it with a fresh copy")
-        return _read_batches(lambda name: members[name], tar.extractfile)
+        # Read in the archive's own order: each batch read backwards would
+        # decompress it again from its start.
+        return _read_batches(lambda name: members[name], tar.extractfile, order=lambda name: members[name].offset)
 
 
 # Image trees: train/<class>/*.jpg and test/<class>/*.jpg.

@@ -169,6 +169,17 @@ def test_image_tree_in_a_tar_gz_like_the_shared_jpeg_copy(tmp_path):
     assert os.path.exists(tmp_path / "data" / "cifar-10-jpeg.decoded.npz")
 
 
+def test_batches_in_a_tar_gz_are_read_in_the_archives_order(tmp_path, monkeypatch):
+    # Each batch read backwards decompressed the archive again from its start.
+    data = synthetic_cifar10(per_class_train=5)
+    batches = write_cifar_batches(str(tmp_path / "build" / "cifar-10-batches-py"), data)
+    (tmp_path / "data").mkdir()
+    make_tar_gz(str(tmp_path / "data" / "cifar-10-python.tar.gz"), batches, "cifar-10-batches-py", shuffled=True)
+    offsets = reads_of(monkeypatch)
+    assert_same(load_cifar10(str(tmp_path / "data"), allow_pickle=True), data)
+    assert len(offsets) == 6 and offsets == sorted(offsets)
+
+
 def test_an_image_tree_in_a_tar_gz_is_read_in_the_archives_order_whatever_the_order_of_the_names(tmp_path, monkeypatch):
     # Read by name, a .tar.gz whose files are not stored in name order (as
     # `tar czf` stores them) was decompressed again from its start for each
