@@ -161,8 +161,9 @@ def test_the_users_split_is_found_below_any_number_of_wrapping_folders(tmp_path,
 
 
 def test_an_archive_that_names_its_root_as_a_folder_loads(tmp_path):
-    # A folder named "/" is the archive's root, as "./" is: looking through it
-    # for the class folders went round forever.
+    # A folder named "/" is the archive's root, as "./" is: it was taken for a
+    # class folder named "", and in an archive of it alone the search for the
+    # class folders went round forever.
     import tarfile
 
     root = write_photo_tree(str(tmp_path / "tree" / "flower_photos"), per_class=2)
