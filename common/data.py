@@ -172,6 +172,9 @@ def open_tar(archive):
         refuse_special(archive)
         with open(archive, "rb") as file:
             head = file.read(262)
+    except OSError as error:  # Such as no permission to read it: no sign of damage.
+        raise unreadable(archive, error) from None
+    try:
         # A tar's header says "ustar" at byte 257; anything else is read as
         # gzip, and refused as "not a gzip file" if it is not one.
         plain = head[257:262] == b"ustar"

@@ -77,6 +77,21 @@ def test_an_archive_saved_already_decompressed_under_its_tgz_name_is_read(tmp_pa
         photos.load_photos(str(tmp_path / "page.tgz"), SIZE)
 
 
+def test_an_archive_that_cannot_be_opened_is_not_called_corrupt(tmp_path, monkeypatch):
+    # No permission to read it was "not a readable .tar.gz ...; it may be
+    # truncated or corrupt: replace it with a fresh copy", which would not help.
+    from common import data
+
+    archive = make_tar_gz(str(tmp_path / "photos.tgz"), write_photo_tree(str(tmp_path / "tree")), "flower_photos")
+
+    def refused(path, *args, **kwargs):  # As a file without read permission, for a user other than root.
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(data, "open", refused, raising=False)
+    with pytest.raises(UserError, match=r"^cannot read .*photos.tgz \(Permission denied\); check the path and that the file is readable$"):
+        photos.load_photos(archive, SIZE)
+
+
 def test_an_archive_is_read_in_its_own_order_whatever_the_order_of_the_names(tmp_path, monkeypatch):
     # Read by name, a .tar.gz whose files are not stored in name order (as
     # `tar czf` stores them) was decompressed again from its start for each
