@@ -373,17 +373,24 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def __init__(self, filepath, **kwargs):
         self.final_path = filepath
-        super().__init__(filepath.removesuffix(".keras") + ".tmp.keras", **kwargs)
+        self.temporary_path = filepath.removesuffix(".keras") + ".tmp.keras"
+        # Keras fills in {epoch} and the logs' values where the path has
+        # braces: those of a folder's name (out_dir=runs{1}) are escaped.
+        super().__init__(self.temporary_path.replace("{", "{{").replace("}", "}}"), **kwargs)
 
     def on_epoch_end(self, epoch, logs=None):
         try:
+            # One left by a save cut short (kill -9, a power cut) is no model:
+            # renamed after an epoch that saves nothing, it would replace the best.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.temporary_path)
             super().on_epoch_end(epoch, logs)
-            if os.path.exists(self.filepath):
-                files.sync(self.filepath)
-                os.replace(self.filepath, self.final_path)
+            if os.path.exists(self.temporary_path):
+                files.sync(self.temporary_path)
+                os.replace(self.temporary_path, self.final_path)
         except BaseException as error:  # A full disk, or Ctrl-C in the middle of the save.
             with contextlib.suppress(OSError):
-                os.remove(self.filepath)  # Half written: it would only take up room.
+                os.remove(self.temporary_path)  # Half written: it would only take up room.
             if isinstance(error, OSError):
                 raise files.unwritable(os.path.dirname(self.final_path), error) from None
             raise

@@ -649,6 +649,34 @@ def test_a_crash_while_checkpointing_keeps_the_previous_best(tmp_path):
     assert not os.path.exists(run.path("best.tmp.keras"))
 
 
+def test_a_checkpoint_left_half_written_never_replaces_the_best(tmp_path):
+    # A save cut short by kill -9 or a power cut leaves best.tmp.keras: it was
+    # renamed over best.keras after the next epoch, even one that saved nothing.
+    run = output.Run("tiny", {"out_dir": str(tmp_path)})
+    train(run, epochs=2)
+    before = open(run.path("best.keras"), "rb").read()
+    with open(run.path("best.tmp.keras"), "wb") as f:
+        f.write(b"half a model")
+    checkpoint = output.ModelCheckpoint(
+        run.path("best.keras"), monitor="val_accuracy", mode="max", save_best_only=True, initial_value_threshold=0.9
+    )
+    checkpoint.set_model(tiny_model())
+    checkpoint.on_epoch_end(2, {"val_accuracy": 0.8})  # Not better: nothing saved.
+    assert open(run.path("best.keras"), "rb").read() == before
+    assert not os.path.exists(run.path("best.tmp.keras"))
+
+
+def test_a_checkpoint_in_a_folder_with_braces_in_its_name_is_saved_there(tmp_path):
+    # Keras formats the path with the epoch and the logs: "runs{1}" was a
+    # KeyError traceback after the first epoch, and "runs{epoch}" saved elsewhere.
+    for name in ("runs{1}", "runs{epoch}"):
+        run = output.Run("tiny", {"out_dir": str(tmp_path / name)})
+        checkpoint = output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", mode="max")
+        checkpoint.set_model(tiny_model())
+        checkpoint.on_epoch_end(0, {"val_accuracy": 0.5})
+        assert keras.models.load_model(run.path("best.keras"), compile=False).count_params() == tiny_model().count_params()
+
+
 def test_a_full_disk_while_saving_the_state_is_one_line_and_keeps_the_last_state(tmp_path, monkeypatch):
     config, first = interrupted_after_two_epochs(tmp_path)
     again = output.Run("tiny", config)
