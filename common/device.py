@@ -389,7 +389,10 @@ def _gpus(backend):
 
         count = torch.cuda.device_count()
         names = [torch.cuda.get_device_name(i) for i in range(count)]
-        return names, count > 0 and torch.cuda.is_bf16_supported()
+        # Not torch.cuda.is_bf16_supported(), which also says yes where
+        # bfloat16 is only emulated (no tensor cores), and asks one GPU only.
+        bf16 = all(torch.cuda.get_device_capability(i) >= (8, 0) for i in range(count))
+        return names, bf16
     return [], False
 
 

@@ -46,6 +46,16 @@ def test_bfloat16_needs_compute_capability_8_on_every_gpu(monkeypatch):
     for capabilities, bfloat16 in ((["9.0"], True), (["8.0", "8.6"], True), (["8.0", "7.5"], False), (["7.0"], False)):
         monkeypatch.setattr(jax, "devices", lambda: [Gpu(c) for c in capabilities])
         assert device._gpus("jax") == (["a GPU"] * len(capabilities), bfloat16), capabilities
+    # PyTorch's own test, torch.cuda.is_bf16_supported(), says yes where it
+    # only emulates bfloat16 (a T4 or V100), and asks the first GPU only.
+    import torch
+
+    for capabilities, bfloat16 in (([(9, 0)], True), ([(8, 0), (8, 6)], True), ([(8, 0), (7, 5)], False), ([(7, 0)], False)):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "a GPU")
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: capabilities[i])
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+        assert device._gpus("torch") == (["a GPU"] * len(capabilities), bfloat16), capabilities
 
 
 def test_setup_seeds_every_generator():
