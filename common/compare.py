@@ -157,6 +157,8 @@ def main(argv):
         plots.compare([(label(run, keys), run["history"], run["result"].get("phase_starts", [])) for run in runs], out)
     except OSError as error:
         raise UserError(f"cannot write {out} ({error.strerror}); give a writable --out=path.png") from None
+    except RuntimeError as error:  # Such as .pgf, which needs LaTeX installed.
+        raise UserError(f"cannot write {out} ({error}); give e.g. --out=compare.png (or .svg, .pdf)") from None
     print(f"wrote     {out}")
 
 
