@@ -91,11 +91,13 @@ def predict_photos(paths, model_path):
             )
         model_path = found[-1]
     classes_path = os.path.join(os.path.dirname(model_path), "classes.json")
-    if not os.path.isfile(model_path) or not os.path.isfile(classes_path):
-        raise UserError(
-            f"{model_path} and the classes.json beside it must both exist; give the "
-            "model.keras of a finished transfer_xception run"
-        )
+    for path in (model_path, classes_path):
+        if not os.path.isfile(path):
+            what = "is not a file" if os.path.exists(path) else "does not exist"
+            raise UserError(
+                f"{path} {what}; give the model.keras of a finished transfer_xception "
+                "run, with the classes.json beside it"
+            )
     try:
         with open(classes_path) as f:
             classes = json.load(f)
@@ -138,7 +140,9 @@ if not 1 <= fine_tune_from <= 14:
     raise UserError(f"--fine_tune_from={fine_tune_from} is not a block of Xception; use 1 to 14")
 if image_size < 71:
     raise UserError(f"--image_size={image_size} is too small: Xception needs at least 71 pixels")
-# A wrong weights file stops the run now, not after the photos have loaded.
+# A missing weights file, or one that is no HDF5 file, stops the run now, not
+# after the photos have loaded. (Another network's weights are found out only
+# when the base is built from them, below.)
 pretrained.check_weights(weights, "Xception")
 photos.check_out_dir(data_dir, out_dir, "transfer_xception")
 
@@ -199,7 +203,7 @@ y_train, y_val, y_test = (keras.utils.to_categorical(y, len(classes)) for y in (
 skipped = sum(part.skipped for part in found.values())
 print(
     f"data      {len(classes)} classes ({', '.join(classes)}) | x_train {x_train.shape} | "
-    f"x_val {x_val.shape} | x_test {x_test.shape} | skipped {skipped} non-image files"
+    f"x_val {x_val.shape} | x_test {x_test.shape} | skipped {skipped} non-image file{'' if skipped == 1 else 's'}"
 )
 
 with scope:

@@ -512,7 +512,8 @@ def _decode_classes(where, entries, prefix, classes, read, image_size, order):
         skipped += [path for path in paths[name] if decoded[path] is None]
     if skipped:
         shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        print(f"data      skipped {len(skipped)} files in {where} that are not readable images: {shown}")
+        files = "1 file" if len(skipped) == 1 else f"{len(skipped)} files"
+        print(f"data      skipped {files} in {where} that are not readable images: {shown}")
     x = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
     return Photos(x, np.array(labels, dtype=np.int64), classes, len(skipped))
 

@@ -29,6 +29,9 @@ def test_a_folder_of_class_folders_loads_and_skips_what_is_not_an_image(tmp_path
     # notes.txt and the truncated JPEG are skipped; LICENSE.txt is no class's.
     assert skipped == 2
     assert "skipped 2 files" in capsys.readouterr().out
+    os.remove(os.path.join(root, "cats", "notes.txt"))
+    assert photos.load_photos(root, SIZE)["all"].skipped == 1
+    assert "skipped 1 file in" in capsys.readouterr().out  # Not "1 files".
     # Each class keeps its tint, so the photos are where their labels say.
     for label in range(3):
         assert np.argmax(x[y == label].mean(axis=(0, 1, 2))) == label

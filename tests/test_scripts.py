@@ -457,8 +457,10 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         (["--predict=,"], "--predict names no photo"),
         # An empty one (an unset shell variable, --predict=$PHOTO) trained a new model instead.
         (["--predict="], "--predict names no photo"),
-        (["--predict=photo.jpg", "--model_file=/no/model.keras"], "must both exist"),
-        (["--predict=photo.jpg", "--model_file=tests/conftest.py"], "must both exist"),
+        (["--predict=photo.jpg", "--model_file=/no/model.keras"], "/no/model.keras does not exist; give the model.keras"),
+        # It said that the file "and the classes.json beside it must both exist", and the file does.
+        (["--predict=photo.jpg", "--model_file=tests/conftest.py"], "tests/classes.json does not exist; give the model.keras"),
+        (["--predict=photo.jpg", "--model_file=tests"], "tests is not a file; give the model.keras"),
         # Without --predict it trained a new model (18 minutes at the defaults) and ignored the file.
         (["--model_file=model.keras"], "--model_file=model.keras is the model that --predict uses; give --predict="),
         # The second run read the first one's folder as a class of photos ("class 'runs' has 3 photos").
