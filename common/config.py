@@ -82,7 +82,8 @@ def parse_value(key, text, default):
     """Parses `text` as a literal of the same type as `default`."""
     try:
         value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    # RecursionError, MemoryError: an expression nested thousands deep (--epochs=----1).
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
         value = text  # A bare word such as a path is a string.
     if isinstance(default, str) and not isinstance(value, str):
         value = text  # --data_dir=2024 means the folder "2024".

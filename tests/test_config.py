@@ -146,6 +146,9 @@ def test_values_are_never_executed(tmp_path):
         ("--train_samples=-9223372036854775809", "is out of range; give an integer between -2**63 and 2**63 - 1"),
         # An integer beyond a float's range, where a number is expected: an OverflowError traceback.
         ("--learning_rate=" + "9" * 400, "is out of range; give a number such as 0.001"),
+        # Nested too deep for Python's parser: a RecursionError traceback, or "out of memory".
+        ("--epochs=" + "-" * 5000 + "1", "is not an integer (default epochs=12)"),
+        ("--epochs=" + "-" * 100000 + "1", "is not an integer (default epochs=12)"),
     ],
 )
 def test_bad_overrides_are_refused_with_a_helpful_message(argument, message):
