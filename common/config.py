@@ -59,11 +59,24 @@ _CHECKS = {
     "fine_tune_epochs": (lambda v: 0 <= v <= 10**6, "must be >= 0 (0 skips phase 2) and at most 1,000,000"),
     "fine_tune_learning_rate": (lambda v: 0 < v < math.inf, "must be > 0 and finite"),
     "test_split": (lambda v: 0 <= v < 1, "must be >= 0 and below 1"),
-    # An empty one wrote the runs into the folder the script started from.
-    "out_dir": (lambda v: v.strip() != "", "must name a folder"),
-    "runs_dir": (lambda v: v.strip() != "", "must name a folder"),
+    # An empty one wrote the runs into the folder the script started from;
+    # a file was found out only once the data had loaded and the model compiled.
+    "out_dir": (lambda v: _names_a_folder(v), "must name a folder, not a file or a path through one"),
+    "runs_dir": (lambda v: _names_a_folder(v), "must name a folder, not a file or a path through one"),
 }
 _TYPES = (bool, int, float, str)
+
+
+def _names_a_folder(path):
+    """Whether `path` names a folder that is there or can be made: not
+    empty, and the nearest part of it that exists is a folder."""
+    if not path.strip():
+        return False
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return os.path.isdir(path)
+
 HELP_HEADER = "settings (override any of them as --key=value):"
 _TYPE_NAMES = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
 

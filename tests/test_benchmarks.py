@@ -837,7 +837,7 @@ def test_transfer_phases_refuses_a_class_too_small_to_split_before_xception_runs
         # It blamed the weights file, after the photos had loaded.
         (["--image_size=32"], "--image_size=32 is too small: Xception needs at least 71 pixels"),
         # A FileExistsError traceback at the very end, the results lost.
-        (["--out_dir={file}"], "cannot write to --out_dir={file} ("),
+        (["--out_dir={file}"], "out_dir must name a folder, not a file or a path through one"),
         # Each ran on: a table of such rows, an empty table, a KeyError traceback or the
         # split's own refusal after Xception's pass over every photo.
         (["--fine_tune_learning_rates=-1e-4,nan"], "--fine_tune_learning_rates='-1e-4,nan' must be numbers above 0"),

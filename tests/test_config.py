@@ -257,6 +257,16 @@ def test_an_errors_reason_is_its_first_line_or_else_its_kind():
         assert reason(error) == "No such file or directory: /nonexistent/file"
 
 
+def test_an_out_dir_that_is_a_file_or_lies_below_one_is_refused_before_any_work(tmp_path):
+    # It was found out once the data had loaded and the model had compiled.
+    (tmp_path / "notes.txt").write_text("not a folder")
+    for path in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "runs"):
+        with pytest.raises(UserError, match="out_dir must name a folder, not a file or a path through one"):
+            apply_overrides({"out_dir": "runs"}, [f"--out_dir={path}"])
+    for path in (tmp_path, tmp_path / "new" / "runs", "relative/runs"):
+        assert apply_overrides({"out_dir": "runs"}, [f"--out_dir={path}"])["out_dir"] == str(path)
+
+
 def test_a_later_override_of_the_same_key_is_told_the_scripts_default():
     # After --epochs=1, the message for --epochs=1.0 called 1 the default (the script's is 12).
     with pytest.raises(UserError) as error:
