@@ -224,10 +224,7 @@ with scope:
     x = layers.RandomZoom(0.1)(x)
     # Xception expects pixels scaled to [-1, 1], as in its ImageNet training.
     x = keras.applications.xception.preprocess_input(x)
-    # training=False keeps the base's batch normalisation in inference mode in
-    # both phases: its statistics come from ImageNet, and updating them from
-    # a few hundred photos, a batch at a time, would undo much of the pretraining.
-    maps = base(x, training=False)
+    maps = base(x)
     # Each map averaged over the image: one number per channel.
     pooled = [layers.GlobalAveragePooling2D()(m) for m in maps]
     features = layers.Concatenate()(pooled) if len(pooled) > 1 else pooled[0]
@@ -336,6 +333,14 @@ if fine_tune_epochs:
     first = next(i for i, layer in enumerate(base.layers) if layer.name.startswith(f"block{fine_tune_from}_"))
     for layer in base.layers[:first]:
         layer.trainable = False
+    # Batch normalisation stays frozen: its statistics come from ImageNet, and
+    # updating them from batches of a few dozen photos would undo much of the
+    # pretraining. A frozen BatchNormalization layer runs in inference mode in
+    # Keras 3 (base(x, training=False) would not do it: fit's training=True
+    # overrides it).
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
     with device.scope_of(model):
         model.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate), loss=loss, metrics=["accuracy"])
     callbacks = run.callbacks(

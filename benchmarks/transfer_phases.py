@@ -180,9 +180,10 @@ def fine_tune(head, split, rate, seed):
     # (block 13's shortcut convolution comes later and trains too).
     first = next(i for i, layer in enumerate(exit_flow.layers) if layer.name.startswith("block13_"))
     for i, layer in enumerate(exit_flow.layers):
-        layer.trainable = i >= first
+        # Batch normalisation frozen, so in inference mode, as in the script.
+        layer.trainable = i >= first and not isinstance(layer, layers.BatchNormalization)
     inputs = keras.Input(shape=exit_flow.input.shape[1:])
-    maps = exit_flow(inputs, training=False)  # batch norm in inference mode, as in the script
+    maps = exit_flow(inputs)
     pooled = layers.Concatenate()([layers.GlobalAveragePooling2D()(m) for m in maps])
     model = keras.Model(inputs, head(pooled))
     model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss)

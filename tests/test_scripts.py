@@ -412,6 +412,18 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
     # Phase 2 trains more of the model than phase 1.
     counts = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) trainable", result.stdout)]
     assert len(counts) == 2 and counts[0] < counts[1]
+    # Its batch normalisation kept the pretrained base's: it ran in training
+    # mode, its statistics and scales moving towards those of batches of 8.
+    trained = keras.models.load_model(os.path.join(run_dir, "model.keras")).get_layer("xception")
+    pretrained = keras.applications.Xception(
+        include_top=False, weights=None if weights == "none" else weights, input_shape=(71, 71, 3)
+    )
+    normalisations = [[layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+                      for model in (trained, pretrained)]
+    assert len(normalisations[0]) == len(normalisations[1]) == 40
+    for after, before in zip(*normalisations):
+        for moved, kept in zip(after.get_weights(), before.get_weights()):
+            np.testing.assert_array_equal(moved, kept, err_msg=after.name)
 
     # --predict finds the newest model by itself and names a class per photo.
     photos = [os.path.join(photo_dir, "owls", "000.jpg"), os.path.join(photo_dir, "cats", "001.jpg")]
