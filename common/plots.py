@@ -2,6 +2,7 @@
 never shown, so they work on a headless server."""
 
 import math
+import os
 import textwrap
 
 import matplotlib
@@ -10,6 +11,8 @@ import numpy as np
 matplotlib.use("Agg")  # No display needed; must come before pyplot.
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+
+from common import files  # noqa: E402
 
 
 def curves(history, path, title="", phase_starts=(), kept_epoch=None):
@@ -94,7 +97,11 @@ def compare(runs, path):
     axes[0].set_ylabel("validation accuracy")
     axes[1].set_ylabel("validation loss (as trained)")
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", fontsize=8)
-    figure.savefig(path, dpi=100)
+    # Under a temporary name: a save that fails part way (.pgf without LaTeX)
+    # leaves no broken image, and an earlier one at `path` as it was.
+    path = os.fspath(path)
+    extension = os.path.splitext(path)[1][1:].lower()
+    files.write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100, format=extension))
     plt.close(figure)
 
 
