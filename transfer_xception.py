@@ -12,7 +12,7 @@ Training runs in two phases:
    computed once, and the head trains on them in seconds.
 2. The base (from the block `fine_tune_from` on) is unfrozen and everything
    trains together with a much smaller learning rate, adapting the features a
-   little to these photos.
+   little to these photos (batch normalisation stays frozen).
 
 Expected on the 1250-photo flowers subset in ../shared/data (810 photos to
 train, 190 to validate, 250 to test): 93.2% test accuracy after phase 1 and

@@ -22,13 +22,15 @@ def setup(seed):
 
     On a GPU the global dtype policy becomes mixed precision (bfloat16 where
     the card has it, as on Ampere and newer; float16 otherwise) and Keras
-    compiles steps with XLA by default. With several devices it trains
-    data-parallel through the backend's own API (docs/devices.md). It
-    returns the scope in which the model must be built and compiled: on
-    TensorFlow with several devices MirroredStrategy's, else one that does
-    nothing (JAX's data parallelism is set here, for every model built).
-    On JAX, with the KERAS_DISTRIBUTION_* variables set, this process first
-    joins the others of a run over several machines.
+    compiles steps with XLA by default (on TensorFlow with one GPU only;
+    never for a model with a layer XLA cannot compile, such as
+    RandomRotation). With several devices it trains data-parallel through
+    the backend's own API (docs/devices.md). It returns the scope in which
+    the model must be built and compiled: on TensorFlow with several
+    devices MirroredStrategy's, else one that does nothing (JAX's data
+    parallelism is set here, for every model built). On JAX, with the
+    KERAS_DISTRIBUTION_* variables set, this process first joins the others
+    of a run over several machines.
     """
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax", "torch"):

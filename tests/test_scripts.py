@@ -412,8 +412,9 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
     # Phase 2 trains more of the model than phase 1.
     counts = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) trainable", result.stdout)]
     assert len(counts) == 2 and counts[0] < counts[1]
-    # Its batch normalisation kept the pretrained base's: it ran in training
-    # mode, its statistics and scales moving towards those of batches of 8.
+    # Its batch normalisation kept the pretrained base's (before 2026-12-07 it
+    # ran in training mode, its statistics and scales moving towards those of
+    # batches of 8).
     trained = keras.models.load_model(os.path.join(run_dir, "model.keras")).get_layer("xception")
     pretrained = keras.applications.Xception(
         include_top=False, weights=None if weights == "none" else weights, input_shape=(71, 71, 3)
