@@ -16,13 +16,12 @@ Training runs in two phases:
 
 Expected on the 1250-photo flowers subset in ../shared/data (810 photos to
 train, 190 to validate, 250 to test): 93.2% test accuracy after phase 1 and
-91.6% after phase 2 (94.0% and 92.0% when each test photo and its mirror
-image vote together), in 15 to 27 minutes of training (18.5 to 30 minutes in
-all) on two 2-core CPUs (TensorFlow backend, measured 2026-11-23 and
-2026-12-06); see README.md. That is
-one split of the photos, a lucky one: over six splits the head scored 90.6%
-± 2.3 after phase 1. On so few photos phase 2 has not helped the test
-accuracy; it stays as the method's second half, and --fine_tune_epochs=0
+92.4% after phase 2 (94.0% and 92.8% when each test photo and its mirror
+image vote together), in 29 minutes of training (33 minutes in all) on a
+2-core AMD EPYC CPU (TensorFlow backend, measured 2026-12-07); see
+README.md. That is one split of the photos, a lucky one: over six splits
+the head scored 90.6% ± 2.3 after phase 1. On so few photos phase 2 has not
+helped the test accuracy; it stays as the method's second half, and --fine_tune_epochs=0
 skips it.
 
     python transfer_xception.py --data_dir=path/to/flower_photos.tgz --weights=path/to/xception_notop.h5

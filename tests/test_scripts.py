@@ -474,7 +474,7 @@ def test_transfer_trains_two_phases_then_predicts(weights, tmp_path):
         # It said that the file "and the classes.json beside it must both exist", and the file does.
         (["--predict=photo.jpg", "--model_file=tests/conftest.py"], "tests/classes.json does not exist; give the model.keras"),
         (["--predict=photo.jpg", "--model_file=tests"], "tests is not a file; give the model.keras"),
-        # Without --predict it trained a new model (18 minutes at the defaults) and ignored the file.
+        # Without --predict it trained a new model (18 to 33 minutes at the defaults) and ignored the file.
         (["--model_file=model.keras"], "--model_file=model.keras is the model that --predict uses; give --predict="),
         # The second run read the first one's folder as a class of photos ("class 'runs' has 3 photos").
         (["--out_dir={photos}/runs"], "--out_dir={photos}/runs lies inside --data_dir={photos}, whose folders are read"),
