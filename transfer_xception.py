@@ -21,8 +21,8 @@ image vote together), in 29 minutes of training (33 minutes in all) on a
 2-core AMD EPYC CPU (TensorFlow backend, measured 2026-12-07); see
 README.md. That is one split of the photos, a lucky one: over six splits
 the head scored 90.6% ± 2.3 after phase 1. On so few photos phase 2 has not
-helped the test accuracy; it stays as the method's second half, and --fine_tune_epochs=0
-skips it.
+helped the test accuracy; it stays as the method's second half, and
+--fine_tune_epochs=0 skips it.
 
     python transfer_xception.py --data_dir=path/to/flower_photos.tgz --weights=path/to/xception_notop.h5
     python transfer_xception.py --predict=photo.jpg,other.jpg
