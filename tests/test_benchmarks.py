@@ -416,15 +416,17 @@ def test_tasks_may_have_spaces_and_a_missing_dataset_stops_the_benchmark_before_
 
 def test_an_unwritable_runs_dir_stops_the_benchmark_before_any_run(tmp_path):
     write_mnist_npz(str(tmp_path / "data" / "mnist"))
-    (tmp_path / "a file").write_text("")
+    # A name longer than the file system allows: a folder that cannot be made
+    # even by root. (A file there is refused earlier, with the settings.)
+    runs_dir = tmp_path / ("x" * 300)
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--tasks=mnist_mlp", "--seeds=1", f"--data_dir={tmp_path / 'data'}",
-         f"--out_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'a file'}"],
+         f"--out_dir={tmp_path / 'results'}", f"--runs_dir={runs_dir}"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     # It failed in the seed's run, saying "choose a writable --out_dir" of the script.
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot make the runs' folder {tmp_path / 'a file'}/")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot make the runs' folder {runs_dir}/")
     assert "give a --runs_dir you can write to" in result.stderr
     assert os.listdir(tmp_path / "results") == []
 
