@@ -330,16 +330,13 @@ if fine_tune_epochs:
     print(f"phase 2   Xception's blocks {fine_tune_from} to 14 train too, at learning rate {fine_tune_learning_rate:g}")
     base.trainable = True
     first = next(i for i, layer in enumerate(base.layers) if layer.name.startswith(f"block{fine_tune_from}_"))
-    for layer in base.layers[:first]:
-        layer.trainable = False
     # Batch normalisation stays frozen: its statistics come from ImageNet, and
     # updating them from batches of a few dozen photos would undo much of the
     # pretraining. A frozen BatchNormalization layer runs in inference mode in
     # Keras 3 (base(x, training=False) would not do it: fit's training=True
     # overrides it).
-    for layer in base.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= first and not isinstance(layer, layers.BatchNormalization)
     with device.scope_of(model):
         model.compile(optimizer=keras.optimizers.Adam(fine_tune_learning_rate), loss=loss, metrics=["accuracy"])
     callbacks = run.callbacks(

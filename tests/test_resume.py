@@ -667,7 +667,7 @@ def test_a_checkpoint_left_half_written_never_replaces_the_best(tmp_path):
 
 
 def test_a_checkpoint_in_a_folder_with_braces_in_its_name_is_saved_there(tmp_path):
-    # Keras formats the path with the epoch and the logs: "runs{1}" was a
+    # Keras formats the path with the epoch and the logs: "runs{1}" was an
     # IndexError traceback after the first epoch, and "runs{epoch}" saved elsewhere.
     for name in ("runs{1}", "runs{epoch}"):
         run = output.Run("tiny", {"out_dir": str(tmp_path / name)})
