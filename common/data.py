@@ -89,42 +89,124 @@ def split_validation(x, y, validation_split, seed, train_samples=0):
     return x[train], y[train], x[val], y[val]
 
 
-class DeviceBatches(keras.utils.PyDataset):
-    """Training examples held on the accelerator, given to `model.fit` in
-    place of the arrays, on the JAX backend and one device (`check`).
+def shuffled_batches(x, y, batch_size, seed, initial_epoch=0, resident=False):
+    """The training examples `x`, `y` in batches of `batch_size`, for
+    `model.fit` in place of the arrays (with `shuffle=False`): every example
+    once an epoch, each epoch in its own order, drawn from `seed` and the
+    epoch's number (`epoch_order`). A run resumed at `initial_epoch` goes
+    through the orders an uninterrupted one would have, on every backend.
 
-    Given NumPy arrays, `fit` gathers each shuffled batch in host memory and
-    copies it to the device, every step of every epoch. Here `x` and `y` are
-    copied to the device once, as they are (images as bytes), and each batch
-    is gathered there; only its indices cross over. On JAX, `fit` hands such
-    device arrays to the training step as they are. Each epoch's order is
-    drawn from `seed` and the epoch's number, so a run resumed at
-    `initial_epoch` goes through the same orders as one never interrupted.
-    Pass `fit` `shuffle=False`: its own shuffling would only reorder whole
-    batches.
+    Keras' own shuffling of arrays (`fit(x, y, shuffle=True)`) does neither:
+    on TensorFlow, once a seed is set, every epoch came in the same order
+    (tf.data's shuffle starts from its seed again in each epoch's new
+    iterator), and on JAX and PyTorch, which shuffle with their own
+    generators, a resumed run's first epoch took the first epoch's order.
+
+    On TensorFlow a tf.data pipeline gathers the batches (`_tf_batches`),
+    as Keras does for arrays: a PyDataset there took twice as long as the
+    arrays per epoch of the MLP (5.0 s against 2.7 s on this project's
+    2-core CPU, 2026-12-07), each batch passed through Python. On JAX and
+    PyTorch, which slice arrays in Python anyway, a PyDataset does it
+    (`Batches`), and with `resident` the batches are gathered on the
+    accelerator (`DeviceBatches`).
+    """
+    if resident:
+        return DeviceBatches(x, y, batch_size, seed, initial_epoch)
+    if keras.backend.backend() == "tensorflow":
+        return _tf_batches(x, y, batch_size, seed, initial_epoch)
+    return Batches(x, y, batch_size, seed, initial_epoch)
+
+
+def epoch_order(seed, epoch, count):
+    """The order of `count` examples in the given epoch (counted from 0)."""
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
+def _tf_batches(x, y, batch_size, seed, initial_epoch):
+    """`shuffled_batches` as a tf.data pipeline: `Batches` says which
+    examples each batch takes, and TensorFlow gathers them."""
+    import tensorflow as tf
+
+    batches = Batches(x, y, batch_size, seed, initial_epoch)
+    # fit makes a new iterator over this each epoch: batch 0, 1, ... of it.
+    indices = tf.data.Dataset.range(len(batches)).map(
+        lambda index: tf.ensure_shape(tf.numpy_function(batches.indices, [index], tf.int64), [None])
+    )
+    # As Keras does for arrays: the arrays are one element, repeated beside
+    # each batch's indices, and each batch is gathered from them.
+    arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
+    gathered = tf.data.Dataset.zip(indices, arrays).map(
+        lambda i, xy: (tf.gather(xy[0], i), tf.gather(xy[1], i)), num_parallel_calls=os.cpu_count()
+    )
+    options = tf.data.Options()
+    # Without autotuning's thread, which made the first step of some epochs
+    # seconds late (device._turn_off_tf_data_autotuning); the order comes
+    # from NumPy, which tf.data cannot save with a distributed dataset.
+    options.autotune.enabled = False
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return gathered.prefetch(2).with_options(options)
+
+
+class Batches(keras.utils.PyDataset):
+    """`shuffled_batches` as a PyDataset, gathered in host memory: on JAX
+    and PyTorch (and telling `_tf_batches` which examples to gather).
+
+    The epoch ends when its last batch is served: the next batch asked for
+    is the first of the next epoch's order. (Not at each `on_epoch_begin`:
+    a first `fit` of a model that is not yet built takes a batch to build
+    it, between an `on_epoch_begin` and an `on_epoch_end` of their own.)
     """
 
     def __init__(self, x, y, batch_size, seed, initial_epoch=0):
         super().__init__()
-        self.x, self.y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+        self.x, self.y = x, y
         self.batch_size, self.seed, self.epoch = batch_size, seed, initial_epoch
-        self.order = np.arange(len(x))
-        # On JAX each size of gather compiles on first use: here, not in the
-        # first epoch's time.
-        for index in {0, len(self) - 1}:
-            _ = self[index]
+        self.count = len(x)
+        self.order = None  # the epoch's order, drawn when its first batch is asked for
 
     def __len__(self):
-        return -(-len(self.order) // self.batch_size)  # the last batch may be smaller
+        return -(-self.count // self.batch_size)  # the last batch may be smaller
 
     def __getitem__(self, index):
-        # The batch's indices go to the device once, for both gathers.
-        batch = keras.ops.convert_to_tensor(self.order[index * self.batch_size : (index + 1) * self.batch_size])
-        return keras.ops.take(self.x, batch, axis=0), keras.ops.take(self.y, batch, axis=0)
+        return self.gather(self.indices(index))
 
-    def on_epoch_begin(self):
-        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.order))
-        self.epoch += 1
+    def indices(self, index):
+        """The examples of batch `index` of the epoch."""
+        if self.order is None:
+            self.order = epoch_order(self.seed, self.epoch, self.count)
+        indices = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        if index == len(self) - 1:
+            self.epoch, self.order = self.epoch + 1, None
+        return indices
+
+    def gather(self, indices):
+        return self.x[indices], self.y[indices]
+
+
+class DeviceBatches(Batches):
+    """Training examples held on the accelerator, given to `model.fit` in
+    place of the arrays, on the JAX backend and one device (`check`).
+
+    Given arrays, `fit` gathers each batch in host memory and copies it to
+    the device, every step of every epoch. Here `x` and `y` are copied to
+    the device once, as they are (images as bytes), and each batch is
+    gathered there; only its indices cross over. On JAX, `fit` hands such
+    device arrays to the training step as they are.
+    """
+
+    def __init__(self, x, y, batch_size, seed, initial_epoch=0):
+        x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+        super().__init__(x, y, batch_size, seed, initial_epoch)
+        # On JAX each size of gather compiles on first use: here, not in the
+        # first epoch's time.
+        for size in {batch_size, self.count - (len(self) - 1) * batch_size}:
+            self.gather(np.arange(size))
+
+    def gather(self, indices):
+        # The batch's indices go to the device once, for both gathers.
+        indices = keras.ops.convert_to_tensor(indices)
+        return keras.ops.take(self.x, indices, axis=0), keras.ops.take(self.y, indices, axis=0)
 
     @staticmethod
     def check():

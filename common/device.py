@@ -64,18 +64,16 @@ def compile_ahead(model, x, y, batch_size, validation_data):
 
     On JAX, XLA compiles a step for each shape of batch it meets: full
     batches, and the smaller last batch of the training and of the validation
-    data. Running each step once compiles it; the model's and the optimizer's
-    variables (random-generator states included) and NumPy's generator are
-    then put back, so training starts from the same state. (Not quite the
-    same run: a model's first `fit` draws one extra shuffle to build itself,
-    which a compiled model skips, so the batches come in another order.)
-    With several devices, a run whose batches do not split evenly between
+    data. Running each step once, on batches from `data.shuffled_batches`
+    as the scripts' `fit` gets them, compiles it; the model's and the
+    optimizer's variables (random-generator states included) are then put
+    back, so training starts from the same state, and the run is the same
+    to the digit as without it. With several devices, a run whose batches do not split evenly between
     them stops here (`check_batches`), so call it before the run
     folder is made.
 
     TensorFlow traces its steps into graphs in their first call, whatever
-    the batch size; the same short fit does that here, and the run is then
-    the same to the digit as without it. (On a 2-core CPU, a one-epoch
+    the batch size; the same short fit does that here. (On a 2-core CPU, a one-epoch
     `mnist_cnn.py` run took 7.0 s in `fit` without it, and 4.1 s after 1.8 s
     here.) PyTorch runs the steps as they come, so there it does nothing.
 
@@ -115,17 +113,18 @@ def compile_ahead(model, x, y, batch_size, validation_data):
         # of one, and one more to run alone where an epoch's last call has
         # fewer than N.
         n += batch_size * (steps - 1 + (full_batches % steps != 0))
+    from common import data  # (which imports this module)
+
     start = time.perf_counter()
     with scope_of(model):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         state = model.variables + model.optimizer.variables
         saved = [v.numpy() for v in state]
-        shuffle_state = np.random.get_state()  # fit shuffles with NumPy's global generator
-        model.fit(x[:n], y[:n], batch_size, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0)
+        batches = data.shuffled_batches(x[:n], y[:n], batch_size, seed=0)
+        model.fit(batches, batch_size=batch_size, shuffle=False, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0)
         for variable, value in zip(state, saved):
             variable.assign(value)
-        np.random.set_state(shuffle_state)
     seconds = time.perf_counter() - start
     print(f"compiled  the training and evaluation steps in {seconds:.1f} s (before the clock starts)")
     return seconds

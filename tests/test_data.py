@@ -354,23 +354,52 @@ def test_split_that_leaves_nothing_is_refused():
     assert len(x_train) == 1 and len(x_val) == 4
 
 
-def test_device_batches_give_every_example_once_an_epoch_in_an_order_of_the_seed_and_epoch():
+def _epochs(batches, count):
+    """The examples' order in each of the next `count` epochs of `batches`,
+    read as `fit` reads them: a PyDataset is told each epoch's start, and a
+    tf.data pipeline gets a new iterator each epoch. Checks that every batch
+    keeps its pairs together, and that the last one is the smaller."""
+    orders = []
+    for _ in range(count):
+        if isinstance(batches, keras.utils.PyDataset):
+            batches.on_epoch_begin()
+            parts = [batches[i] for i in range(len(batches))]
+            batches.on_epoch_end()
+        else:
+            parts = list(batches)
+        parts = [tuple(keras.ops.convert_to_numpy(part) for part in batch) for batch in parts]
+        assert [len(images) for images, _ in parts] == [4, 4, 2]
+        for images, targets in parts:
+            np.testing.assert_array_equal(targets, images.reshape(-1) * 2)  # pairs stay together
+        orders.append(np.concatenate([images.reshape(-1) for images, _ in parts]).tolist())
+    return orders
+
+
+@pytest.mark.parametrize("kind", ["this backend's", "on the device"])
+def test_shuffled_batches_give_every_example_once_an_epoch_in_an_order_of_the_seed_and_epoch(kind):
     x = np.arange(10, dtype="uint8").reshape(10, 1, 1)
     y = np.arange(10, dtype="float32") * 2
 
-    def epoch(batches):
-        batches.on_epoch_begin()
-        parts = [tuple(keras.ops.convert_to_numpy(part) for part in batches[i]) for i in range(len(batches))]
-        assert [len(images) for images, _ in parts] == [4, 4, 2]  # the last batch is smaller
-        for images, targets in parts:
-            np.testing.assert_array_equal(targets, images.reshape(-1) * 2)  # pairs stay together
-        return np.concatenate([images.reshape(-1) for images, _ in parts]).tolist()
+    def batches(seed=0, initial_epoch=0):
+        return data.shuffled_batches(x, y, 4, seed, initial_epoch, resident=kind == "on the device")
 
-    batches = data.DeviceBatches(x, y, batch_size=4, seed=0)
-    first, second = epoch(batches), epoch(batches)
-    assert sorted(first) == sorted(second) == list(range(10))
-    assert first != second
+    first, second, third = _epochs(batches(), 3)
+    assert sorted(first) == sorted(second) == sorted(third) == list(range(10))
+    # Each epoch its own order (Keras' shuffling gave TensorFlow one for all).
+    assert first != second != third != first
+    assert [first, second] == [epoch.tolist() for epoch in map(lambda e: x.reshape(-1)[data.epoch_order(0, e, 10)], (0, 1))]
     # A run resumed after one epoch goes on with the second epoch's order;
     # another seed gives other orders.
-    assert epoch(data.DeviceBatches(x, y, batch_size=4, seed=0, initial_epoch=1)) == second
-    assert epoch(data.DeviceBatches(x, y, batch_size=4, seed=1)) != first
+    assert _epochs(batches(initial_epoch=1), 2) == [second, third]
+    assert _epochs(batches(seed=1), 1) != [first]
+
+
+def test_fit_draws_one_order_an_epoch_from_the_first_epoch_it_trains(monkeypatch):
+    drawn = []
+    order = data.epoch_order
+    monkeypatch.setattr(data, "epoch_order", lambda seed, epoch, count: drawn.append(epoch) or order(seed, epoch, count))
+    x, y = np.zeros((10, 2), "float32"), np.zeros((10, 1), "float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(data.shuffled_batches(x, y, 4, seed=0, initial_epoch=2), shuffle=False, initial_epoch=2, epochs=5, verbose=0)
+    assert drawn == [2, 3, 4]

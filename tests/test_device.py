@@ -115,9 +115,7 @@ def _run_on_jax(code):
 
 _SAME_TRAINING = """
 import keras, numpy as np
-from common import augment, device
-
-SHUFFLE = {shuffle}
+from common import augment, data, device
 
 def train(ahead):
     keras.utils.set_random_seed(0)
@@ -134,7 +132,9 @@ def train(ahead):
         assert device.compile_ahead(model, x, y, 16, (x[:30], y[:30])) > 0
         assert model.train_function is not None, "no training step was compiled"
         assert np.array_equal(np.random.get_state()[1], numpy_state), "NumPy's generator moved"
-    model.fit(x, y, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=SHUFFLE)
+    # As the scripts train: shuffled, each epoch in an order of the seed and the epoch.
+    batches = data.shuffled_batches(x, y, 16, seed=0)
+    model.fit(batches, batch_size=16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=False)
     return model.get_weights()
 
 plain, ahead = train(False), train(True)
@@ -146,11 +146,47 @@ print("same" if all(np.array_equal(p, q) for p, q in zip(plain, ahead)) else "di
 def test_compile_ahead_on_jax_leaves_training_unchanged():
     # JAX compiles each batch shape once; compiling ahead runs the steps and
     # must then put every variable and generator back as it was.
-    # Unshuffled: on JAX a first fit peeks at one batch more (to build the
-    # model), which draws one more permutation from NumPy's generator.
-    stdout = _run_on_jax(_SAME_TRAINING.format(shuffle=False))
+    stdout = _run_on_jax(_SAME_TRAINING)
     assert stdout.splitlines()[-1] == "same"
     assert "compiled  the training and evaluation steps" in stdout
+
+
+_RESUMED = """
+import keras, numpy as np
+from common import data
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(40, 4)).astype("float32")
+y = keras.utils.to_categorical(rng.integers(0, 3, 40), 3)
+
+def train(feed, resume_after=None):
+    # Three epochs, or `resume_after` of them and then the rest in a new fit,
+    # as a resumed run does: every generator seeded again as a new process
+    # seeds it, the model's and optimizer's state carried over.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy")
+    for first, last in [(0, resume_after), (resume_after, 3)] if resume_after else [(0, 3)]:
+        keras.utils.set_random_seed(0)
+        if feed == "shuffled_batches":
+            model.fit(data.shuffled_batches(x, y, 8, 0, first), shuffle=False, initial_epoch=first, epochs=last, verbose=0)
+        else:
+            model.fit(x, y, 8, initial_epoch=first, epochs=last, verbose=0)
+    return model.get_weights()
+
+for feed in ("keras", "shuffled_batches"):
+    same = all(np.array_equal(a, b) for a, b in zip(train(feed), train(feed, resume_after=1)))
+    print(feed, "same" if same else "different")
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_resumed_fit_goes_through_the_orders_of_an_uninterrupted_one(backend):
+    # Keras' own shuffling on JAX and PyTorch draws each epoch's order from
+    # the backend's seeded generator, so a resumed run took the first
+    # epoch's order again. (TensorFlow's took one order for every epoch:
+    # test_data.py checks that each epoch has its own.)
+    assert _run_on(backend, _RESUMED).splitlines()[-2:] == ["keras different", "shuffled_batches same"]
 
 
 _STEPS_IN_ONE_CALL = """
@@ -285,10 +321,8 @@ def test_device_batches_on_jax_train_with_the_steps_compiled_ahead():
 
 def test_compile_ahead_on_tensorflow_leaves_training_unchanged():
     # TensorFlow traces its steps in their first call; tracing ahead runs
-    # them on a few batches and must then put every variable back. Shuffled,
-    # as the scripts train: fit shuffles through tf.data, whose seeds
-    # tracing ahead must not move.
-    stdout = _run_on("tensorflow", _SAME_TRAINING.format(shuffle=True))
+    # them on a few batches and must then put every variable back.
+    stdout = _run_on("tensorflow", _SAME_TRAINING)
     assert stdout.splitlines()[-1] == "same"
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import common.config
-from common import UserError, files, output, resume, schedules
+from common import UserError, data, files, output, resume, schedules
 from conftest import REPO, final_fields, run_script, run_until_epoch, synthetic_mnist, write_mnist_npz
 from test_output import SlowAfterEachEpoch, tiny_data, tiny_model
 
@@ -66,8 +66,8 @@ def train(run, epochs=6, patience=3, stop_after=None, built=False):
     if stop_after:
         callbacks.append(StopAfter(stop_after))
     model.fit(
-        x, y, batch_size=8, initial_epoch=run.initial_epoch, epochs=epochs,
-        validation_data=(x, y), callbacks=callbacks, verbose=0,
+        data.shuffled_batches(x, y, 8, seed=0, initial_epoch=run.initial_epoch), batch_size=8, shuffle=False,
+        initial_epoch=run.initial_epoch, epochs=epochs, validation_data=(x, y), callbacks=callbacks, verbose=0,
     )
     return model
 
