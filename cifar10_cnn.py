@@ -225,20 +225,17 @@ run = output.Run("cifar10_cnn", config)
 callbacks = run.callbacks(
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
 )
-# fit copies each shuffled batch of the images from host memory to the
-# device; with resident=True they are copied there once, and DeviceBatches
-# gathers each batch there (common/data.py). fit's batch_size then sizes the
-# validation batches only.
-# initial_epoch is above 0 when this continues a run that was interrupted.
-if resident:
-    inputs, targets = data.DeviceBatches(x_train, y_train, batch_size, seed, run.initial_epoch), None
-else:
-    inputs, targets = x_train, y_train
+# Each epoch's batches come in an order drawn from the seed and the epoch's
+# number, the same in a run that was interrupted and continued
+# (common/data.py), so fit must not shuffle them again; its batch_size sizes
+# the validation batches. Each batch is gathered in host memory and copied to
+# the device; with resident=True the images are copied there once, and each
+# batch is gathered there. initial_epoch is above 0 when this continues an
+# interrupted run.
 model.fit(
-    inputs,
-    targets,
+    data.shuffled_batches(x_train, y_train, batch_size, seed, run.initial_epoch, resident),
     batch_size=batch_size,
-    shuffle=not resident,  # DeviceBatches shuffles the examples itself
+    shuffle=False,
     initial_epoch=run.initial_epoch,
     epochs=epochs,
     validation_data=(x_val, y_val),

@@ -123,11 +123,15 @@ callbacks = run.callbacks(
     output.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", save_best_only=True),
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
 )
-# initial_epoch is above 0 when this continues a run that was interrupted.
+# Each epoch's batches come in an order drawn from the seed and the epoch's
+# number, the same in a run that was interrupted and continued
+# (common/data.py), so fit must not shuffle them again; its batch_size sizes
+# the validation batches. initial_epoch is above 0 when this continues an
+# interrupted run.
 model.fit(
-    x_train,
-    y_train,
+    data.shuffled_batches(x_train, y_train, batch_size, seed, run.initial_epoch),
     batch_size=batch_size,
+    shuffle=False,
     initial_epoch=run.initial_epoch,
     epochs=epochs,
     validation_data=(x_val, y_val),

@@ -204,19 +204,14 @@ device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # share, leave no folder behind.
 run = output.Run("resnet34", config)
 
-# With resident=True the training images are copied to the device once and
-# each batch is gathered there, as in cifar10_cnn.py (common/data.py); fit's
-# batch_size then sizes the validation batches only.
-# initial_epoch is above 0 when this continues a run that was interrupted.
-if resident:
-    inputs, targets = data.DeviceBatches(x_train, y_train, batch_size, seed, run.initial_epoch), None
-else:
-    inputs, targets = x_train, y_train
+# Each epoch's batches come in an order drawn from the seed and the epoch's
+# number, and with resident=True they are gathered on the device, as in
+# cifar10_cnn.py (common/data.py); fit's batch_size sizes the validation
+# batches. initial_epoch is above 0 when this continues an interrupted run.
 model.fit(
-    inputs,
-    targets,
+    data.shuffled_batches(x_train, y_train, batch_size, seed, run.initial_epoch, resident),
     batch_size=batch_size,
-    shuffle=not resident,  # DeviceBatches shuffles the examples itself
+    shuffle=False,
     initial_epoch=run.initial_epoch,
     epochs=epochs,
     validation_data=(x_val, y_val),

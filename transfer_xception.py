@@ -44,7 +44,7 @@ import numpy as np
 from keras import layers
 
 import common.config
-from common import UserError, augment, device, files, output, photos, pretrained, reason, schedules
+from common import UserError, augment, data, device, files, output, photos, pretrained, reason, schedules
 
 # Settings: edit them here, or override any of them as --key=value.
 data_dir = ""  # folder of class folders, or a .tgz of one; "" = download the TensorFlow flowers
@@ -278,10 +278,13 @@ if head_trains:
             loss=loss,
             metrics=["accuracy"],
         )
+    # Each epoch's batches come in an order drawn from the seed and the epoch's
+    # number, the same in a run that was interrupted and continued
+    # (common/data.py), so fit must not shuffle them again.
     head.fit(
-        features_train,
-        np.concatenate([y_train, y_train]),
+        data.shuffled_batches(features_train, np.concatenate([y_train, y_train]), batch_size, seed, run.initial_epoch),
         batch_size=batch_size,
+        shuffle=False,
         initial_epoch=run.initial_epoch,
         epochs=epochs,
         validation_data=(features_val, y_val),
@@ -346,11 +349,13 @@ if fine_tune_epochs:
         phase="fine-tune",
         learning_rate_setting="fine_tune_learning_rate",
     )
+    # Phase 2's epochs are counted on from phase 1's, and so are their orders.
+    initial_epoch = max(epochs, run.initial_epoch)
     model.fit(
-        x_train,
-        y_train,
+        data.shuffled_batches(x_train, y_train, batch_size, seed, initial_epoch),
         batch_size=batch_size,
-        initial_epoch=max(epochs, run.initial_epoch),
+        shuffle=False,
+        initial_epoch=initial_epoch,
         epochs=epochs + fine_tune_epochs,
         validation_data=(x_val, y_val),
         callbacks=callbacks,

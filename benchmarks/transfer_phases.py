@@ -44,7 +44,7 @@ from keras import layers
 
 import common.config
 from benchmarks import kept_epoch, new_results_file, processor
-from common import UserError, device, photos, pretrained, reason, schedules
+from common import UserError, data, device, photos, pretrained, reason, schedules
 
 # The script's defaults, and what the benchmark varies.
 data_dir = ""  # a folder of class folders, or a .tgz of one (the benchmark makes its own splits)
@@ -165,7 +165,7 @@ def train_head(columns, split, seed):
     )
     steps = epochs * math.ceil(len(x) / batch_size)
     head.compile(optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, steps)), loss=loss)
-    head.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
+    head.fit(data.shuffled_batches(x, y, batch_size, seed), shuffle=False, epochs=epochs, verbose=0)
     scores = {name: accuracy(head, features[0][split[name].x][:, columns], everything.y[split[name].x])
               for name in ("validation", "test")}
     return head, scores

@@ -183,8 +183,8 @@ def test_cifar10_cnn_takes_its_activation_and_optimizer_from_the_settings(datase
 @needs_jax
 @pytest.mark.parametrize("script", ["cifar10_cnn.py", "resnet34.py"])
 def test_cifar10_scripts_train_on_batches_gathered_on_the_device(script, dataset, tmp_path):
-    # --resident=True: the same network and schedule, fed by DeviceBatches in
-    # orders of its own, so the same seed trains on other batches.
+    # --resident=True: the same network, schedule and orders of the batches,
+    # gathered on the device by DeviceBatches: the same training.
     data_dir, _ = dataset("cifar10")
     settings = [f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--epochs=2", "--batch_size=8", "--validation_split=0.25"]
     losses = {}
@@ -194,7 +194,7 @@ def test_cifar10_scripts_train_on_batches_gathered_on_the_device(script, dataset
         with open(os.path.join(final_fields(result.stdout)["run_dir"], "history.csv")) as f:
             losses[resident] = [float(row["loss"]) for row in csv.DictReader(f)]
     assert len(losses[True]) == 2 and losses[True][1] < losses[True][0]
-    assert losses[True] != losses[False]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-6)
 
 
 def test_resident_images_on_tensorflow_stop_with_one_line(dataset, tmp_path):
