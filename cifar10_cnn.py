@@ -226,20 +226,21 @@ callbacks = run.callbacks(
     keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=patience, restore_best_weights=True),
 )
 # Each epoch's batches come in an order drawn from the seed and the epoch's
-# number, the same in a run that was interrupted and continued
-# (common/data.py), so fit must not shuffle them again; its batch_size sizes
-# the validation batches. Each batch is gathered in host memory and copied to
-# the device; with resident=True the images are copied there once, and each
-# batch is gathered there. initial_epoch is above 0 when this continues an
-# interrupted run.
+# number, which fit tells `batches`, one of its callbacks: the same orders in
+# a run that was interrupted and continued (common/data.py). fit must not
+# shuffle them again; its batch_size sizes the validation batches. Each batch
+# is gathered in host memory and copied to the device; with resident=True the
+# images are copied there once, and each batch is gathered there.
+# initial_epoch is above 0 when this continues an interrupted run.
+batches = data.ShuffledBatches(x_train, y_train, batch_size, seed, resident)
 model.fit(
-    data.shuffled_batches(x_train, y_train, batch_size, seed, run.initial_epoch, resident),
+    batches.data,
     batch_size=batch_size,
     shuffle=False,
     initial_epoch=run.initial_epoch,
     epochs=epochs,
     validation_data=(x_val, y_val),
-    callbacks=callbacks,
+    callbacks=[batches, *callbacks],
     verbose=0,
 )
 # With flips in training, each test image and its mirror image also vote

@@ -83,18 +83,19 @@ device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 run = output.Run("mnist_mlp", config)
 
 # Each epoch's batches come in an order drawn from the seed and the epoch's
-# number, the same in a run that was interrupted and continued
-# (common/data.py), so fit must not shuffle them again; its batch_size sizes
-# the validation batches. initial_epoch is above 0 when this continues an
-# interrupted run.
+# number, which fit tells `batches`, one of its callbacks: the same orders in
+# a run that was interrupted and continued (common/data.py). fit must not
+# shuffle them again; its batch_size sizes the validation batches.
+# initial_epoch is above 0 when this continues an interrupted run.
+batches = data.ShuffledBatches(x_train, y_train, batch_size, seed)
 model.fit(
-    data.shuffled_batches(x_train, y_train, batch_size, seed, run.initial_epoch),
+    batches.data,
     batch_size=batch_size,
     shuffle=False,
     initial_epoch=run.initial_epoch,
     epochs=epochs,
     validation_data=(x_val, y_val),
-    callbacks=run.callbacks(),
+    callbacks=[batches, *run.callbacks()],
     verbose=0,
 )
 # Saves model.keras, scores the test images once, draws the plots, writes

@@ -208,14 +208,15 @@ run = output.Run("resnet34", config)
 # number, and with resident=True they are gathered on the device, as in
 # cifar10_cnn.py (common/data.py); fit's batch_size sizes the validation
 # batches. initial_epoch is above 0 when this continues an interrupted run.
+batches = data.ShuffledBatches(x_train, y_train, batch_size, seed, resident)
 model.fit(
-    data.shuffled_batches(x_train, y_train, batch_size, seed, run.initial_epoch, resident),
+    batches.data,
     batch_size=batch_size,
     shuffle=False,
     initial_epoch=run.initial_epoch,
     epochs=epochs,
     validation_data=(x_val, y_val),
-    callbacks=run.callbacks(),
+    callbacks=[batches, *run.callbacks()],
     verbose=0,
 )
 # Each test image and its mirror image also vote together (test-time

@@ -279,16 +279,18 @@ if head_trains:
             metrics=["accuracy"],
         )
     # Each epoch's batches come in an order drawn from the seed and the epoch's
-    # number, the same in a run that was interrupted and continued
-    # (common/data.py), so fit must not shuffle them again.
+    # number, which fit tells `batches`, one of its callbacks: the same orders
+    # in a run that was interrupted and continued (common/data.py). fit must
+    # not shuffle them again.
+    batches = data.ShuffledBatches(features_train, np.concatenate([y_train, y_train]), batch_size, seed)
     head.fit(
-        data.shuffled_batches(features_train, np.concatenate([y_train, y_train]), batch_size, seed, run.initial_epoch),
+        batches.data,
         batch_size=batch_size,
         shuffle=False,
         initial_epoch=run.initial_epoch,
         epochs=epochs,
         validation_data=(features_val, y_val),
-        callbacks=run.callbacks(phase="head"),
+        callbacks=[batches, *run.callbacks(phase="head")],
         verbose=0,
     )
 # Stopped between the phases, the run gets the trained head back from its
@@ -350,15 +352,15 @@ if fine_tune_epochs:
         learning_rate_setting="fine_tune_learning_rate",
     )
     # Phase 2's epochs are counted on from phase 1's, and so are their orders.
-    initial_epoch = max(epochs, run.initial_epoch)
+    batches = data.ShuffledBatches(x_train, y_train, batch_size, seed)
     model.fit(
-        data.shuffled_batches(x_train, y_train, batch_size, seed, initial_epoch),
+        batches.data,
         batch_size=batch_size,
         shuffle=False,
-        initial_epoch=initial_epoch,
+        initial_epoch=max(epochs, run.initial_epoch),
         epochs=epochs + fine_tune_epochs,
         validation_data=(x_val, y_val),
-        callbacks=callbacks,
+        callbacks=[batches, *callbacks],
         verbose=0,
     )
 

@@ -165,7 +165,8 @@ def train_head(columns, split, seed):
     )
     steps = epochs * math.ceil(len(x) / batch_size)
     head.compile(optimizer=keras.optimizers.Adam(schedules.warmup_cosine(learning_rate, steps)), loss=loss)
-    head.fit(data.shuffled_batches(x, y, batch_size, seed), shuffle=False, epochs=epochs, verbose=0)
+    batches = data.ShuffledBatches(x, y, batch_size, seed)
+    head.fit(batches.data, shuffle=False, epochs=epochs, callbacks=[batches], verbose=0)
     scores = {name: accuracy(head, features[0][split[name].x][:, columns], everything.y[split[name].x])
               for name in ("validation", "test")}
     return head, scores

@@ -1,4 +1,5 @@
-"""Loading datasets the Keras way, from a local folder when offline.
+"""Loading datasets the Keras way, from a local folder when offline; the
+validation split, and the shuffled batches `fit` trains on.
 
 Each loader returns `(x_train, y_train), (x_test, y_test)` as uint8 images and
 integer labels, exactly like `keras.datasets`, after checking shapes, dtypes and
@@ -89,32 +90,57 @@ def split_validation(x, y, validation_split, seed, train_samples=0):
     return x[train], y[train], x[val], y[val]
 
 
-def shuffled_batches(x, y, batch_size, seed, initial_epoch=0, resident=False):
-    """The training examples `x`, `y` in batches of `batch_size`, for
-    `model.fit` in place of the arrays (with `shuffle=False`): every example
-    once an epoch, each epoch in its own order, drawn from `seed` and the
-    epoch's number (`epoch_order`). A run resumed at `initial_epoch` goes
-    through the orders an uninterrupted one would have, on every backend.
+class ShuffledBatches(keras.callbacks.Callback):
+    """The training examples `x`, `y` in batches of `batch_size`, every
+    example once an epoch, each epoch in its own order, drawn from `seed`
+    and the epoch's number (`epoch_order`), on every backend. Give `fit`
+    `batches.data` in place of the arrays, with `shuffle=False`, and
+    `batches` itself among its callbacks, through which `fit` tells it each
+    epoch's number: a run resumed at `initial_epoch` then goes through the
+    orders an uninterrupted one would have.
 
     Keras' own shuffling of arrays (`fit(x, y, shuffle=True)`) does neither:
     on TensorFlow, once a seed is set, every epoch came in the same order
     (tf.data's shuffle starts from its seed again in each epoch's new
-    iterator), and on JAX and PyTorch, which shuffle with their own
-    generators, a resumed run's first epoch took the first epoch's order.
+    iterator), and on JAX and PyTorch, which shuffle with NumPy's and
+    PyTorch's generators, a resumed run, seeding them again, took the first
+    epoch's order in its first epoch.
 
-    On TensorFlow a tf.data pipeline gathers the batches (`_tf_batches`),
-    as Keras does for arrays: a PyDataset there took twice as long as the
-    arrays per epoch of the MLP (5.0 s against 2.7 s on this project's
-    2-core CPU, 2026-12-07), each batch passed through Python. On JAX and
-    PyTorch, which slice arrays in Python anyway, a PyDataset does it
-    (`Batches`), and with `resident` the batches are gathered on the
-    accelerator (`DeviceBatches`).
+    On TensorFlow `data` is a tf.data pipeline (`_tf_batches`), which
+    gathers the batches in parallel with training, as Keras does for arrays
+    (the MLP's epochs took as long as with the arrays: `python -m
+    benchmarks.feeding`, docs/measurements.md). On JAX and PyTorch, which
+    slice arrays in Python anyway, it is a PyDataset (`Batches`), and with
+    `resident` one that gathers the batches on the accelerator
+    (`DeviceBatches`).
     """
-    if resident:
-        return DeviceBatches(x, y, batch_size, seed, initial_epoch)
-    if keras.backend.backend() == "tensorflow":
-        return _tf_batches(x, y, batch_size, seed, initial_epoch)
-    return Batches(x, y, batch_size, seed, initial_epoch)
+
+    def __init__(self, x, y, batch_size, seed, resident=False):
+        super().__init__()
+        self.batch_size, self.seed, self.count = batch_size, seed, len(x)
+        self.epoch = 0  # fit sets it as each epoch begins
+        self.order = (None, None)  # (epoch, that epoch's order), drawn when first asked for
+        if resident:
+            self.data = DeviceBatches(x, y, self)
+        elif keras.backend.backend() == "tensorflow":
+            self.data = _tf_batches(x, y, self)
+        else:
+            self.data = Batches(x, y, self)
+
+    def __len__(self):
+        return -(-self.count // self.batch_size)  # the last batch may be smaller
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def indices(self, index):
+        """The examples of batch `index` of the epoch."""
+        epoch, order = self.order
+        if epoch != self.epoch:
+            epoch = self.epoch
+            order = epoch_order(self.seed, epoch, self.count)
+            self.order = epoch, order
+        return order[index * self.batch_size : (index + 1) * self.batch_size]
 
 
 def epoch_order(seed, epoch, count):
@@ -122,12 +148,12 @@ def epoch_order(seed, epoch, count):
     return np.random.default_rng([seed, epoch]).permutation(count)
 
 
-def _tf_batches(x, y, batch_size, seed, initial_epoch):
-    """`shuffled_batches` as a tf.data pipeline: `Batches` says which
-    examples each batch takes, and TensorFlow gathers them."""
+def _tf_batches(x, y, batches):
+    """The `ShuffledBatches` `batches` of `x` and `y` as a tf.data pipeline:
+    `batches.indices` says which examples each batch takes, and TensorFlow
+    gathers them."""
     import tensorflow as tf
 
-    batches = Batches(x, y, batch_size, seed, initial_epoch)
     # fit makes a new iterator over this each epoch: batch 0, 1, ... of it.
     indices = tf.data.Dataset.range(len(batches)).map(
         lambda index: tf.ensure_shape(tf.numpy_function(batches.indices, [index], tf.int64), [None])
@@ -140,67 +166,48 @@ def _tf_batches(x, y, batch_size, seed, initial_epoch):
     )
     options = tf.data.Options()
     # Without autotuning's thread, which made the first step of some epochs
-    # seconds late (device._turn_off_tf_data_autotuning); the order comes
-    # from NumPy, which tf.data cannot save with a distributed dataset.
+    # seconds late (device._turn_off_tf_data_autotuning); and, as Keras sets
+    # it where it shuffles, without saving the pipeline's state (here the
+    # indices come from Python), which tf.data would otherwise ask for.
     options.autotune.enabled = False
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return gathered.prefetch(2).with_options(options)
 
 
 class Batches(keras.utils.PyDataset):
-    """`shuffled_batches` as a PyDataset, gathered in host memory: on JAX
-    and PyTorch (and telling `_tf_batches` which examples to gather).
+    """The `ShuffledBatches` `batches` of `x` and `y` as a PyDataset,
+    gathered in host memory: on JAX and PyTorch."""
 
-    The epoch ends when its last batch is served: the next batch asked for
-    is the first of the next epoch's order. (Not at each `on_epoch_begin`:
-    a first `fit` of a model that is not yet built takes a batch to build
-    it, between an `on_epoch_begin` and an `on_epoch_end` of their own.)
-    """
-
-    def __init__(self, x, y, batch_size, seed, initial_epoch=0):
+    def __init__(self, x, y, batches):
         super().__init__()
-        self.x, self.y = x, y
-        self.batch_size, self.seed, self.epoch = batch_size, seed, initial_epoch
-        self.count = len(x)
-        self.order = None  # the epoch's order, drawn when its first batch is asked for
+        self.x, self.y, self.batches = x, y, batches
 
     def __len__(self):
-        return -(-self.count // self.batch_size)  # the last batch may be smaller
+        return len(self.batches)
 
     def __getitem__(self, index):
-        return self.gather(self.indices(index))
-
-    def indices(self, index):
-        """The examples of batch `index` of the epoch."""
-        if self.order is None:
-            self.order = epoch_order(self.seed, self.epoch, self.count)
-        indices = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        if index == len(self) - 1:
-            self.epoch, self.order = self.epoch + 1, None
-        return indices
+        return self.gather(self.batches.indices(index))
 
     def gather(self, indices):
         return self.x[indices], self.y[indices]
 
 
 class DeviceBatches(Batches):
-    """Training examples held on the accelerator, given to `model.fit` in
-    place of the arrays, on the JAX backend and one device (`check`).
+    """Training examples held on the accelerator, on the JAX backend and one
+    device (`check`): `ShuffledBatches(..., resident=True).data`.
 
-    Given arrays, `fit` gathers each batch in host memory and copies it to
-    the device, every step of every epoch. Here `x` and `y` are copied to
-    the device once, as they are (images as bytes), and each batch is
-    gathered there; only its indices cross over. On JAX, `fit` hands such
-    device arrays to the training step as they are.
+    Otherwise each batch is gathered in host memory and copied to the
+    device, every step of every epoch. Here `x` and `y` are copied to the
+    device once, as they are (images as bytes), and each batch is gathered
+    there; only its indices cross over. On JAX, `fit` hands such device
+    arrays to the training step as they are.
     """
 
-    def __init__(self, x, y, batch_size, seed, initial_epoch=0):
-        x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
-        super().__init__(x, y, batch_size, seed, initial_epoch)
+    def __init__(self, x, y, batches):
+        super().__init__(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y), batches)
         # On JAX each size of gather compiles on first use: here, not in the
         # first epoch's time.
-        for size in {batch_size, self.count - (len(self) - 1) * batch_size}:
+        for size in {batches.batch_size, len(x) - (len(batches) - 1) * batches.batch_size}:
             self.gather(np.arange(size))
 
     def gather(self, indices):

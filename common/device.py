@@ -64,13 +64,17 @@ def compile_ahead(model, x, y, batch_size, validation_data):
 
     On JAX, XLA compiles a step for each shape of batch it meets: full
     batches, and the smaller last batch of the training and of the validation
-    data. Running each step once, on batches from `data.shuffled_batches`
+    data. Running each step once, on batches from `data.ShuffledBatches`
     as the scripts' `fit` gets them, compiles it; the model's and the
     optimizer's variables (random-generator states included) are then put
-    back, so training starts from the same state, and the run is the same
-    to the digit as without it. With several devices, a run whose batches do not split evenly between
-    them stops here (`check_batches`), so call it before the run
-    folder is made.
+    back, so training starts from the same state, and a `fit` given
+    `ShuffledBatches`, as the scripts' is, trains the same to the digit as
+    without it. (Given arrays, Keras' own shuffling on JAX draws an order
+    more from NumPy's generator in the first `fit` of a model not yet built,
+    to build it: the seed baselines in benchmarks/ train on other orders
+    with it than without it.) With several devices, a run whose batches do
+    not split evenly between them stops here (`check_batches`), so call it
+    before the run folder is made.
 
     TensorFlow traces its steps into graphs in their first call, whatever
     the batch size; the same short fit does that here. (On a 2-core CPU, a one-epoch
@@ -121,8 +125,11 @@ def compile_ahead(model, x, y, batch_size, validation_data):
             model.optimizer.build(model.trainable_variables)
         state = model.variables + model.optimizer.variables
         saved = [v.numpy() for v in state]
-        batches = data.shuffled_batches(x[:n], y[:n], batch_size, seed=0)
-        model.fit(batches, batch_size=batch_size, shuffle=False, validation_data=(x_val[:n_val], y_val[:n_val]), verbose=0)
+        batches = data.ShuffledBatches(x[:n], y[:n], batch_size, seed=0)
+        model.fit(
+            batches.data, batch_size=batch_size, shuffle=False, validation_data=(x_val[:n_val], y_val[:n_val]),
+            callbacks=[batches], verbose=0,
+        )
         for variable, value in zip(state, saved):
             variable.assign(value)
     seconds = time.perf_counter() - start

@@ -676,6 +676,24 @@ def test_time_callbacks_runs_a_script_and_prints_each_hooks_seconds(tmp_path):
     assert epochs == "1 2" and float(seconds) > 0
 
 
+@pytest.mark.slow
+def test_feeding_times_each_way_of_giving_fit_the_images(tmp_path):
+    write_mnist_npz(str(tmp_path / "mnist"))
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.feeding", f"--data_dir={tmp_path / 'mnist'}", "--epochs=2", "--batch_size=32"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    ways = ("arrays", "ShuffledBatches", "PyDataset")
+    for way in ways:
+        epochs = [line for line in lines if line.startswith(way + " ")]
+        assert [line.split()[2] for line in epochs] == ["1:", "2:"]
+        assert all(0 <= float(line.split("train accuracy ")[1]) <= 1 for line in epochs)
+    median = re.fullmatch(r"median epoch after the first: (.*)", lines[-1]).group(1)
+    assert [part.split()[0] for part in median.split(", ")] == list(ways)
+
+
 def tiny_transfer_phases(tmp_path, *settings):
     """The command of a quick benchmarks.transfer_phases run on a small photo
     folder (random weights, 71x71 photos), and its out_dir."""

@@ -1,8 +1,11 @@
+import ast
 import gzip
 import hashlib
 import io
 import os
 import re
+import subprocess
+import sys
 import zipfile
 
 import keras
@@ -11,7 +14,7 @@ import pytest
 
 from common import UserError
 from common import data
-from conftest import idx_bytes, synthetic_mnist, within, write_mnist_idx, write_mnist_npz
+from conftest import REPO, idx_bytes, synthetic_mnist, within, write_mnist_idx, write_mnist_npz
 
 
 def assert_same_as_synthetic(loaded):
@@ -354,19 +357,19 @@ def test_split_that_leaves_nothing_is_refused():
     assert len(x_train) == 1 and len(x_val) == 4
 
 
-def _epochs(batches, count):
-    """The examples' order in each of the next `count` epochs of `batches`,
-    read as `fit` reads them: a PyDataset is told each epoch's start, and a
-    tf.data pipeline gets a new iterator each epoch. Checks that every batch
-    keeps its pairs together, and that the last one is the smaller."""
+def _epochs(batches, epochs):
+    """The examples' order in each of `epochs` of `batches`, read as `fit`
+    reads them: it tells `batches` each epoch's number, and then asks a
+    PyDataset for each batch, or makes a new iterator over a tf.data
+    pipeline. Checks that every batch keeps its pairs together, and that
+    the last one is the smaller."""
     orders = []
-    for _ in range(count):
-        if isinstance(batches, keras.utils.PyDataset):
-            batches.on_epoch_begin()
-            parts = [batches[i] for i in range(len(batches))]
-            batches.on_epoch_end()
+    for epoch in epochs:
+        batches.on_epoch_begin(epoch)
+        if isinstance(batches.data, keras.utils.PyDataset):
+            parts = [batches.data[i] for i in range(len(batches.data))]
         else:
-            parts = list(batches)
+            parts = list(batches.data)
         parts = [tuple(keras.ops.convert_to_numpy(part) for part in batch) for batch in parts]
         assert [len(images) for images, _ in parts] == [4, 4, 2]
         for images, targets in parts:
@@ -380,26 +383,57 @@ def test_shuffled_batches_give_every_example_once_an_epoch_in_an_order_of_the_se
     x = np.arange(10, dtype="uint8").reshape(10, 1, 1)
     y = np.arange(10, dtype="float32") * 2
 
-    def batches(seed=0, initial_epoch=0):
-        return data.shuffled_batches(x, y, 4, seed, initial_epoch, resident=kind == "on the device")
+    def batches(seed=0):
+        return data.ShuffledBatches(x, y, 4, seed, resident=kind == "on the device")
 
-    first, second, third = _epochs(batches(), 3)
+    first, second, third = _epochs(batches(), [0, 1, 2])
     assert sorted(first) == sorted(second) == sorted(third) == list(range(10))
     # Each epoch its own order (Keras' shuffling gave TensorFlow one for all).
     assert first != second != third != first
-    assert [first, second] == [epoch.tolist() for epoch in map(lambda e: x.reshape(-1)[data.epoch_order(0, e, 10)], (0, 1))]
+    assert [first, second] == [data.epoch_order(0, epoch, 10).tolist() for epoch in (0, 1)]
     # A run resumed after one epoch goes on with the second epoch's order;
     # another seed gives other orders.
-    assert _epochs(batches(initial_epoch=1), 2) == [second, third]
-    assert _epochs(batches(seed=1), 1) != [first]
+    assert _epochs(batches(), [1, 2]) == [second, third]
+    assert _epochs(batches(seed=1), [0]) != [first]
 
 
-def test_fit_draws_one_order_an_epoch_from_the_first_epoch_it_trains(monkeypatch):
-    drawn = []
-    order = data.epoch_order
-    monkeypatch.setattr(data, "epoch_order", lambda seed, epoch, count: drawn.append(epoch) or order(seed, epoch, count))
-    x, y = np.zeros((10, 2), "float32"), np.zeros((10, 1), "float32")
+_ORDERS_SERVED = """
+import keras, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from common import data, device
+
+scope = device.setup(0)  # MirroredStrategy over the two devices
+served = []  # (the epoch whose order was used, the batch) for each batch gathered
+
+
+class Recorded(data.ShuffledBatches):
+    def indices(self, index):
+        served.append((self.epoch, int(index)))
+        return super().indices(index)
+
+
+batches = Recorded(np.zeros((12, 2), "float32"), np.zeros((12, 1), "float32"), 4, seed=0)
+with scope:
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
-    model.fit(data.shuffled_batches(x, y, 4, seed=0, initial_epoch=2), shuffle=False, initial_epoch=2, epochs=5, verbose=0)
-    assert drawn == [2, 3, 4]
+model.fit(batches.data, shuffle=False, initial_epoch=2, epochs=5, callbacks=[batches], verbose=0)
+print(served)
+"""
+
+
+def test_fit_trains_each_epoch_on_that_epochs_order_even_where_it_reads_batches_before_training():
+    # Under a distribution strategy, TensorFlow's fit reads a first batch
+    # to build the model before it trains, and tf.data reads ahead of it:
+    # here, with three batches an epoch, through the last one. Counting the
+    # epochs by their last batch served, which this project did at first,
+    # then trained epoch 2 on epoch 3's order.
+    result = subprocess.run(
+        [sys.executable, "-c", _ORDERS_SERVED], capture_output=True, text=True, timeout=300, cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    served = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    trained = served[served.index((2, 0)):]
+    assert trained == [(epoch, batch) for epoch in (2, 3, 4) for batch in range(3)]
+    assert len(served) > len(trained)  # the batches read before training

@@ -133,8 +133,9 @@ def train(ahead):
         assert model.train_function is not None, "no training step was compiled"
         assert np.array_equal(np.random.get_state()[1], numpy_state), "NumPy's generator moved"
     # As the scripts train: shuffled, each epoch in an order of the seed and the epoch.
-    batches = data.shuffled_batches(x, y, 16, seed=0)
-    model.fit(batches, batch_size=16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=False)
+    batches = data.ShuffledBatches(x, y, 16, seed=0)
+    model.fit(batches.data, batch_size=16, epochs=2, validation_data=(x[:30], y[:30]), callbacks=[batches],
+              verbose=0, shuffle=False)
     return model.get_weights()
 
 plain, ahead = train(False), train(True)
@@ -168,25 +169,26 @@ def train(feed, resume_after=None):
     model.compile("sgd", "categorical_crossentropy")
     for first, last in [(0, resume_after), (resume_after, 3)] if resume_after else [(0, 3)]:
         keras.utils.set_random_seed(0)
-        if feed == "shuffled_batches":
-            model.fit(data.shuffled_batches(x, y, 8, 0, first), shuffle=False, initial_epoch=first, epochs=last, verbose=0)
+        if feed == "ShuffledBatches":
+            batches = data.ShuffledBatches(x, y, 8, seed=0)
+            model.fit(batches.data, shuffle=False, initial_epoch=first, epochs=last, callbacks=[batches], verbose=0)
         else:
             model.fit(x, y, 8, initial_epoch=first, epochs=last, verbose=0)
     return model.get_weights()
 
-for feed in ("keras", "shuffled_batches"):
+for feed in ("keras", "ShuffledBatches"):
     same = all(np.array_equal(a, b) for a, b in zip(train(feed), train(feed, resume_after=1)))
     print(feed, "same" if same else "different")
 """
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.slow)])
 def test_a_resumed_fit_goes_through_the_orders_of_an_uninterrupted_one(backend):
     # Keras' own shuffling on JAX and PyTorch draws each epoch's order from
     # the backend's seeded generator, so a resumed run took the first
     # epoch's order again. (TensorFlow's took one order for every epoch:
     # test_data.py checks that each epoch has its own.)
-    assert _run_on(backend, _RESUMED).splitlines()[-2:] == ["keras different", "shuffled_batches same"]
+    assert _run_on(backend, _RESUMED).splitlines()[-2:] == ["keras different", "ShuffledBatches same"]
 
 
 _STEPS_IN_ONE_CALL = """
@@ -282,7 +284,7 @@ rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (70, 8, 8, 1)).astype("uint8")
 y = keras.utils.to_categorical(rng.integers(0, 3, 70), 3)
 device.compile_ahead(model, x, y, 16, (x[:30], y[:30]))
-batches = data.DeviceBatches(x, y, 16, seed=0)
+batches = data.ShuffledBatches(x, y, 16, seed=0, resident=True)
 
 # What fit's iterator hands on to the training steps, batch by batch.
 from keras.src.trainers.data_adapters import data_adapter_utils
@@ -299,7 +301,8 @@ data_adapter_utils.get_jax_iterator = recording
 compiled.clear()
 before = model.get_weights()
 # The batch size is for the validation data here, as in the scripts.
-history = model.fit(batches, None, 16, epochs=2, validation_data=(x[:30], y[:30]), verbose=0, shuffle=False)
+history = model.fit(batches.data, None, 16, epochs=2, validation_data=(x[:30], y[:30]), callbacks=[batches],
+                    verbose=0, shuffle=False)
 changed = not any(np.array_equal(p, q) for p, q in zip(before, model.get_weights()))
 print("batches:", sorted(handed_on))
 print("steps compiled while training:", len(compiled), "weights changed:", changed, "epochs:", len(history.history["loss"]))

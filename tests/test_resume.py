@@ -65,9 +65,10 @@ def train(run, epochs=6, patience=3, stop_after=None, built=False):
     )
     if stop_after:
         callbacks.append(StopAfter(stop_after))
+    batches = data.ShuffledBatches(x, y, 8, seed=0)
     model.fit(
-        data.shuffled_batches(x, y, 8, seed=0, initial_epoch=run.initial_epoch), batch_size=8, shuffle=False,
-        initial_epoch=run.initial_epoch, epochs=epochs, validation_data=(x, y), callbacks=callbacks, verbose=0,
+        batches.data, batch_size=8, shuffle=False, initial_epoch=run.initial_epoch, epochs=epochs,
+        validation_data=(x, y), callbacks=[batches, *callbacks], verbose=0,
     )
     return model
 
