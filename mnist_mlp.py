@@ -82,11 +82,15 @@ device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # or batches that several devices cannot share, leave no folder behind.
 run = output.Run("mnist_mlp", config)
 
-# Each epoch's batches come in an order drawn from the seed and the epoch's
-# number, which fit tells `batches`, one of its callbacks: the same orders in
-# a run that was interrupted and continued (common/data.py). fit must not
-# shuffle them again; its batch_size sizes the validation batches.
-# initial_epoch is above 0 when this continues an interrupted run.
+# `batches.data` is what fit trains on: the training images in batches, each
+# epoch in an order drawn from the seed and the epoch's number, so that a run
+# that was interrupted and continued goes through the same orders
+# (common/data.py). `batches` must also be one of fit's callbacks: that is how
+# fit tells it which epoch begins (left out, every epoch would take the first
+# epoch's order). shuffle=False because the batches come shuffled already:
+# fit's own shuffling would only reorder whole batches. fit's batch_size
+# sizes the validation batches. initial_epoch is above 0 when this continues
+# an interrupted run.
 batches = data.ShuffledBatches(x_train, y_train, batch_size, seed)
 model.fit(
     batches.data,

@@ -204,9 +204,10 @@ device.compile_ahead(model, x_train, y_train, batch_size, (x_val, y_val))
 # share, leave no folder behind.
 run = output.Run("resnet34", config)
 
-# Each epoch's batches come in an order drawn from the seed and the epoch's
-# number, and with resident=True they are gathered on the device, as in
-# cifar10_cnn.py (common/data.py); fit's batch_size sizes the validation
+# The batches, each epoch in an order drawn from the seed and the epoch's
+# number, as in cifar10_cnn.py, whose comment says more: `batches` must be
+# one of fit's callbacks, and fit must not shuffle again. With resident=True
+# they are gathered on the device. fit's batch_size sizes the validation
 # batches. initial_epoch is above 0 when this continues an interrupted run.
 batches = data.ShuffledBatches(x_train, y_train, batch_size, seed, resident)
 model.fit(

@@ -278,10 +278,13 @@ if head_trains:
             loss=loss,
             metrics=["accuracy"],
         )
-    # Each epoch's batches come in an order drawn from the seed and the epoch's
-    # number, which fit tells `batches`, one of its callbacks: the same orders
-    # in a run that was interrupted and continued (common/data.py). fit must
-    # not shuffle them again.
+    # `batches.data` is what fit trains on: the training features in batches, each
+    # epoch in an order drawn from the seed and the epoch's number, so that a run
+    # that was interrupted and continued goes through the same orders
+    # (common/data.py). `batches` must also be one of fit's callbacks: that is how
+    # fit tells it which epoch begins (left out, every epoch would take the first
+    # epoch's order). shuffle=False because the batches come shuffled already:
+    # fit's own shuffling would only reorder whole batches.
     batches = data.ShuffledBatches(features_train, np.concatenate([y_train, y_train]), batch_size, seed)
     head.fit(
         batches.data,
@@ -351,7 +354,9 @@ if fine_tune_epochs:
         phase="fine-tune",
         learning_rate_setting="fine_tune_learning_rate",
     )
-    # Phase 2's epochs are counted on from phase 1's, and so are their orders.
+    # The photos in batches, each epoch in an order drawn from the seed and the
+    # epoch's number, as in phase 1; phase 2's epochs are counted on from
+    # phase 1's, and so are their orders.
     batches = data.ShuffledBatches(x_train, y_train, batch_size, seed)
     model.fit(
         batches.data,

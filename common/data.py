@@ -96,8 +96,9 @@ class ShuffledBatches(keras.callbacks.Callback):
     and the epoch's number (`epoch_order`), on every backend. Give `fit`
     `batches.data` in place of the arrays, with `shuffle=False`, and
     `batches` itself among its callbacks, through which `fit` tells it each
-    epoch's number: a run resumed at `initial_epoch` then goes through the
-    orders an uninterrupted one would have.
+    epoch's number (left out, every epoch would take epoch 0's order): a run
+    resumed at `initial_epoch` then goes through the orders an uninterrupted
+    one would have.
 
     Keras' own shuffling of arrays (`fit(x, y, shuffle=True)`) does neither:
     on TensorFlow, once a seed is set, every epoch came in the same order
