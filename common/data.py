@@ -96,7 +96,8 @@ class ShuffledBatches(keras.callbacks.Callback):
     and the epoch's number (`epoch_order`), on every backend. Give `fit`
     `batches.data` in place of the arrays, with `shuffle=False`, and
     `batches` itself among its callbacks, through which `fit` tells it each
-    epoch's number (left out, every epoch would take epoch 0's order): a run
+    epoch's number (left out, every epoch would take epoch 0's order: the
+    second pass over the batches stops with an error that says so): a run
     resumed at `initial_epoch` then goes through the orders an uninterrupted
     one would have.
 
@@ -120,6 +121,8 @@ class ShuffledBatches(keras.callbacks.Callback):
         super().__init__()
         self.batch_size, self.seed, self.count = batch_size, seed, len(x)
         self.epoch = 0  # fit sets it as each epoch begins
+        self.told = False  # whether fit has told it an epoch's number
+        self.passes = 0  # how many times the last batch was asked for
         self.order = (None, None)  # (epoch, that epoch's order), drawn when first asked for
         if resident:
             self.data = DeviceBatches(x, y, self)
@@ -132,10 +135,16 @@ class ShuffledBatches(keras.callbacks.Callback):
         return -(-self.count // self.batch_size)  # the last batch may be smaller
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        self.epoch, self.told = epoch, True
 
     def indices(self, index):
         """The examples of batch `index` of the epoch."""
+        if index == 0 and self.passes and not self.told:
+            raise RuntimeError(
+                "a second pass over the batches of a ShuffledBatches that fit has not told any epoch's number: "
+                "give it among fit's callbacks, model.fit(batches.data, callbacks=[batches, ...])"
+            )
+        self.passes += index == len(self) - 1
         epoch, order = self.order
         if epoch != self.epoch:
             epoch = self.epoch

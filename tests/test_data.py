@@ -397,6 +397,19 @@ def test_shuffled_batches_give_every_example_once_an_epoch_in_an_order_of_the_se
     assert _epochs(batches(seed=1), [0]) != [first]
 
 
+def test_shuffled_batches_left_out_of_fits_callbacks_stop_the_second_epoch():
+    # Left out, fit never tells it an epoch's number: every epoch would
+    # quietly take epoch 0's order.
+    x, y = np.zeros((10, 2), "float32"), np.zeros((10, 1), "float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    batches = data.ShuffledBatches(x, y, 4, seed=0)
+    model.fit(batches.data, shuffle=False, epochs=1, verbose=0)  # one pass: nothing to tell yet
+    with pytest.raises(Exception, match="give it among fit's callbacks"):
+        model.fit(batches.data, shuffle=False, epochs=2, verbose=0)
+    model.fit(batches.data, shuffle=False, epochs=2, callbacks=[batches], verbose=0)
+
+
 _ORDERS_SERVED = """
 import keras, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
