@@ -5,8 +5,8 @@ normalisation) feed a dense layer with dropout. Random shifts of the training
 images and a warm-up + cosine learning-rate schedule do most of the work; a
 checkpoint keeps the best epoch and early stopping ends a run that stalls.
 
-Expected: 99.6% test accuracy after 12 epochs, in about 7.6 minutes (455 s) of
-training on a slow 2-core CPU (TensorFlow backend, measured 2026-12-06; 216 s
+Expected: 99.5% test accuracy after 12 epochs, in about 6.3 minutes (380 s) of
+training on a slow 2-core CPU (TensorFlow backend, measured 2026-12-07; 216 s
 on the machine of 2026-11-28); see README.md.
 A one-epoch run on the first 36,000 images that beats the seed tutorial's code
 in a fraction of its time on the CPU (README.md's benchmark section):
