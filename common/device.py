@@ -77,9 +77,10 @@ def compile_ahead(model, x, y, batch_size, validation_data):
     before the run folder is made.
 
     TensorFlow traces its steps into graphs in their first call, whatever
-    the batch size; the same short fit does that here. (On a 2-core CPU, a one-epoch
-    `mnist_cnn.py` run took 7.0 s in `fit` without it, and 4.1 s after 1.8 s
-    here.) PyTorch runs the steps as they come, so there it does nothing.
+    the batch size; the same short fit does that here. (On a 2-core CPU, a
+    one-epoch `mnist_cnn.py` run took 7.0 s in `fit` without it, and 4.1 s
+    after 1.8 s here.) PyTorch runs the steps as they come, so there it does
+    nothing.
 
     A model compiled with `steps_per_execution=N` (N > 1) trains N steps per
     call on TensorFlow, in one compiled loop. Keras 3.15 on JAX runs them as
