@@ -40,8 +40,9 @@ class RandomShift(layers.Layer):
     def build(self, input_shape):
         # Reflection mirrors the image inside its border: it cannot reach
         # further than the image is wide. Zeros could, but then some images
-        # would leave the frame whole and train as blanks.
-        if self.pixels >= min(input_shape[1], input_shape[2]):
+        # would leave the frame whole and train as blanks. (Images of no set
+        # size, keras.Input((None, None, 3)), are not checked.)
+        if None not in input_shape[1:3] and self.pixels >= min(input_shape[1], input_shape[2]):
             raise UserError(
                 f"a shift of {self.pixels} pixels needs images larger than "
                 f"{input_shape[1]}x{input_shape[2]}; give a smaller --shift"

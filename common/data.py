@@ -96,10 +96,10 @@ class ShuffledBatches(keras.callbacks.Callback):
     and the epoch's number (`epoch_order`), on every backend. Give `fit`
     `batches.data` in place of the arrays, with `shuffle=False`, and
     `batches` itself among its callbacks, through which `fit` tells it each
-    epoch's number (left out, every epoch would take epoch 0's order: the
-    second pass over the batches stops with an error that says so): a run
-    resumed at `initial_epoch` then goes through the orders an uninterrupted
-    one would have.
+    epoch's number (left out, the second pass over the batches stops with
+    an error that says to give it there, rather than take epoch 0's order
+    again): a run resumed at `initial_epoch` then goes through the orders
+    an uninterrupted one would have.
 
     Keras' own shuffling of arrays (`fit(x, y, shuffle=True)`) does neither:
     on TensorFlow, once a seed is set, every epoch came in the same order
@@ -217,7 +217,7 @@ class DeviceBatches(Batches):
         super().__init__(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y), batches)
         # On JAX each size of gather compiles on first use: here, not in the
         # first epoch's time.
-        for size in {batches.batch_size, len(x) - (len(batches) - 1) * batches.batch_size}:
+        for size in {min(batches.batch_size, len(x)), len(x) - (len(batches) - 1) * batches.batch_size}:
             self.gather(np.arange(size))
 
     def gather(self, indices):

@@ -163,7 +163,9 @@ def check_batches(model, batch_size, *counts):
     it predicts instead.)
     """
     devices = _devices(model)
-    sizes = sorted({batch_size, *(count % batch_size for count in counts)} - {0})
+    # Full batches, where a set holds one, and each set's smaller last batch.
+    sizes = {batch_size for count in counts if count >= batch_size} | {count % batch_size for count in counts}
+    sizes = sorted(sizes - {0})
     if any(size % devices for size in sizes):
         raise UserError(
             f"batches of {', '.join(map(str, sizes))} examples do not split evenly over {devices} devices; "

@@ -59,6 +59,9 @@ def test_impossible_shifts_are_user_errors():
         with pytest.raises(UserError, match="larger than 32x32; give a smaller --shift"):
             RandomShift(32, fill_mode=fill_mode)(np.zeros((1, 32, 32, 3), "float32"))
     RandomShift(31, fill_mode="constant")(np.zeros((1, 32, 32, 3), "float32"))
+    # Images of no set size cannot be checked when the layer is built (it
+    # raised a TypeError there): the model builds.
+    keras.Sequential([keras.Input((None, None, 3)), RandomShift(3)])
 
 
 def test_shifted_images_move_diagonally_with_reflected_edges():

@@ -450,3 +450,16 @@ def test_fit_trains_each_epoch_on_that_epochs_order_even_where_it_reads_batches_
     trained = served[served.index((2, 0)):]
     assert trained == [(epoch, batch) for epoch in (2, 3, 4) for batch in range(3)]
     assert len(served) > len(trained)  # the batches read before training
+
+
+def test_device_batches_compile_their_gathers_for_the_sizes_that_come(monkeypatch):
+    # Fewer examples than a batch: one batch of 5. The warm-up also gathered
+    # a batch of 8, past the end of the examples, a size that never comes.
+    sizes = []
+    monkeypatch.setattr(data.DeviceBatches, "gather", lambda self, indices: sizes.append(len(indices)))
+    x, y = np.zeros((5, 2), "uint8"), np.zeros((5, 3), "float32")
+    data.ShuffledBatches(x, y, batch_size=8, seed=0, resident=True)
+    assert sizes == [5]
+    sizes.clear()
+    data.ShuffledBatches(np.zeros((21, 2), "uint8"), np.zeros((21, 3), "float32"), batch_size=8, seed=0, resident=True)
+    assert sorted(sizes) == [5, 8]

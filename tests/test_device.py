@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from common import device
+from common import UserError, device
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -375,3 +375,13 @@ def test_each_process_takes_an_equal_share_of_the_examples(monkeypatch):
     assert [len(share) for share in shares] == [1000, 1000, 1000]
     assert sorted(np.concatenate(shares)) == list(range(3000))
     assert list(shares[1][:3]) == [1, 4, 7]
+
+
+def test_batches_are_checked_at_the_sizes_that_come(monkeypatch):
+    # A set smaller than a batch comes in one batch of its own size: 100
+    # training and 10 validation examples in batches of 129 split evenly over
+    # two devices, but were refused for the batch of 129, which never comes.
+    monkeypatch.setattr(device, "_devices", lambda model: 2)
+    device.check_batches(None, 129, 100, 10)
+    with pytest.raises(UserError, match="batches of 2, 3, 7 examples do not split evenly over 2 devices"):
+        device.check_batches(None, 7, 100, 10)
