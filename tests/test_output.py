@@ -540,7 +540,7 @@ def test_kill_lets_a_thread_still_writing_finish_first(tmp_path):
     process = python_with_common(
         "import os, signal, threading, time\ncommon.print_on_terminate()\n"
         "threading.Thread(target=threading.Event().wait).start()\n"
-        f"writer = resume.Writer(lambda: (time.sleep(2), open({str(written)!r}, 'w').write('saved')))\n"
+        f"writer = resume.Writer(lambda: (time.sleep(1), open({str(written)!r}, 'w').write('saved')))\n"
         f"writer.start()\nopen({str(tmp_path / 'killed at')!r}, 'w').write(str(time.monotonic()))\n"
         "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(60)\n",
         subprocess.PIPE,
@@ -550,8 +550,9 @@ def test_kill_lets_a_thread_still_writing_finish_first(tmp_path):
     # (Importing common.resume imports TensorFlow, which logs to stderr first.)
     assert (process.returncode, stderr.strip().splitlines()[-1]) == (-15, "terminated")
     assert written.read_text() == "saved"
-    # The writer's 2 s, not the 8 s at most that the idle thread would have held it.
-    assert time.monotonic() - float((tmp_path / "killed at").read_text()) < 6
+    # The writer's 1 s, not the 8 s that the idle thread would have held it
+    # (the limit SIGTERM gives threads): room for a slow, busy machine.
+    assert time.monotonic() - float((tmp_path / "killed at").read_text()) < 7
 
 
 def test_kill_says_terminated_when_the_reader_of_stdout_has_gone():

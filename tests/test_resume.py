@@ -14,7 +14,7 @@ import pytest
 import common.config
 from common import UserError, data, files, output, resume, schedules
 from conftest import REPO, final_fields, run_script, run_until_epoch, synthetic_mnist, write_mnist_npz
-from test_output import SlowAfterEachEpoch, tiny_data, tiny_model
+from test_output import tiny_data, tiny_model
 
 # Columns of history.csv that depend only on the computation, not on the clock.
 RESULT_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -195,40 +195,77 @@ def test_a_run_interrupted_while_finishing_finishes_again_without_training(tmp_p
     assert not os.path.exists(again.path(resume.STATE_FILE))
 
 
-def saved_epochs(monkeypatch, delay=0.0):
-    """Records the epoch of each state saved from now on; each save takes
-    `delay` seconds longer, like a slow disk."""
-    saved = []
+class Clock:
+    """Stands in for the `time` module of common.resume and common.output:
+    its `perf_counter` moves a microsecond at each reading, as a clock does
+    between two, and otherwise only where a test moves it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1e-6
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+class Tick(keras.callbacks.Callback):
+    """Makes each epoch take `seconds` on `clock`."""
+
+    def __init__(self, clock, seconds):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.clock.now += self.seconds
+
+
+def saved_epochs(monkeypatch, save_seconds):
+    """Records the epoch of each resume state saved from now on, and returns
+    the clock that the rule for skipping saves reads. Each save takes
+    `save_seconds` on it and epochs next to none (unless a `Tick` moves it), so
+    the rule sees set durations, not how fast this machine writes files; and
+    each save is written at once, in the training thread, so none is still
+    being written when the next epoch's end asks how long it took."""
+    clock, saved = Clock(), []
     save = resume.save_npz
 
     def recording_save(path, arrays):
-        time.sleep(delay)
+        clock.now += save_seconds
         saved.append(int(arrays["epochs_done"]))
         save(path, arrays)
 
     monkeypatch.setattr(resume, "save_npz", recording_save)
-    return saved
+    monkeypatch.setattr(resume, "time", clock)
+    monkeypatch.setattr(output, "time", clock)
+    monkeypatch.setattr(resume.Writer, "start", resume.Writer.run)
+    monkeypatch.setattr(resume.Writer, "join", lambda self, timeout=None: None)
+    return clock, saved
 
 
 def test_a_save_that_takes_longer_than_its_share_of_training_is_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(resume.ResumeState, "time_share", 0.05)  # the default
-    saved = saved_epochs(monkeypatch, delay=0.2)
-    # Epochs of a few milliseconds: each fit saves its first and last only.
+    _, saved = saved_epochs(monkeypatch, save_seconds=0.2)
+    # Epochs of microseconds: each fit saves its first and last only.
     straight, again = interrupted_then_resumed(tmp_path, stop_after=4)
     # The uninterrupted run, the one interrupted after epoch 4, the resumed one.
     assert saved == [1, 6, 1, 2, 6]
     assert again.initial_epoch == 1  # It resumed after the last saved epoch, and ended the same.
 
 
-def test_epochs_many_times_longer_than_a_save_are_all_saved(tmp_path, monkeypatch):
-    # Saves may take half the time: a slow disk on a busy machine stays within it.
-    monkeypatch.setattr(resume.ResumeState, "time_share", 0.5)
-    saved = saved_epochs(monkeypatch)
+@pytest.mark.parametrize("epoch_seconds, expected", [(10, [1, 2, 3, 4]), (3, [1, 3, 4])])
+def test_a_save_is_made_once_training_has_lasted_20_times_as_long_as_the_last(epoch_seconds, expected, tmp_path, monkeypatch):
+    # The default share: a save of 0.2 s is made once 4 s have passed since
+    # the last began, so after every epoch of 10 s, and after every second
+    # epoch of 3 s (the first and the last epoch always).
+    monkeypatch.setattr(resume.ResumeState, "time_share", 0.05)
+    clock, saved = saved_epochs(monkeypatch, save_seconds=0.2)
     run = output.Run("tiny", {"out_dir": str(tmp_path)})
     x, y = tiny_data()
-    # A save of this tiny model takes milliseconds, an epoch half a second.
-    tiny_model().fit(x, y, epochs=3, callbacks=[SlowAfterEachEpoch(), *run.callbacks()], verbose=0)
-    assert saved == [1, 2, 3]
+    tiny_model().fit(x, y, epochs=4, callbacks=[Tick(clock, epoch_seconds), *run.callbacks()], verbose=0)
+    assert saved == expected
 
 
 def test_a_run_interrupted_after_a_phase_gets_that_phases_model_back_without_training(tmp_path):
@@ -277,7 +314,7 @@ _TAKE_TOGETHER = """
 import os, sys, time
 from common import output, resume
 
-config, sync = {"out_dir": sys.argv[1]}, sys.argv[2]
+config, sync, release = {"out_dir": sys.argv[1]}, sys.argv[2], sys.argv[3]
 read_state = resume.read_state
 
 def when_both_have_chosen(path):
@@ -289,8 +326,12 @@ def when_both_have_chosen(path):
 
 resume.read_state = when_both_have_chosen
 run = output.Run("tiny", config)
-print(run.dir, flush=True)
-time.sleep(3)  # Holds the folder while the other process chooses.
+print("folder", run.dir, flush=True)
+# Holds the folder until the test has both folders (a fixed sleep let the
+# first process end, and free its folder, before a slow second one chose).
+held = time.monotonic() + 120
+while not os.path.exists(release) and time.monotonic() < held:
+    time.sleep(0.01)
 """
 
 
@@ -301,16 +342,24 @@ def test_two_processes_never_take_the_same_folder(tmp_path):
     interrupted._lock.close()  # As if its process had died: the lock goes with it, the file stays.
     assert os.path.exists(interrupted.path("running.pid"))
     (tmp_path / "sync").mkdir()
+    release = tmp_path / "release"
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _TAKE_TOGETHER, config["out_dir"], str(tmp_path / "sync")],
+            [sys.executable, "-c", _TAKE_TOGETHER, config["out_dir"], str(tmp_path / "sync"), str(release)],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for _ in range(2)
     ]
+    folders = []
+    for process in processes:  # Each prints its folder, then holds it.
+        for line in process.stdout:
+            if line.startswith("folder "):
+                folders.append(line.split(" ", 1)[1].strip())
+                break
+    release.touch()
     outputs = [process.communicate(timeout=300) for process in processes]
     assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
-    folders = [out.strip().splitlines()[-1] for out, _ in outputs]
+    assert len(folders) == 2
     # One resumes the interrupted run; the other starts a folder of its own.
     assert interrupted.dir in folders and len(set(folders)) == 2
 
