@@ -8,7 +8,7 @@ convolutions, Flatten, Dense and Dropout, and grows it: same padding, six
 convolutions in place of four (the 64 and 128 come twice), pooling after
 four of them, a dense layer of 256 with dropout before and after it. And it
 adds what has since become standard: batch normalisation after each
-convolution, random flips and shifts of the training images, L1/L2 weight
+convolution (after its pooling, where a stage ends), random flips and shifts of the training images, L1/L2 weight
 regularisation (as settings), label smoothing, and a warm-up + cosine
 learning-rate schedule. As an option (`whiten=True`), a frozen first layer
 whitens the images' 2x2 patches, as in airbench, the CIFAR-10 speed record.
@@ -190,7 +190,8 @@ with scope:
     # the weights' penalty is the l1/l2 settings', added to the loss (so its
     # gradient goes through the momentum or Adam's scaling): not resnet34.py's
     # weight_decay, which shrinks the weights apart from the gradient, in step
-    # with the learning rate. --l2=5e-4 and --weight_decay=5e-4 differ.
+    # with the learning rate (--l2=5e-4 here and --weight_decay=5e-4 there
+    # differ).
     if optimizer == "sgd":
         sgd_or_adam = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
     else:
@@ -229,13 +230,13 @@ callbacks = run.callbacks(
 # epoch in an order drawn from the seed and the epoch's number, so that a run
 # that was interrupted and continued goes through the same orders
 # (common/data.py). `batches` must also be one of fit's callbacks: that is how
-# fit tells it which epoch begins (left out, every epoch would take the first
-# epoch's order). shuffle=False because the batches come shuffled already:
-# fit's own shuffling would only reorder whole batches. Each batch is
-# gathered in host memory and copied to the device; with resident=True the
-# images are copied there once, and each batch is gathered there. fit's
-# batch_size sizes the validation batches. initial_epoch is above 0 when this
-# continues an interrupted run.
+# fit tells it which epoch begins (left out, fit stops at the second epoch
+# with an error that says to add it). shuffle=False because the batches come
+# shuffled already: fit's own shuffling would only reorder whole batches. Each
+# batch is gathered in host memory and copied to the device; with
+# resident=True the images are copied there once, and each batch is gathered
+# there. fit's batch_size sizes the validation batches. initial_epoch is above
+# 0 when this continues an interrupted run.
 batches = data.ShuffledBatches(x_train, y_train, batch_size, seed, resident)
 model.fit(
     batches.data,

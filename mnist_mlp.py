@@ -86,11 +86,11 @@ run = output.Run("mnist_mlp", config)
 # epoch in an order drawn from the seed and the epoch's number, so that a run
 # that was interrupted and continued goes through the same orders
 # (common/data.py). `batches` must also be one of fit's callbacks: that is how
-# fit tells it which epoch begins (left out, every epoch would take the first
-# epoch's order). shuffle=False because the batches come shuffled already:
-# fit's own shuffling would only reorder whole batches. fit's batch_size
-# sizes the validation batches. initial_epoch is above 0 when this continues
-# an interrupted run.
+# fit tells it which epoch begins (left out, fit stops at the second epoch
+# with an error that says to add it). shuffle=False because the batches come
+# shuffled already: fit's own shuffling would only reorder whole batches.
+# fit's batch_size sizes the validation batches. initial_epoch is above 0 when
+# this continues an interrupted run.
 batches = data.ShuffledBatches(x_train, y_train, batch_size, seed)
 model.fit(
     batches.data,

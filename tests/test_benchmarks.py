@@ -540,8 +540,11 @@ def test_the_header_names_the_processor_and_the_runs_backends(monkeypatch, tmp_p
 
 def test_the_commit_is_the_checkouts_and_says_whether_tracked_files_changed(tmp_path):
     clone = tmp_path / "clone"
-    if subprocess.run(["git", "clone", "-q", REPO, str(clone)], capture_output=True).returncode:
+    if subprocess.run(["git", "-C", REPO, "rev-parse"], capture_output=True).returncode:
         pytest.skip("not a git checkout")
+    # Any other failure of the clone fails the test, not skips it.
+    cloned = subprocess.run(["git", "clone", "-q", REPO, str(clone)], capture_output=True, text=True)
+    assert cloned.returncode == 0, cloned.stderr
     # The code under test, committed there (this checkout's may not be yet).
     shutil.copy(os.path.join(REPO, "benchmarks", "__init__.py"), clone / "benchmarks" / "__init__.py")
     subprocess.run(["git", "-C", str(clone), "-c", "user.name=test", "-c", "user.email=test@example.com",
@@ -692,6 +695,10 @@ def test_feeding_times_each_way_of_giving_fit_the_images(tmp_path):
         assert all(0 <= float(line.split("train accuracy ")[1]) <= 1 for line in epochs)
     median = re.fullmatch(r"median epoch after the first: (.*)", lines[-1]).group(1)
     assert [part.split()[0] for part in median.split(", ")] == list(ways)
+    # Of two epochs, the median after the first is the second's seconds.
+    second = {line.split()[0]: line.split()[3] for line in lines if " epoch 2: " in line}
+    assert {part.split()[0]: part.split()[1] for part in median.split(", ")} == second
+    assert all(float(seconds) > 0 for seconds in second.values())
 
 
 def tiny_transfer_phases(tmp_path, *settings):

@@ -293,14 +293,18 @@ def test_a_cache_write_cut_short_leaves_no_copy_and_old_ones_are_removed(tmp_pat
     assert_same(load_cifar10(str(tmp_path / "data")), data)
 
 
-def test_file_and_folder_names_that_are_not_utf8_are_cached_too(tmp_path):
+def test_file_and_folder_names_that_are_not_utf8_are_cached_too(tmp_path, capsys):
     # A Latin-1 "café" in a name: UnicodeEncodeError while fingerprinting.
     data = synthetic_cifar10()
     tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), data)
     cat = os.path.join(tree, "test", "cat")
     first = sorted(os.listdir(cat))[0]
     os.rename(os.path.join(cat, first), os.fsdecode(os.path.join(os.fsencode(cat), b"caf\xe9" + os.fsencode(first))))
-    assert load_cifar10(tree)[1][0].shape == data[1][0].shape
+    decoded = load_cifar10(tree)
+    assert decoded[1][0].shape == data[1][0].shape and "reused" not in capsys.readouterr().out
+    # The second load reads the cache the first wrote.
+    assert_same(load_cifar10(tree), decoded)
+    assert "reused" in capsys.readouterr().out
     # In a read-only folder, the cache's name in the Keras cache is a hash of the source's path.
     (tmp_path / "readonly").mkdir(mode=0o555)
     source = os.fsdecode(os.path.join(os.fsencode(str(tmp_path / "readonly")), b"caf\xe9.tar.gz"))
