@@ -10,6 +10,10 @@
     runs/<script>/<run id>/model.keras   the trained model
     runs/<script>/<run id>/result.json   the final figures
 
+and, in some scripts or while a run is going, best.keras, classes.json,
+head_test.json, resume.npz and running.pid: README.md ("What a run prints
+and writes") lists every file and which scripts write it.
+
 The last line of stdout is always `final test_acc=... test_loss=... train_seconds=...`
 so that runs can be compared with grep.
 
