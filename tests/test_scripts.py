@@ -697,6 +697,9 @@ def test_every_script_runs_on_every_installed_backend(script, backend, dataset, 
     fields = final_fields(result.stdout)
     assert 0 <= float(fields["test_acc"]) <= 1 and int(fields["epochs"]) >= 2
     assert os.path.exists(os.path.join(fields["run_dir"], "model.keras"))
+    # It trained: a row of finite losses for every epoch, and not the same loss twice.
+    losses = read_history(os.path.join(fields["run_dir"], "history.csv"))["loss"]
+    assert len(losses) == int(fields["epochs"]) and np.isfinite(losses).all() and len(set(losses)) == len(losses)
 
 
 # Two logical devices on the CPU through TensorFlow's own mechanism: it splits
