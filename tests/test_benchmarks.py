@@ -704,7 +704,6 @@ def test_feeding_times_each_way_of_giving_fit_the_images(tmp_path):
     # Of two epochs, the median after the first is the second's seconds.
     second = {line.split()[0]: line.split()[3] for line in lines if " epoch 2: " in line}
     assert {part.split()[0]: part.split()[1] for part in median.split(", ")} == second
-    assert all(float(seconds) > 0 for seconds in second.values())
 
 
 def tiny_transfer_phases(tmp_path, *settings):

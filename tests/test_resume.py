@@ -6,11 +6,13 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 
 import keras
 import numpy as np
 import pytest
 
+import common
 import common.config
 from common import UserError, data, files, output, resume, schedules
 from conftest import REPO, final_fields, run_script, run_until_epoch, synthetic_mnist, write_mnist_npz
@@ -242,6 +244,7 @@ def saved_epochs(monkeypatch, save_seconds):
     monkeypatch.setattr(output, "time", clock)
     monkeypatch.setattr(resume.Writer, "start", resume.Writer.run)
     monkeypatch.setattr(resume.Writer, "join", lambda self, timeout=None: None)
+    monkeypatch.setattr(common, "writers", weakref.WeakSet())  # Writers never started, never waited for.
     return clock, saved
 
 
@@ -255,13 +258,19 @@ def test_a_save_that_takes_longer_than_its_share_of_training_is_skipped(tmp_path
     assert again.initial_epoch == 1  # It resumed after the last saved epoch, and ended the same.
 
 
-@pytest.mark.parametrize("epoch_seconds, expected", [(10, [1, 2, 3, 4]), (3, [1, 3, 4])])
-def test_a_save_is_made_once_training_has_lasted_20_times_as_long_as_the_last(epoch_seconds, expected, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "epoch_seconds, still_writing, expected", [(10, False, [1, 2, 3, 4]), (3, False, [1, 3, 4]), (10, True, [1, 4])]
+)
+def test_a_save_is_made_once_training_has_lasted_20_times_as_long_as_the_last(
+    epoch_seconds, still_writing, expected, tmp_path, monkeypatch
+):
     # The default share: a save of 0.2 s is made once 4 s have passed since
     # the last began, so after every epoch of 10 s, and after every second
-    # epoch of 3 s (the first and the last epoch always).
+    # epoch of 3 s (the first and the last epoch always); none while the
+    # last is still being written, which has then taken all the time since.
     monkeypatch.setattr(resume.ResumeState, "time_share", 0.05)
     clock, saved = saved_epochs(monkeypatch, save_seconds=0.2)
+    monkeypatch.setattr(resume.Writer, "is_alive", lambda self: still_writing)
     run = output.Run("tiny", {"out_dir": str(tmp_path)})
     x, y = tiny_data()
     tiny_model().fit(x, y, epochs=4, callbacks=[Tick(clock, epoch_seconds), *run.callbacks()], verbose=0)
@@ -343,12 +352,15 @@ def test_two_processes_never_take_the_same_folder(tmp_path):
     assert os.path.exists(interrupted.path("running.pid"))
     (tmp_path / "sync").mkdir()
     release = tmp_path / "release"
+    # stderr to files: read only after stdout, a pipe of it could fill up
+    # with TensorFlow's logs and stop a process before it prints its folder.
+    errors = [open(tmp_path / f"stderr{i}", "w+") for i in range(2)]
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", _TAKE_TOGETHER, config["out_dir"], str(tmp_path / "sync"), str(release)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO, stdout=subprocess.PIPE, stderr=error, text=True,
         )
-        for _ in range(2)
+        for error in errors
     ]
     folders = []
     for process in processes:  # Each prints its folder, then holds it.
@@ -357,8 +369,14 @@ def test_two_processes_never_take_the_same_folder(tmp_path):
                 folders.append(line.split(" ", 1)[1].strip())
                 break
     release.touch()
-    outputs = [process.communicate(timeout=300) for process in processes]
-    assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
+    for process in processes:
+        process.communicate(timeout=300)
+    stderr = []
+    for error in errors:
+        error.seek(0)
+        stderr.append(error.read()[-2000:])
+        error.close()
+    assert all(process.returncode == 0 for process in processes), stderr
     assert len(folders) == 2
     # One resumes the interrupted run; the other starts a folder of its own.
     assert interrupted.dir in folders and len(set(folders)) == 2
