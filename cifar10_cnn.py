@@ -23,13 +23,14 @@ backend, bfloat16), they scored 90.09% (91.25% with flip + shift test-time
 augmentation) in 6.3 s of training, the mean of two seeds (README.md, "GPU
 results").
 
-Expected: 85.8% test accuracy (87.0% with flip test-time augmentation, 87.3%
-with flip + shift) after 20 epochs, in 19 minutes of training on a 2-core CPU
-(TensorFlow backend, measured 2026-11-28 on the JPEG-compressed copy of
-CIFAR-10 in ../shared/data, which costs every method about 3 points; on a
-slower 2-core CPU, 2026-12-06, it scored 85.9%, 86.9% and 87.4%, in 56
-minutes with other work beside it; its epochs took 126 to 145 s alone); see README.md. On that copy the seed tutorial's code reached 69.1% after 10
-epochs on an H100 (../shared/REFERENCE.md).
+Expected: 86.0% test accuracy (87.2% with flip test-time augmentation, 87.7%
+with flip + shift) after 20 epochs, in 59 minutes of training on a slower
+2-core CPU (TensorFlow backend, measured 2026-12-07 on the JPEG-compressed
+copy of CIFAR-10 in ../shared/data, which costs every method about 3 points;
+on a faster 2-core CPU, 2026-11-28, before each epoch had its own order of
+the batches, 85.8%, 87.0% and 87.3% in 19 minutes); see README.md. On that
+copy the seed tutorial's code reached 69.1% after 10 epochs on an H100
+(../shared/REFERENCE.md).
 
     python cifar10_cnn.py --data_dir=path/to/cifar10
 """
