@@ -8,9 +8,9 @@ convolutions, Flatten, Dense and Dropout, and grows it: same padding, six
 convolutions in place of four (the 64 and 128 come twice), pooling after
 four of them, a dense layer of 256 with dropout before and after it. And it
 adds what has since become standard: batch normalisation after each
-convolution (after its pooling, where a stage ends), random flips and shifts of the training images, L1/L2 weight
-regularisation (as settings), label smoothing, and a warm-up + cosine
-learning-rate schedule. As an option (`whiten=True`), a frozen first layer
+convolution (after its pooling, where a stage ends), random flips and
+shifts of the training images, L1/L2 weight regularisation (as settings),
+label smoothing, and a warm-up + cosine learning-rate schedule. As an option (`whiten=True`), a frozen first layer
 whitens the images' 2x2 patches, as in airbench, the CIFAR-10 speed record.
 `activation="gelu"` replaces the convolutions' ReLU, and `optimizer="sgd"`
 (with a far higher learning_rate) replaces Adam: with the whitening, L2 5e-4
@@ -24,10 +24,10 @@ augmentation) in 6.3 s of training, the mean of two seeds (README.md, "GPU
 results").
 
 Expected: 86.0% test accuracy (87.2% with flip test-time augmentation, 87.7%
-with flip + shift) after 20 epochs, in 59 minutes of training on a slower
-2-core CPU (TensorFlow backend, measured 2026-12-07 on the JPEG-compressed
-copy of CIFAR-10 in ../shared/data, which costs every method about 3 points;
-on a faster 2-core CPU, 2026-11-28, before each epoch had its own order of
+with flip + shift) after 20 epochs, in 59 minutes of training on the
+slower of the project's two 2-core CPUs (TensorFlow backend, measured
+2026-12-07 on the JPEG-compressed copy of CIFAR-10 in ../shared/data, which
+costs every method about 3 points; on the faster, 2026-11-28, before each epoch had its own order of
 the batches, 85.8%, 87.0% and 87.3% in 19 minutes); see README.md. On that
 copy the seed tutorial's code reached 69.1% after 10 epochs on an H100
 (../shared/REFERENCE.md).
