@@ -10,8 +10,9 @@ four of them, a dense layer of 256 with dropout before and after it. And it
 adds what has since become standard: batch normalisation after each
 convolution (after its pooling, where a stage ends), random flips and
 shifts of the training images, L1/L2 weight regularisation (as settings),
-label smoothing, and a warm-up + cosine learning-rate schedule. As an option (`whiten=True`), a frozen first layer
-whitens the images' 2x2 patches, as in airbench, the CIFAR-10 speed record.
+label smoothing, and a warm-up + cosine learning-rate schedule. As an
+option (`whiten=True`), a frozen first layer whitens the images' 2x2
+patches, as in airbench, the CIFAR-10 speed record.
 `activation="gelu"` replaces the convolutions' ReLU, and `optimizer="sgd"`
 (with a far higher learning_rate) replaces Adam: with the whitening, L2 5e-4
 and no dropout they scored best in short CPU runs (docs/measurements.md):
@@ -27,10 +28,10 @@ Expected: 86.0% test accuracy (87.2% with flip test-time augmentation, 87.7%
 with flip + shift) after 20 epochs, in 59 minutes of training on the
 slower of the project's two 2-core CPUs (TensorFlow backend, measured
 2026-12-07 on the JPEG-compressed copy of CIFAR-10 in ../shared/data, which
-costs every method about 3 points; on the faster, 2026-11-28, before each epoch had its own order of
-the batches, 85.8%, 87.0% and 87.3% in 19 minutes); see README.md. On that
-copy the seed tutorial's code reached 69.1% after 10 epochs on an H100
-(../shared/REFERENCE.md).
+costs every method about 3 points; on the faster, 2026-11-28, before each
+epoch had its own order of the batches, 85.8%, 87.0% and 87.3% in 19
+minutes); see README.md. On that copy the seed tutorial's code reached
+69.1% after 10 epochs on an H100 (../shared/REFERENCE.md).
 
     python cifar10_cnn.py --data_dir=path/to/cifar10
 """
