@@ -1,7 +1,7 @@
 """Runs the collection's scripts and the seed tutorials' code side by side.
 
     python -m benchmarks --data_dir=../shared/data                  # the CPU suite, 3 seeds
-    python -m benchmarks --suite=gpu --seeds=5 --baseline_seeds=0 --data_dir=.data  # on a lent GPU
+    python -m benchmarks --suite=gpu --seeds=5 --baseline_seeds=0 --data_dir=.data --stop_after=480  # on a lent GPU
     python -m benchmarks --tasks=mnist_mlp --seeds=1                # one task, quickly
     python -m benchmarks --from_jsonl=benchmarks/results/<name>.jsonl  # the table of a stopped one
 
@@ -14,7 +14,10 @@ allowed as a dashed and a dotted line) and
 against). The `.jsonl` grows a line as each run finishes; Ctrl-C, `kill` or
 a method that fails stops the benchmark and the script it is running, and
 keeps the runs that finished there: `--from_jsonl` then writes their table
-and plot. A failed run's whole output is kept in runs_dir.
+and plot. `--stop_after=<seconds>` stops it the same way once that many
+seconds have passed, then writes the finished runs' table and plot itself
+(for a machine lent for a few minutes). A failed run's whole output is kept
+in runs_dir.
 
 What the table says, per method (mean ± standard deviation over the seeds):
 test accuracy at the end (and with flip, and flip + shift, test-time
@@ -67,7 +70,7 @@ import time
 import benchmarks
 import common.config
 from benchmarks import CPU_FAST, GPU_FAST, NINE_STEPS_PER_CALL, WHITENED_TUNED
-from common import UserError, data, reason
+from common import UserError, reason, visible
 from common.files import read_history
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,6 +201,7 @@ data_dir = ""  # folder holding mnist/ and cifar10/ (such as ../shared/data); ""
 out_dir = "benchmarks/results"  # where the table, plot and raw figures go
 runs_dir = "/tmp/benchmark-runs"  # the scripts' run folders go to runs_dir/<results file name>/
 from_jsonl = ""  # the .jsonl of an earlier benchmark: write its table and plot (if it has none yet), running nothing
+stop_after = 0.0  # seconds: then stop the run under way and write the finished runs' table (0 = no limit)
 
 
 def invocation(method, cache_dir):
@@ -214,8 +218,35 @@ def invocation(method, cache_dir):
     return ["-m", method.command], env
 
 
-def run_method(method, dataset, seed, cache_dir, runs):
-    """One run in a subprocess, writing its run folder under `runs`; returns its figures."""
+class OutOfTime(Exception):
+    """--stop_after's seconds have passed: the run under way is stopped."""
+
+
+@contextlib.contextmanager
+def _alarm(deadline):
+    """Raises OutOfTime in the block once time.monotonic() passes `deadline`
+    (None: never), whatever the block waits on."""
+    if deadline is None:
+        yield
+        return
+
+    def out_of_time(signum, frame):
+        raise OutOfTime
+
+    handler = signal.signal(signal.SIGALRM, out_of_time)
+    try:
+        # At once, not never, where the deadline has passed (0 turns the timer off).
+        signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-6))
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+
+
+def run_method(method, dataset, seed, cache_dir, runs, deadline=None):
+    """One run in a subprocess, writing its run folder under `runs`; returns
+    its figures. At `deadline` (time.monotonic()'s, or None) the run is
+    stopped and OutOfTime raised."""
     program, env = invocation(method, cache_dir)
     args = [
         f"--data_dir={os.path.abspath(os.path.join(data_dir, dataset)) if data_dir else ''}",
@@ -231,19 +262,22 @@ def run_method(method, dataset, seed, cache_dir, runs):
         process = subprocess.Popen([sys.executable, *program, *args], cwd=_REPO, stdout=out, stderr=err, env=env)
         try:
             # os.wait4 gives this one child's resource use, its peak memory included.
-            _, status, usage = os.wait4(process.pid, 0)
+            with _alarm(deadline):
+                _, status, usage = os.wait4(process.pid, 0)
         except BaseException:
-            # Ctrl-C or kill stopped the benchmark: the run stops with it,
-            # instead of training on, on its own (holding a lent GPU). A
-            # second Ctrl-C or kill must not cut this short.
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, signal.SIG_IGN)
+            # Ctrl-C, kill or --stop_after stopped the benchmark: the run
+            # stops with it, instead of training on, on its own (holding a
+            # lent GPU). A second Ctrl-C or kill must not cut this short.
+            handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
             process.terminate()
             try:
                 process.wait(timeout=_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            for signum, handler in handlers.items():
+                if handler is not None:  # None: not set from Python, and cannot be set back from it.
+                    signal.signal(signum, handler)
             raise
         returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
@@ -548,25 +582,33 @@ def main():
             raise UserError(
                 f"cannot make the runs' folder {runs_folder} ({reason(error)}); give a --runs_dir you can write to"
             ) from None
+        deadline = time.monotonic() + stop_after if stop_after else None
         with raw, tempfile.TemporaryDirectory(prefix="jax-cache-") as cache_dir:
             raw.write(json.dumps(started) + "\n")
-            for task_name in chosen:
-                task = SUITES[suite][task_name]
-                results[task_name] = []
-                for method in [task.baseline, *task.methods]:
-                    if method is None:
-                        continue
-                    runs = baseline_seeds if method is task.baseline and baseline_seeds >= 0 else seeds
-                    for seed in range(runs):
-                        run = run_method(method, task.dataset, seed, cache_dir, runs_folder)
-                        results[task_name].append(run)
-                        raw.write(json.dumps({"task": task_name, **run}) + "\n")
-                        raw.flush()
-                        print(
-                            f"{task_name:12s} {method.name:50s} seed {seed}: test_acc={run['test_acc']:.4f} "
-                            f"train_seconds={run['train_seconds']:.1f}",
-                            flush=True,
-                        )
+            try:
+                for task_name in chosen:
+                    task = SUITES[suite][task_name]
+                    for method in [task.baseline, *task.methods]:
+                        if method is None:
+                            continue
+                        runs = baseline_seeds if method is task.baseline and baseline_seeds >= 0 else seeds
+                        for seed in range(runs):
+                            run = run_method(method, task.dataset, seed, cache_dir, runs_folder, deadline)
+                            results.setdefault(task_name, []).append(run)
+                            raw.write(json.dumps({"task": task_name, **run}) + "\n")
+                            raw.flush()
+                            print(
+                                f"{task_name:12s} {method.name:50s} seed {seed}: test_acc={run['test_acc']:.4f} "
+                                f"train_seconds={run['train_seconds']:.1f}",
+                                flush=True,
+                            )
+            except OutOfTime:
+                if not results:
+                    raise UserError(
+                        f"--stop_after={stop_after:g} s passed before any run finished; give it more seconds"
+                    ) from None
+                # The table says how many runs each method has.
+                print(f"stopped   after --stop_after={stop_after:g} s: {method.name} (seed {seed}) was stopped and is left out")
     except BaseException as error:
         if any(results.values()):
             kept = f"the runs that finished are in {stem}.jsonl; --from_jsonl={stem}.jsonl writes their table"
@@ -587,7 +629,7 @@ def earlier_runs(path):
     of the .jsonl at `path`, whose table and plot are not written yet. Its
     suite is the one its first line records; for a .jsonl written before
     that, --suite where given, else the one its name starts with."""
-    shown = data.visible(path)
+    shown = visible(path)
     stem = path.removesuffix(".jsonl")
     if stem == path:
         raise UserError(f"--from_jsonl={shown} is not a .jsonl file; give the .jsonl that a benchmark wrote")
@@ -624,7 +666,7 @@ def earlier_runs(path):
         raise UserError(f"--from_jsonl={shown} holds no finished run: there is no table to write")
     written = [name for name in (stem + ".md", stem + ".png") if os.path.lexists(name)]
     if written:
-        raise UserError(f"{data.visible(written[0])} exists already, and is not overwritten; move it away to write it again")
+        raise UserError(f"{visible(written[0])} exists already, and is not overwritten; move it away to write it again")
     return stem, started, SUITES[suite_name], results
 
 
@@ -641,6 +683,8 @@ def chosen_tasks():
     twice = sorted({name for name in chosen if chosen.count(name) > 1})
     if twice:
         raise UserError(f"--tasks names {', '.join(twice)} more than once; name each task once")
+    if not 0 <= stop_after < float("inf"):
+        raise UserError(f"--stop_after={stop_after:g} is not allowed: give the seconds (0 means no limit)")
     if seeds < 1:
         raise UserError(f"--seeds={seeds} is not allowed: each method needs at least one run")
     if baseline_seeds < -1:

@@ -51,6 +51,13 @@ def reason(error):
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
+def visible(path):
+    """`path` as an error line names it: quoted where spaces at either end,
+    or characters that do not print, would hide what was asked for (a path
+    of one space, from `--predict=" "`, would read "cannot read  (...)")."""
+    return path if path.isprintable() and path == path.strip() else repr(path)
+
+
 def _excepthook(exc_type, exc, tb, _default=sys.excepthook):
     if issubclass(exc_type, UserError):
         print(f"error: {exc}", file=sys.stderr)

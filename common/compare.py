@@ -20,7 +20,7 @@ from matplotlib.backend_bases import FigureCanvasBase
 
 import common
 from common import UserError, plots, reason
-from common.data import visible
+from common import visible
 from common.files import epochs_in, read_history, shown
 
 

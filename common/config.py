@@ -18,8 +18,6 @@ import os
 import sys
 import tokenize
 
-import keras
-
 import common
 from common import UserError
 
@@ -39,7 +37,7 @@ _CHECKS = {
     # Keras on PyTorch runs one training step per call only.
     "steps_per_execution": (
         # Keras counts the steps of a call in 32 bits.
-        lambda v: v == 1 or (1 < v < 2**31 and keras.backend.backend() != "torch"),
+        lambda v: v == 1 or (1 < v < 2**31 and _backend() != "torch"),
         "must be > 0 and below 2**31, and 1 on the PyTorch backend (one step per call)",
     ),
     "learning_rate": (lambda v: 0 < v < math.inf, "must be > 0 and finite"),
@@ -65,6 +63,16 @@ _CHECKS = {
     "runs_dir": (lambda v: _names_a_folder(v), "must name a folder, not a file or a path through one"),
 }
 _TYPES = (bool, int, float, str)
+
+
+def _backend():
+    """Keras' backend. Keras is imported here, not at the top: the benchmark
+    checks its own settings with this module, and on Linux each run it
+    starts counts the benchmark's memory (Keras and TensorFlow, about 830 MB)
+    in the run's own peak."""
+    import keras
+
+    return keras.backend.backend()
 
 
 def _names_a_folder(path):

@@ -22,7 +22,7 @@ import zlib
 import keras
 import numpy as np
 
-from common import UserError, device, reason
+from common import UserError, device, reason, visible
 
 MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 # The hash that keras.datasets.mnist checks.
@@ -348,13 +348,6 @@ def unreadable(path, error):
         target = os.path.join(os.path.dirname(path), os.readlink(path))  # A relative link is relative to its folder.
         return UserError(f"cannot read {visible(path)}: it is a link to {visible(os.path.normpath(target))}, which does not exist; fix or replace the link")
     return UserError(f"cannot read {visible(path)} ({error.strerror}); check the path and that the file is readable")
-
-
-def visible(path):
-    """`path` as an error line names it: quoted where spaces at either end,
-    or characters that do not print, would hide what was asked for (a path
-    of one space, from `--predict=" "`, would read "cannot read  (...)")."""
-    return path if path.isprintable() and path == path.strip() else repr(path)
 
 
 def hidden(path):

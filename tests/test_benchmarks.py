@@ -228,6 +228,31 @@ def test_a_runs_figures_come_from_its_output_and_history(tmp_path):
     assert run["peak_mb"] > 1
 
 
+def test_a_runs_peak_memory_is_its_own_not_the_benchmarks(tmp_path):
+    # The benchmark imported Keras, and TensorFlow with it (830 MB here), and
+    # on Linux a process counts the memory of the one that started it as its
+    # own peak: a run of a few megabytes reported 832.
+    method = finished_run(
+        tmp_path,
+        {"history.csv": "epoch,seconds,val_accuracy\n0,1.0,0.9\n"},
+        "data      x_train (100, 784)",
+        "test_acc=0.9000 train_seconds=1.0",
+    )
+    driver = (
+        "import sys, benchmarks.__main__ as b\n"
+        f"run = b.run_method(b.Method('fake', {method.command!r}, []), 'mnist', 0, '', {str(tmp_path / 'runs')!r})\n"
+        "print(*[m for m in ('keras', 'numpy') if m in sys.modules], run['peak_mb'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", driver], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    *modules, peak = result.stdout.split()
+    assert modules == []  # The benchmark imports neither.
+    assert 1 < float(peak) < 100  # This fake imports os and sys alone.
+
+
 def test_one_epoch_has_no_later_epochs(tmp_path):
     # Their cell repeated the first epoch's seconds, as if it had cost nothing more than the others.
     method = finished_run(
@@ -276,7 +301,7 @@ def test_a_failed_method_says_where_the_finished_runs_are_and_their_table_is_wri
 
     calls = []
 
-    def run_method(method, dataset, seed, cache_dir, runs):
+    def run_method(method, dataset, seed, cache_dir, runs, deadline):
         calls.append(method)
         if len(calls) == 2:
             raise UserError("fake (seed 0) failed, exit status 1: boom")
@@ -351,7 +376,7 @@ def test_a_jsonl_without_runs_to_tabulate_is_one_line(monkeypatch, tmp_path, tex
 def test_the_seed_baseline_runs_baseline_seeds_times(monkeypatch, tmp_path):
     calls = []
 
-    def run_method(method, dataset, seed, cache_dir, runs):
+    def run_method(method, dataset, seed, cache_dir, runs, deadline):
         calls.append((method.name, seed))
         return run_figures(method.name, seed=seed)
 
@@ -384,6 +409,8 @@ def test_no_seed_baseline_for_a_task_that_needs_its_target_is_refused(tmp_path):
         ("seeds", 0, "--seeds=0 is not allowed: each method needs at least one run"),
         ("baseline_seeds", -2, "--baseline_seeds=-2 is not allowed: give -1 (as many as seeds), 0 (none) or more"),
         ("tasks", "mnist_mlp,mnist_mlp", "--tasks names mnist_mlp more than once; name each task once"),
+        ("stop_after", -1.0, "--stop_after=-1 is not allowed: give the seconds (0 means no limit)"),
+        ("stop_after", 1e999, "--stop_after=inf is not allowed: give the seconds (0 means no limit)"),
     ],
 )
 def test_the_benchmarks_own_settings_are_checked(monkeypatch, setting, value, message):
@@ -509,6 +536,66 @@ def test_a_second_kill_does_not_leave_the_running_script_behind(monkeypatch, tmp
     if alive:
         started[0].kill()  # Not left behind by a failing test.
     assert not alive and started[0].returncode == -signal.SIGKILL  # Killed once the wait was over, and waited for.
+
+
+def stop_after_setup(monkeypatch, tmp_path, stop_after):
+    """A GPU-suite task of two fake methods, two seeds each: one that
+    finishes at once and one that writes its process id, then sleeps for ten
+    minutes; main()'s settings set to run it with --stop_after."""
+    import common
+
+    quick = fake_script(tmp_path, """
+run_dir = os.path.join(args['out_dir'], 'quick-' + args['seed'])
+os.makedirs(run_dir)
+with open(os.path.join(run_dir, 'history.csv'), 'w') as f:
+    f.write('epoch,seconds,val_accuracy\\n0,1.0,0.95\\n')
+print('data      x_train (1000, 784)')
+print('final test_acc=0.9500 train_seconds=1.0 run_dir=' + run_dir)
+""")._replace(name="quick")
+    slow_path = tmp_path / "slow.py"
+    slow_path.write_text(f"import os, time\nopen({str(tmp_path / 'slow.pid')!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    slow = benchmark.Method("slow", str(slow_path), [])
+    monkeypatch.setitem(SUITES, "gpu", {"fake": benchmark.Task("mnist", None, [quick, slow], target=0.9, seconds=2)})
+    monkeypatch.setattr(common, "on_interrupt", "")  # main() sets it; restored after the test.
+    for name in ("suite", "tasks", "seeds", "baseline_seeds", "out_dir", "runs_dir", "stop_after"):  # Restored after the test.
+        monkeypatch.setattr(benchmark, name, getattr(benchmark, name))
+    monkeypatch.setattr(sys, "argv", [
+        "benchmarks", "--suite=gpu", "--seeds=2", "--baseline_seeds=0", f"--stop_after={stop_after}",
+        f"--out_dir={tmp_path / 'results'}", f"--runs_dir={tmp_path / 'runs'}",
+    ])
+
+
+def test_stop_after_stops_the_run_under_way_and_writes_the_finished_runs_table(monkeypatch, tmp_path, capsys):
+    # For a machine lent for a few minutes: the runs that fit, then their
+    # table, with nothing left running.
+    import signal
+
+    stop_after_setup(monkeypatch, tmp_path, 8)
+    start = time.monotonic()
+    benchmark.main()
+    took = time.monotonic() - start
+    assert 8 <= took < 8 + benchmark._STOP_SECONDS
+    pid = int((tmp_path / "slow.pid").read_text())
+    with pytest.raises(ProcessLookupError):  # Stopped and waited for.
+        os.kill(pid, 0)
+    assert "stopped   after --stop_after=8 s: slow (seed 0) was stopped and is left out" in capsys.readouterr().out
+    [jsonl] = (tmp_path / "results").glob("*.jsonl")
+    runs = [json.loads(line) for line in jsonl.read_text().splitlines()[1:]]
+    assert [(run["method"], run["seed"]) for run in runs] == [("quick", 0), ("quick", 1)]
+    report = jsonl.with_suffix(".md").read_text()
+    assert "| quick | 2 | 95.00 ± 0.00 |" in report and "| slow |" not in report
+    assert jsonl.with_suffix(".png").stat().st_size > 1000
+    # The timer is off and its signal handled as before.
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+
+
+def test_stop_after_with_no_run_finished_keeps_no_files(monkeypatch, tmp_path):
+    stop_after_setup(monkeypatch, tmp_path, 0.001)
+    with pytest.raises(UserError) as error:
+        benchmark.main()
+    assert str(error.value) == "--stop_after=0.001 s passed before any run finished; give it more seconds"
+    assert os.listdir(tmp_path / "results") == []
 
 
 def test_the_header_names_the_processor_and_the_runs_backends(monkeypatch, tmp_path):
