@@ -65,6 +65,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import benchmarks
@@ -219,34 +220,41 @@ def invocation(method, cache_dir):
 
 
 class OutOfTime(Exception):
-    """--stop_after's seconds have passed: the run under way is stopped."""
+    """--stop_after's seconds have passed; the message says which run is left out."""
 
 
-@contextlib.contextmanager
-def _alarm(deadline):
-    """Raises OutOfTime in the block once time.monotonic() passes `deadline`
-    (None: never), whatever the block waits on."""
-    if deadline is None:
-        yield
-        return
+class _Stopper:
+    """Stops `process` at `deadline` (time.monotonic()'s) unless `done()` is
+    called first: SIGTERM, then SIGKILL if it has not ended _STOP_SECONDS
+    later. `stopped` says whether it sent them."""
 
-    def out_of_time(signum, frame):
-        raise OutOfTime
+    def __init__(self, process, deadline):
+        self.process = process
+        self.stopped = False
+        self._done = threading.Event()
+        # min(): Event.wait takes at most threading.TIMEOUT_MAX (about 292 years).
+        timeout = min(max(deadline - time.monotonic(), 0), threading.TIMEOUT_MAX)
+        threading.Thread(target=self._stop, args=(timeout,), daemon=True).start()
 
-    handler = signal.signal(signal.SIGALRM, out_of_time)
-    try:
-        # At once, not never, where the deadline has passed (0 turns the timer off).
-        signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-6))
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, handler)
+    def _stop(self, timeout):
+        if self._done.wait(timeout):
+            return
+        self.stopped = True
+        self.process.terminate()
+        if not self._done.wait(_STOP_SECONDS):
+            self.process.kill()
+
+    def done(self):
+        self._done.set()
 
 
 def run_method(method, dataset, seed, cache_dir, runs, deadline=None):
     """One run in a subprocess, writing its run folder under `runs`; returns
     its figures. At `deadline` (time.monotonic()'s, or None) the run is
-    stopped and OutOfTime raised."""
+    stopped and OutOfTime raised, unless it ended well all the same; past
+    it, the run does not start."""
+    if deadline is not None and time.monotonic() >= deadline:
+        raise OutOfTime(f"{method.name} (seed {seed}) and any runs after it were not started")
     program, env = invocation(method, cache_dir)
     args = [
         f"--data_dir={os.path.abspath(os.path.join(data_dir, dataset)) if data_dir else ''}",
@@ -260,26 +268,29 @@ def run_method(method, dataset, seed, cache_dir, runs, deadline=None):
         tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape") as err,
     ):
         process = subprocess.Popen([sys.executable, *program, *args], cwd=_REPO, stdout=out, stderr=err, env=env)
+        stopper = _Stopper(process, deadline) if deadline is not None else None
         try:
             # os.wait4 gives this one child's resource use, its peak memory included.
-            with _alarm(deadline):
-                _, status, usage = os.wait4(process.pid, 0)
+            _, status, usage = os.wait4(process.pid, 0)
         except BaseException:
-            # Ctrl-C, kill or --stop_after stopped the benchmark: the run
-            # stops with it, instead of training on, on its own (holding a
-            # lent GPU). A second Ctrl-C or kill must not cut this short.
-            handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+            # Ctrl-C or kill stopped the benchmark: the run stops with it,
+            # instead of training on, on its own (holding a lent GPU). A
+            # second Ctrl-C or kill must not cut this short.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
             process.terminate()
             try:
                 process.wait(timeout=_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            for signum, handler in handlers.items():
-                if handler is not None:  # None: not set from Python, and cannot be set back from it.
-                    signal.signal(signum, handler)
             raise
+        finally:
+            if stopper:
+                stopper.done()
         returncode = os.waitstatus_to_exitcode(status)
+        if stopper and stopper.stopped and returncode != 0:
+            raise OutOfTime(f"{method.name} (seed {seed}) was stopped and is left out")
         wall = time.perf_counter() - start
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -331,7 +342,9 @@ def run_method(method, dataset, seed, cache_dir, runs, deadline=None):
 def failure(method, seed, command, returncode, stdout, stderr, runs):
     """The one line for a run that failed: its last line and how it ended;
     its whole output is kept in `runs`, beside the run folders."""
-    name = re.sub(r"[^\w.+-]+", "-", method.name).strip("-")
+    # Letters, digits, ".", "_" and "-" alone: a name that every file system
+    # and copying tool takes (a lent GPU's tool brings back no other).
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", method.name).strip("-")
     log = os.path.join(runs, f"failed-{name}-seed{seed}.log")
     try:
         with open(log, "w", encoding="utf-8", errors="surrogateescape") as f:
@@ -602,13 +615,13 @@ def main():
                                 f"train_seconds={run['train_seconds']:.1f}",
                                 flush=True,
                             )
-            except OutOfTime:
+            except OutOfTime as stopped:
                 if not results:
                     raise UserError(
                         f"--stop_after={stop_after:g} s passed before any run finished; give it more seconds"
                     ) from None
                 # The table says how many runs each method has.
-                print(f"stopped   after --stop_after={stop_after:g} s: {method.name} (seed {seed}) was stopped and is left out")
+                print(f"stopped   after --stop_after={stop_after:g} s: {stopped}", flush=True)
     except BaseException as error:
         if any(results.values()):
             kept = f"the runs that finished are in {stem}.jsonl; --from_jsonl={stem}.jsonl writes their table"

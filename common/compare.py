@@ -19,8 +19,7 @@ import sys
 from matplotlib.backend_bases import FigureCanvasBase
 
 import common
-from common import UserError, plots, reason
-from common import visible
+from common import UserError, plots, reason, visible
 from common.files import epochs_in, read_history, shown
 
 

@@ -283,6 +283,10 @@ def test_a_method_that_fails_stops_the_benchmark_with_its_last_line_and_keeps_it
     # The log starts with the command, as it pastes back into a shell.
     assert log.read_text().startswith(f"$ python {method.command} --data_dir= --out_dir={runs} --seed=0\n")
     assert "--- stdout ---\nloading\n--- stderr ---\nerror: no MNIST data" in log.read_text()
+    # A method named as the suites name them ("+", ",") gives a file name of letters, digits, ".", "_" and "-".
+    named = method._replace(name="fake + whitening, 17 epochs")
+    with pytest.raises(UserError, match=re.escape(f"(its output: {runs / 'failed-fake-whitening-17-epochs-seed0.log'})")):
+        benchmark.run_method(named, "mnist", 0, "", str(runs))
     # Killed (by the system's out-of-memory killer, say): the line said "(no output)", not how it ended. Its
     # last line, whatever it printed before (TensorFlow's "Could not find cuda drivers"), is no reason either.
     method = fake_script(tmp_path, "import signal\nprint('cuda drivers', file=sys.stderr, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)")
@@ -541,7 +545,7 @@ def test_a_second_kill_does_not_leave_the_running_script_behind(monkeypatch, tmp
 def stop_after_setup(monkeypatch, tmp_path, stop_after):
     """A GPU-suite task of two fake methods, two seeds each: one that
     finishes at once and one that writes its process id, then sleeps for ten
-    minutes; main()'s settings set to run it with --stop_after."""
+    minute; main()'s settings set to run it with --stop_after."""
     import common
 
     quick = fake_script(tmp_path, """
@@ -553,7 +557,7 @@ print('data      x_train (1000, 784)')
 print('final test_acc=0.9500 train_seconds=1.0 run_dir=' + run_dir)
 """)._replace(name="quick")
     slow_path = tmp_path / "slow.py"
-    slow_path.write_text(f"import os, time\nopen({str(tmp_path / 'slow.pid')!r}, 'w').write(str(os.getpid()))\ntime.sleep(600)\n")
+    slow_path.write_text(f"import os, time\nopen({str(tmp_path / 'slow.pid')!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
     slow = benchmark.Method("slow", str(slow_path), [])
     monkeypatch.setitem(SUITES, "gpu", {"fake": benchmark.Task("mnist", None, [quick, slow], target=0.9, seconds=2)})
     monkeypatch.setattr(common, "on_interrupt", "")  # main() sets it; restored after the test.
@@ -565,11 +569,10 @@ print('final test_acc=0.9500 train_seconds=1.0 run_dir=' + run_dir)
     ])
 
 
+@pytest.mark.slow
 def test_stop_after_stops_the_run_under_way_and_writes_the_finished_runs_table(monkeypatch, tmp_path, capsys):
     # For a machine lent for a few minutes: the runs that fit, then their
     # table, with nothing left running.
-    import signal
-
     stop_after_setup(monkeypatch, tmp_path, 8)
     start = time.monotonic()
     benchmark.main()
@@ -585,9 +588,35 @@ def test_stop_after_stops_the_run_under_way_and_writes_the_finished_runs_table(m
     report = jsonl.with_suffix(".md").read_text()
     assert "| quick | 2 | 95.00 ± 0.00 |" in report and "| slow |" not in report
     assert jsonl.with_suffix(".png").stat().st_size > 1000
-    # The timer is off and its signal handled as before.
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-    assert signal.getsignal(signal.SIGALRM) == signal.SIG_DFL
+
+
+def test_a_run_that_ends_well_when_stopped_is_kept_and_none_starts_after_the_deadline(tmp_path):
+    # A run that ended as the time ran out was dropped as stopped; past the
+    # deadline, the next one was started, then stopped at once.
+    ready = tmp_path / "ready"
+    method = fake_script(tmp_path, f"""
+import signal, time
+
+def finish(signum, frame):
+    run_dir = os.path.join(args['out_dir'], 'fake')
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, 'history.csv'), 'w') as f:
+        f.write('epoch,seconds,val_accuracy\\n0,1.0,0.95\\n')
+    print('data      x_train (1000, 784)')
+    print('final test_acc=0.9500 train_seconds=1.0 run_dir=' + run_dir)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, finish)
+open({str(ready)!r}, 'w')
+time.sleep(60)
+""")
+    start = time.monotonic()
+    run = benchmark.run_method(method, "mnist", 0, "", str(tmp_path / "runs"), deadline=start + 5)
+    assert ready.exists() and run["test_acc"] == 0.95  # Stopped after it was ready, and kept.
+    assert 5 <= time.monotonic() - start < 30
+    with pytest.raises(benchmark.OutOfTime) as stopped:
+        benchmark.run_method(method._replace(command="/no/such/script.py"), "mnist", 1, "", str(tmp_path), deadline=start)
+    assert str(stopped.value) == "fake (seed 1) and any runs after it were not started"
 
 
 def test_stop_after_with_no_run_finished_keeps_no_files(monkeypatch, tmp_path):
