@@ -140,8 +140,9 @@ if not 1 <= fine_tune_from <= 14:
 if image_size < 71:
     raise UserError(f"--image_size={image_size} is too small: Xception needs at least 71 pixels")
 # A missing weights file, or one that is no HDF5 file, stops the run now, not
-# after the photos have loaded. (Another network's weights are found out only
-# when the base is built from them, below.)
+# after the photos have loaded. (Another network's weights are found out when
+# the base is built from them, in `before_decoding`, still before the photos
+# are decoded.)
 pretrained.check_weights(weights, "Xception")
 photos.check_out_dir(data_dir, out_dir, "transfer_xception")
 
@@ -184,8 +185,28 @@ def check_split(split_names):
         print("note      the folder's own test photos are the test set; --test_split is not used")
 
 
+def before_decoding(split_names):
+    """What load_photos runs once it has found the photo folder's splits and
+    before it decodes the photos (minutes): the check of the split
+    fractions, then the pretrained base, built now so that a weight file of
+    another network stops the run before the wait, not after it."""
+    global base
+    check_split(split_names)
+    with scope:
+        xception = pretrained.pretrained_base(
+            keras.applications.Xception, weights, input_shape=(image_size, image_size, 3)
+        )
+        # The base's outputs: the feature maps of Xception's last block (2048
+        # channels) and, with block13_features, of the block before it (1024:
+        # its last convolution, batch-normalised, before the block's pooling and
+        # shortcut), which are less specific to ImageNet's own classes.
+        block13 = [xception.get_layer("block13_sepconv2_bn").output] if block13_features else []
+        base = keras.Model(xception.input, [*block13, xception.output], name="xception")
+        base.trainable = False
+
+
 # Data: photos as uint8 pixels; the model itself scales them as Xception expects.
-found = photos.load_photos(data_dir, image_size, check_splits=check_split)
+found = photos.load_photos(data_dir, image_size, check_splits=before_decoding)
 if "all" in found:
     splits = photos.split_photos(found["all"], validation_split, test_split, seed)
 else:
@@ -205,17 +226,9 @@ print(
     f"x_val {x_val.shape} | x_test {x_test.shape} | skipped {skipped} non-image file{'' if skipped == 1 else 's'}"
 )
 
+# The model: the frozen base (built above, before the photos were decoded)
+# and the new head, one output per class found.
 with scope:
-    xception = pretrained.pretrained_base(
-        keras.applications.Xception, weights, input_shape=(image_size, image_size, 3)
-    )
-    # The base's outputs: the feature maps of Xception's last block (2048
-    # channels) and, with block13_features, of the block before it (1024:
-    # its last convolution, batch-normalised, before the block's pooling and
-    # shortcut), which are less specific to ImageNet's own classes.
-    block13 = [xception.get_layer("block13_sepconv2_bn").output] if block13_features else []
-    base = keras.Model(xception.input, [*block13, xception.output], name="xception")
-    base.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3))
     # Augmentation layers change the photos only while training.
     x = layers.RandomFlip("horizontal")(inputs)

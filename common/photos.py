@@ -52,8 +52,10 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
     `data_dir` is a folder, an archive, a TensorFlow Datasets name such as
     `tf_flowers`, or "" for the TensorFlow flowers, downloaded once with
     `keras.utils.get_file`. `check_splits` is called with the names of the
-    splits found before any photo is decoded (and before the flowers are
-    downloaded), to refuse settings that do not fit them early.
+    splits found, once the folder's listing has passed its own checks and
+    before any photo is decoded (and before the flowers are downloaded), to
+    refuse settings that do not fit them early, or to do work that can fail
+    before the wait.
     """
     if not data_dir:
         check_splits(["all"])  # The flowers are one collection.
@@ -435,13 +437,13 @@ def _decode_tree(source, entries, read, image_size, check_splits, order=None):
     and kept class by class, by name."""
     entries = {path: is_dir for path, is_dir in entries.items() if not hidden(path)}
     found = _find_classes(source, entries)
-    check_splits(list(found))
-    _check_memory(source, entries, found, image_size)
-    splits = {}
+    # What the listing alone shows is checked before the caller's checks and
+    # work (check_splits) and before any photo is decoded.
+    classes = {}
     for split, prefix in found.items():
         where = _where(source, prefix)
-        classes = _children(entries, prefix)[0]
-        for name in classes:
+        names = classes[split] = _children(entries, prefix)[0]
+        for name in names:
             try:
                 name.encode("utf-8")
             except UnicodeEncodeError:  # Bytes of another encoding, kept as surrogates.
@@ -450,19 +452,23 @@ def _decode_tree(source, entries, read, image_size, check_splits, order=None):
                     f"the class folder {where}/{shown} has a name that is not UTF-8 text, which the "
                     "plots and classes.json cannot hold; rename it"
                 ) from None
-        if len(classes) < 2:
+        if len(names) < 2:
             raise UserError(
-                f"{where} holds {len(classes)} class folder(s) ({', '.join(classes) or 'none'}; hidden "
+                f"{where} holds {len(names)} class folder(s) ({', '.join(names) or 'none'}; hidden "
                 "ones, named with a leading dot, are left out); transfer learning needs a folder of at "
                 "least two class folders, one per class"
             )
-        if split != "train" and "train" in splits and classes != splits["train"].classes:
+        if split != "train" and "train" in classes and names != classes["train"]:
             raise UserError(
-                f"{where} has the classes {', '.join(classes)} but {_where(source, found['train'])} has "
-                f"{', '.join(splits['train'].classes)}; every split needs the same class folders"
+                f"{where} has the classes {', '.join(names)} but {_where(source, found['train'])} has "
+                f"{', '.join(classes['train'])}; every split needs the same class folders"
             )
-        splits[split] = _decode_classes(where, entries, prefix, classes, read, image_size, order)
-    return splits
+    _check_memory(source, entries, found, image_size)
+    check_splits(list(found))
+    return {
+        split: _decode_classes(_where(source, prefix), entries, prefix, classes[split], read, image_size, order)
+        for split, prefix in found.items()
+    }
 
 
 def _check_memory(source, entries, found, image_size):

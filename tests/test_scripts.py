@@ -370,6 +370,8 @@ def test_cnn_fast_overrides_learn_real_mnist_in_one_epoch(tmp_path):
 # transfer_xception.py: tiny photo folders, Xception at its smallest input size.
 
 XCEPTION = os.path.join(SHARED_DATA, "keras_weights", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5")
+# Another network's weights, small.
+MOBILENET = os.path.join(SHARED_DATA, "keras_weights", "mobilenet_2_5_224_tf_no_top.h5")
 TINY_TRANSFER = ["--image_size=71", "--epochs=2", "--fine_tune_epochs=1", "--batch_size=8", "--fine_tune_from=13"]
 
 
@@ -495,25 +497,53 @@ def test_transfer_bad_input_gives_one_clean_line(args, message, tmp_path):
 def test_transfer_checks_the_split_before_decoding_and_only_where_it_splits(tmp_path):
     # --test_split=0.9 was refused once every photo had been decoded; and
     # then (860ad00) before looking, for folders of the user's own train/ and
-    # test/ too, which take no test_split.
+    # test/ too, which take no test_split. Splits of other classes were found
+    # out only once train/ had been decoded.
+    def not_photos(folder):  # Decoding would stop at this class.
+        for name in os.listdir(folder):
+            with open(os.path.join(folder, name), "w") as f:
+                f.write("not a photo")
+
     plain = write_photo_tree(str(tmp_path / "plain"), per_class=12)
-    for name in os.listdir(os.path.join(plain, "owls")):  # Decoding would stop at this class.
-        with open(os.path.join(plain, "owls", name), "w") as f:
-            f.write("not a photo")
+    not_photos(os.path.join(plain, "owls"))
+    others = tmp_path / "others"
+    write_photo_tree(str(others / "train"), per_class=12)
+    not_photos(others / "train" / "owls")
+    write_photo_tree(str(others / "test"), classes=("cats", "dogs"), per_class=4)
     split = tmp_path / "split"
     write_photo_tree(str(split / "train"), per_class=12)
-    write_photo_tree(str(split / "test"), classes=("cats", "dogs"), per_class=4)
-    for photo_dir, args, message in (
-        (plain, ["--test_split=0.9"], "--validation_split=0.15 and --test_split=0.9 must each be"),
-        (plain, ["--test_split=0"], "--test_split=0 leaves no test photos"),
-        (split, ["--test_split=0.9"], "every split needs the same class folders"),
+    not_photos(split / "train" / "owls")
+    write_photo_tree(str(split / "test"), per_class=4)
+    # A test_split given for a folder with its own test/ is said to go unused (config.json still lists it).
+    note = "note      the folder's own test photos are the test set; --test_split is not used"
+    for photo_dir, args, message, noted in (
+        (plain, ["--test_split=0.9"], "--validation_split=0.15 and --test_split=0.9 must each be", False),
+        (plain, ["--test_split=0"], "--test_split=0 leaves no test photos", False),
+        (others, ["--test_split=0.9"], "every split needs the same class folders", False),
+        (split, ["--test_split=0.9", "--weights=none"], f"the class folder {split}/train/owls holds no readable images", True),
     ):
         result = run_script("transfer_xception.py", f"--data_dir={photo_dir}", f"--out_dir={tmp_path / 'runs'}", *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
-        # A test_split given for a folder with its own test/ is said to go unused (config.json still lists it).
-        note = "note      the folder's own test photos are the test set; --test_split is not used"
-        assert (note in result.stdout) == (photo_dir == split)
+        assert (note in result.stdout) == noted
+
+
+@pytest.mark.skipif(not os.path.exists(MOBILENET), reason="shared MobileNet weights not found")
+def test_transfer_refuses_another_networks_weights_before_decoding_the_photos(tmp_path):
+    # MobileNet's weights, an HDF5 file, were found out only once every photo
+    # had been decoded: minutes on the flowers, wasted.
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    for name in os.listdir(os.path.join(photo_dir, "owls")):  # Decoding would stop at this class.
+        with open(os.path.join(photo_dir, "owls", name), "w") as f:
+            f.write("not a photo")
+    result = run_script(
+        "transfer_xception.py", f"--data_dir={photo_dir}", f"--out_dir={tmp_path / 'runs'}", "--image_size=71",
+        f"--weights={MOBILENET}",
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: could not load Xception weights from {MOBILENET} ("), result.stderr[-2000:]
+    assert not run_folders(str(tmp_path / "runs"))
 
 
 def test_transfer_predict_refuses_a_file_that_is_not_a_photo(tmp_path):
