@@ -1,8 +1,9 @@
 """Trains a multilayer perceptron (784-512-512-10) on MNIST.
 
 Expected: 98.65% test accuracy after 12 epochs (98.65% +- 0.02 over seeds
-0, 1 and 2), in 49.5 to 54.1 s of training on a 2-core CPU (TensorFlow
-backend, measured 2026-12-07); see README.md.
+0, 1 and 2), in 49.5 to 62.7 s of training on a 2-core CPU (TensorFlow
+backend, measured 2026-12-07: the same machine's speed varies by the
+hour); see README.md.
 
     python mnist_mlp.py --data_dir=path/to/folder/with/mnist.npz
 """

@@ -185,11 +185,16 @@ def check_split(split_names):
         print("note      the folder's own test photos are the test set; --test_split is not used")
 
 
+# The frozen pretrained base, built by before_decoding.
+base = None
+
+
 def before_decoding(split_names):
-    """What load_photos runs once it has found the photo folder's splits and
-    before it decodes the photos (minutes): the check of the split
-    fractions, then the pretrained base, built now so that a weight file of
-    another network stops the run before the wait, not after it."""
+    """What load_photos runs, once, when it has found the photo folder's
+    splits (for the flowers' download or a TensorFlow Datasets name, before
+    the download) and before it decodes the photos (minutes): the check of
+    the split fractions, then the pretrained base, built now so that a weight
+    file of another network stops the run before the wait, not after it."""
     global base
     check_split(split_names)
     with scope:

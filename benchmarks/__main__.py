@@ -240,9 +240,16 @@ class _Stopper:
         if self._done.wait(timeout):
             return
         self.stopped = True
-        self.process.terminate()
+        self._send(signal.SIGTERM)
         if not self._done.wait(_STOP_SECONDS):
-            self.process.kill()
+            self._send(signal.SIGKILL)
+
+    def _send(self, signum):
+        # os.kill, not Popen's terminate() and kill(): they poll the process
+        # first, and a poll would reap one that has just ended, leaving
+        # run_method's os.wait4 nothing to wait for.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signum)
 
     def done(self):
         self._done.set()
@@ -268,22 +275,26 @@ def run_method(method, dataset, seed, cache_dir, runs, deadline=None):
         tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape") as err,
     ):
         process = subprocess.Popen([sys.executable, *program, *args], cwd=_REPO, stdout=out, stderr=err, env=env)
-        stopper = _Stopper(process, deadline) if deadline is not None else None
+        stopper = None
         try:
+            if deadline is not None:
+                stopper = _Stopper(process, deadline)
             # os.wait4 gives this one child's resource use, its peak memory included.
             _, status, usage = os.wait4(process.pid, 0)
         except BaseException:
             # Ctrl-C or kill stopped the benchmark: the run stops with it,
             # instead of training on, on its own (holding a lent GPU). A
             # second Ctrl-C or kill must not cut this short.
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, signal.SIG_IGN)
+            handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
             process.terminate()
             try:
                 process.wait(timeout=_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            for signum, handler in handlers.items():
+                if handler is not None:  # None: set outside Python, and not to be set back from it.
+                    signal.signal(signum, handler)
             raise
         finally:
             if stopper:

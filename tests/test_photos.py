@@ -318,6 +318,19 @@ def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monk
             photos.load_photos(source, SIZE, check_splits=refuse)
 
 
+def test_the_splits_are_checked_once_on_every_path(tmp_path, monkeypatch):
+    # transfer_xception.py builds its pretrained base there: with the flowers'
+    # download (data_dir ""), the archive it downloaded was checked again, and
+    # the base built twice.
+    plain = write_photo_tree(str(tmp_path / "plain"))
+    archive = make_tar_gz(str(tmp_path / "plain.tgz"), plain, "plain")
+    monkeypatch.setattr(photos, "download", lambda *args: archive)
+    for source in (plain, archive, ""):
+        calls = []
+        loaded = photos.load_photos(source, SIZE, check_splits=calls.append)
+        assert calls == [["all"]] and list(loaded) == ["all"]
+
+
 def test_the_split_is_seeded_disjoint_and_holds_every_class(tmp_path):
     collection = photos.load_photos(write_photo_tree(str(tmp_path), per_class=20), SIZE)["all"]
     splits = photos.split_photos(collection, validation_split=0.15, test_split=0.2, seed=0)

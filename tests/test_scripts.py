@@ -520,7 +520,8 @@ def test_transfer_checks_the_split_before_decoding_and_only_where_it_splits(tmp_
         (plain, ["--test_split=0.9"], "--validation_split=0.15 and --test_split=0.9 must each be", False),
         (plain, ["--test_split=0"], "--test_split=0 leaves no test photos", False),
         (others, ["--test_split=0.9"], "every split needs the same class folders", False),
-        (split, ["--test_split=0.9", "--weights=none"], f"the class folder {split}/train/owls holds no readable images", True),
+        (split, ["--test_split=0.9", "--weights=none", "--image_size=71"],
+         f"the class folder {split}/train/owls holds no readable images", True),
     ):
         result = run_script("transfer_xception.py", f"--data_dir={photo_dir}", f"--out_dir={tmp_path / 'runs'}", *args)
         assert result.returncode == 1 and "Traceback" not in result.stderr
