@@ -285,6 +285,8 @@ def run_method(method, dataset, seed, cache_dir, runs, deadline=None):
             # Ctrl-C or kill stopped the benchmark: the run stops with it,
             # instead of training on, on its own (holding a lent GPU). A
             # second Ctrl-C or kill must not cut this short.
+            if stopper:
+                stopper.done()  # This stops it instead.
             handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
             process.terminate()
             try:
