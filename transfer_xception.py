@@ -232,8 +232,9 @@ print(
 )
 
 # The model: the frozen base (built above, before the photos were decoded)
-# and the new head, one output per class found.
-with scope:
+# and the new head, one output per class found, built in the base's scope
+# (on TensorFlow `scope` itself can be entered only once).
+with device.scope_of(base):
     inputs = keras.Input(shape=(image_size, image_size, 3))
     # Augmentation layers change the photos only while training.
     x = layers.RandomFlip("horizontal")(inputs)
