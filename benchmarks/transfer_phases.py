@@ -101,13 +101,21 @@ gpus = device.gpu_names()  # The results file is named after them, as the benchm
 started = datetime.datetime.now()
 
 
-def one_collection(found):
-    """The benchmark makes its own splits: a folder of train/ and test/ stops it before any photo is decoded."""
+xception = None  # Built by before_decoding.
+
+
+def before_decoding(found):
+    """What load_photos runs once it has listed the folder and before it
+    decodes the photos (minutes): the benchmark makes its own splits, so a
+    folder of train/ and test/ stops it here, and Xception is built here, so
+    that a weight file of another network stops it before the wait too."""
+    global xception
     if "all" not in found:
         raise UserError(f"{data_dir} is already split into train/ and test/; give one folder of class folders")
+    xception = pretrained.pretrained_base(keras.applications.Xception, weights, input_shape=(image_size, image_size, 3))
 
 
-everything = photos.load_photos(data_dir, image_size, check_splits=one_collection)["all"]
+everything = photos.load_photos(data_dir, image_size, check_splits=before_decoding)["all"]
 classes = everything.classes
 print(f"data      {len(everything.y)} photos in {len(classes)} classes")
 # The splits index the photos. Every seed takes as many photos of each class
@@ -116,7 +124,6 @@ print(f"data      {len(everything.y)} photos in {len(classes)} classes")
 everything_indexed = photos.Photos(np.arange(len(everything.y)), everything.y, classes, 0)
 photos.split_photos(everything_indexed, validation_split, test_split, 0)
 
-xception = pretrained.pretrained_base(keras.applications.Xception, weights, input_shape=(image_size, image_size, 3))
 block12 = xception.get_layer("block13_sepconv1_act").input  # block 12's output: the exit flow's input
 block13 = xception.get_layer("block13_sepconv2_bn").output
 front = keras.Model(xception.input, block12)

@@ -20,6 +20,9 @@ REAL_MNIST = os.path.join(SHARED_DATA, "mnist")
 needs_real_mnist = pytest.mark.skipif(
     not os.path.exists(os.path.join(REAL_MNIST, "mnist.npz")), reason="real MNIST copy not found (set SHARED_DATA)"
 )
+# Another network's weights than Xception's, small (the shared copy of Keras' MobileNet 0.25 at 224).
+MOBILENET = os.path.join(SHARED_DATA, "keras_weights", "mobilenet_2_5_224_tf_no_top.h5")
+needs_mobilenet = pytest.mark.skipif(not os.path.exists(MOBILENET), reason="shared MobileNet weights not found")
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from benchmarks import WHITENED_TUNED
 import benchmarks.__main__ as benchmark
 from benchmarks.__main__ import SUITES, invocation, seconds_to, table, target_and_budget
 from common import UserError, config, device
-from conftest import REPO, ctrl_c_works, write_mnist_npz, write_photo_tree
+from conftest import MOBILENET, REPO, ctrl_c_works, needs_mobilenet, write_mnist_npz, write_photo_tree
 
 
 @pytest.mark.slow
@@ -964,6 +964,24 @@ def test_transfer_phases_refuses_a_folder_already_split_before_decoding_it(tmp_p
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'photos'} is already split into train/ and test/; give one folder of class folders"
     )
+
+
+@needs_mobilenet
+def test_transfer_phases_refuses_another_networks_weights_before_decoding_the_photos(tmp_path):
+    # Xception was built once every photo had been decoded (minutes on the flowers): here
+    # decoding stops first, at a class without photos.
+    photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
+    for name in os.listdir(os.path.join(photo_dir, "owls")):
+        (tmp_path / "photos" / "owls" / name).write_text("not a photo")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.transfer_phases", f"--data_dir={photo_dir}", f"--weights={MOBILENET}",
+         "--image_size=71", f"--out_dir={tmp_path / 'results'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: could not load Xception weights from {MOBILENET} ("), result.stderr[-2000:]
+    assert os.listdir(tmp_path / "results") == []
 
 
 def test_transfer_phases_refuses_a_class_too_small_to_split_before_xception_runs(tmp_path):

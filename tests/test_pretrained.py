@@ -1,17 +1,12 @@
 """Loading pretrained bases. The tiny real MobileNet weights in the shared data
 stand in for Xception's 84 MB, so the weight-file path runs in seconds."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
 
 from common import UserError, pretrained
-from conftest import SHARED_DATA
-
-MOBILENET = os.path.join(SHARED_DATA, "keras_weights", "mobilenet_2_5_224_tf_no_top.h5")
-needs_mobilenet = pytest.mark.skipif(not os.path.exists(MOBILENET), reason="shared MobileNet weights not found")
+from conftest import MOBILENET, needs_mobilenet
 
 
 def mobilenet(weights):

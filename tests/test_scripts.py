@@ -21,11 +21,13 @@ from benchmarks import CPU_FAST
 from common import cifar10, data
 from common.files import read_history
 from conftest import (
+    MOBILENET,
     PHOTO_CLASSES,
     REAL_MNIST,
     REPO,
     SHARED_DATA,
     final_fields,
+    needs_mobilenet,
     needs_real_mnist,
     run_script,
     run_until,
@@ -370,8 +372,6 @@ def test_cnn_fast_overrides_learn_real_mnist_in_one_epoch(tmp_path):
 # transfer_xception.py: tiny photo folders, Xception at its smallest input size.
 
 XCEPTION = os.path.join(SHARED_DATA, "keras_weights", "xception_weights_tf_dim_ordering_tf_kernels_notop.h5")
-# Another network's weights, small.
-MOBILENET = os.path.join(SHARED_DATA, "keras_weights", "mobilenet_2_5_224_tf_no_top.h5")
 TINY_TRANSFER = ["--image_size=71", "--epochs=2", "--fine_tune_epochs=1", "--batch_size=8", "--fine_tune_from=13"]
 
 
@@ -529,7 +529,7 @@ def test_transfer_checks_the_split_before_decoding_and_only_where_it_splits(tmp_
         assert (note in result.stdout) == noted
 
 
-@pytest.mark.skipif(not os.path.exists(MOBILENET), reason="shared MobileNet weights not found")
+@needs_mobilenet
 def test_transfer_refuses_another_networks_weights_before_decoding_the_photos(tmp_path):
     # MobileNet's weights, an HDF5 file, were found out only once every photo
     # had been decoded: minutes on the flowers, wasted.
