@@ -211,7 +211,7 @@ def before_decoding(split_names):
 
 
 # Data: photos as uint8 pixels; the model itself scales them as Xception expects.
-found = photos.load_photos(data_dir, image_size, check_splits=before_decoding)
+found = photos.load_photos(data_dir, image_size, before_decoding=before_decoding)
 if "all" in found:
     splits = photos.split_photos(found["all"], validation_split, test_split, seed)
 else:

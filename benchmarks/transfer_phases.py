@@ -115,7 +115,7 @@ def before_decoding(found):
     xception = pretrained.pretrained_base(keras.applications.Xception, weights, input_shape=(image_size, image_size, 3))
 
 
-everything = photos.load_photos(data_dir, image_size, check_splits=before_decoding)["all"]
+everything = photos.load_photos(data_dir, image_size, before_decoding=before_decoding)["all"]
 classes = everything.classes
 print(f"data      {len(everything.y)} photos in {len(classes)} classes")
 # The splits index the photos. Every seed takes as many photos of each class

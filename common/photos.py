@@ -44,14 +44,14 @@ LARGE_FILE = 64 * 2**20
 Photos = collections.namedtuple("Photos", "x y classes skipped")
 
 
-def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_splits=lambda found: None):
+def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, before_decoding=lambda found: None):
     """Loads a photo collection as `{split: Photos}`.
 
     The split is "all" for a plain folder of classes (split it with
     `split_photos`), else the train / validation / test folders found.
     `data_dir` is a folder, an archive, a TensorFlow Datasets name such as
     `tf_flowers`, or "" for the TensorFlow flowers, downloaded once with
-    `keras.utils.get_file`. `check_splits` is called with the names of the
+    `keras.utils.get_file`. `before_decoding` is called with the names of the
     splits found, once the folder's listing has passed its own checks and
     before any photo is decoded (and before the flowers are downloaded), to
     refuse settings that do not fit them early, or to do work that can fail
@@ -60,14 +60,14 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
     if not data_dir:
         # The flowers are one collection, checked once: before the download,
         # not again when the archive is read below.
-        check_splits(["all"])
-        check_splits = lambda found: None
+        before_decoding(["all"])
+        before_decoding = lambda found: None
         # The flowers archive has no published hash to check against.
         data_dir = download(origin, None, cache_dir, "flower_photos.tgz", "the TensorFlow flowers")
     if not os.path.exists(data_dir):
         if os.sep in data_dir or data_dir.endswith(ARCHIVE_EXTENSIONS):
             raise UserError(f"data_dir {data_dir!r} does not exist; give a folder of class folders or a .tgz of one")
-        return _load_tfds(data_dir, image_size, check_splits)
+        return _load_tfds(data_dir, image_size, before_decoding)
     if os.path.isdir(data_dir):
         inside = glob.glob(os.path.join(data_dir, "*"))
         archives = [path for path in inside if path.endswith(ARCHIVE_EXTENSIONS)]
@@ -75,7 +75,7 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
             data_dir = archives[0]  # A folder that holds just the archive.
     if os.path.isdir(data_dir):
         entries, _followed = _folder_entries(data_dir)
-        return _decode_tree(data_dir, entries, lambda path: _read_photo(os.path.join(data_dir, path)), image_size, check_splits)
+        return _decode_tree(data_dir, entries, lambda path: _read_photo(os.path.join(data_dir, path)), image_size, before_decoding)
     if not data_dir.endswith(ARCHIVE_EXTENSIONS):
         raise UserError(f"data_dir {data_dir!r} is a file but not a .tgz or .tar.gz; give a folder of class folders or an archive of one")
     with open_tar(data_dir) as tar:
@@ -91,7 +91,7 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, check_
 
         # Each split's photos are read in the archive's own order: each file
         # read backwards would decompress it again from its start.
-        return _decode_tree(data_dir, entries, read, image_size, check_splits, order=lambda path: members[path].offset)
+        return _decode_tree(data_dir, entries, read, image_size, before_decoding, order=lambda path: members[path].offset)
 
 
 def check_out_dir(data_dir, out_dir, script):
@@ -433,7 +433,7 @@ def _split_folders(folders):
     return named
 
 
-def _decode_tree(source, entries, read, image_size, check_splits, order=None):
+def _decode_tree(source, entries, read, image_size, before_decoding, order=None):
     """The splits found in `entries` ({path: is_dir} of a folder or an
     archive), their photos read by `read(path)`, split by split, in the
     order of `order` (a key on the paths; None: class by class, by name),
@@ -441,7 +441,7 @@ def _decode_tree(source, entries, read, image_size, check_splits, order=None):
     entries = {path: is_dir for path, is_dir in entries.items() if not hidden(path)}
     found = _find_classes(source, entries)
     # What the listing alone shows is checked before the caller's checks and
-    # work (check_splits) and before any photo is decoded.
+    # work (before_decoding) and before any photo is decoded.
     classes = {}
     for split, prefix in found.items():
         where = _where(source, prefix)
@@ -467,7 +467,7 @@ def _decode_tree(source, entries, read, image_size, check_splits, order=None):
                 f"{', '.join(classes['train'])}; every split needs the same class folders"
             )
     _check_memory(source, entries, found, image_size)
-    check_splits(list(found))
+    before_decoding(list(found))
     return {
         split: _decode_classes(_where(source, prefix), entries, prefix, classes[split], read, image_size, order)
         for split, prefix in found.items()
@@ -531,7 +531,7 @@ def _no_images(where, name):
     return UserError(f"the class folder {where}/{name} holds no readable images; add photos to it or remove it")
 
 
-def _load_tfds(name, image_size, check_splits):
+def _load_tfds(name, image_size, before_decoding):
     """A TensorFlow Datasets collection by name, such as tf_flowers (needs
     tensorflow_datasets and, the first time, the internet)."""
     try:
@@ -541,7 +541,7 @@ def _load_tfds(name, image_size, check_splits):
             f"data_dir {name!r} does not exist; give a folder of class folders or a .tgz of one "
             "(a TensorFlow Datasets name such as tf_flowers needs `pip install tensorflow-datasets`)"
         ) from None
-    check_splits(["all"])
+    before_decoding(["all"])
     try:
         dataset, info = tfds.load(name, split="train", as_supervised=True, with_info=True)
     except Exception as error:

@@ -315,7 +315,7 @@ def test_the_splits_found_are_checked_before_any_photo_is_decoded(tmp_path, monk
     for source, found in ((str(tmp_path / "split"), "['test', 'train']"), (archive, "['test', 'train']"), (plain, "['all']"),
                           ("", "['all']")):
         with pytest.raises(UserError, match=f"^found {re.escape(found)}$"):
-            photos.load_photos(source, SIZE, check_splits=refuse)
+            photos.load_photos(source, SIZE, before_decoding=refuse)
 
 
 def test_the_splits_are_checked_once_on_every_path(tmp_path, monkeypatch):
@@ -327,7 +327,7 @@ def test_the_splits_are_checked_once_on_every_path(tmp_path, monkeypatch):
     monkeypatch.setattr(photos, "download", lambda *args: archive)
     for source in (plain, archive, ""):
         calls = []
-        loaded = photos.load_photos(source, SIZE, check_splits=calls.append)
+        loaded = photos.load_photos(source, SIZE, before_decoding=calls.append)
         assert calls == [["all"]] and list(loaded) == ["all"]
 
 
