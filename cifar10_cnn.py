@@ -46,7 +46,7 @@ import common.config
 from common import augment, cifar10, data, device, output, schedules
 
 # Settings: edit them here, or override any of them as --key=value.
-data_dir = ""  # folder with CIFAR-10 in any layout README.md lists; "" = Keras cache, else download
+data_dir = ""  # folder with CIFAR-10 in any layout README.md lists, or its .tar.gz; "" = Keras cache, else download
 out_dir = "runs"  # each run writes its files to out_dir/cifar10_cnn/<run id>/
 allow_pickle = False  # read pickled batches other than Keras' verified archive (a pickle can run code)
 epochs = 20  # passes over the training images, unless early stopping ends the run sooner

@@ -23,7 +23,7 @@ import common.config
 from common import augment, data, device, output, schedules
 
 # Settings: edit them here, or override any of them as --key=value.
-data_dir = ""  # folder with mnist.npz or the IDX files; "" = Keras cache, else download
+data_dir = ""  # folder with mnist.npz or the IDX files, or mnist.npz itself; "" = Keras cache, else download
 out_dir = "runs"  # each run writes its files to out_dir/mnist_cnn/<run id>/
 epochs = 12  # passes over the training images, unless early stopping ends the run sooner
 batch_size = 128  # images per training step

@@ -38,7 +38,7 @@ import common.config
 from common import augment, cifar10, data, device, output, schedules
 
 # Settings: edit them here, or override any of them as --key=value.
-data_dir = ""  # folder with CIFAR-10 in any layout README.md lists; "" = Keras cache, else download
+data_dir = ""  # folder with CIFAR-10 in any layout README.md lists, or its .tar.gz; "" = Keras cache, else download
 out_dir = "runs"  # each run writes its files to out_dir/resnet34/<run id>/
 allow_pickle = False  # read pickled batches other than Keras' verified archive (a pickle can run code)
 stem = "cifar"  # "cifar": 3x3 conv for 32x32 images; "imagenet": 7x7/2 conv + max-pool

@@ -19,9 +19,10 @@ import zlib
 import numpy as np
 
 from common import UserError, reason
-from common.data import as_rgb, checked, download, hidden, keras_cache_dir, matches_hash, not_an_image, open_tar, read_file
+from common.data import ARCHIVE_EXTENSIONS, as_rgb, checked, download, hidden, keras_cache_dir, matches_hash, not_an_image, open_tar, read_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+ARCHIVE_NAME = "cifar-10-python.tar.gz"  # The download's name, which says that it holds the pickled batches.
 # The hash that keras.datasets.cifar10 checks.
 CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 # The name under which keras.datasets.cifar10.load_data() keeps the same
@@ -43,7 +44,8 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
     `data_dir` may hold, in this order of preference: the extracted
     `cifar-10-batches-py/` folder (or its batch files), `cifar-10-python.tar.gz`,
     an image tree `train/<class>/*.jpg` + `test/<class>/*.jpg` (possibly one
-    folder down), or a `.tar.gz` of such a tree. Without `data_dir`, the
+    folder down), or a `.tar.gz` of such a tree; or it is one of those two
+    archives itself. Without `data_dir`, the
     Keras cache is used (this project's download, or the archive that
     `keras.datasets.cifar10.load_data()` left there), else the archive is
     downloaded and its sha256 checked.
@@ -57,14 +59,16 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
         archive = os.path.join(keras_cache_dir(cache_dir), KERAS_ARCHIVE)
         if not (os.path.isfile(archive) and matches_hash(archive, file_hash)):
             archive = download(
-                origin, file_hash, cache_dir, "cifar-10-python.tar.gz", "CIFAR-10",
+                origin, file_hash, cache_dir, ARCHIVE_NAME, "CIFAR-10",
                 use_anyway="move it into a folder and pass --data_dir=that/folder --allow_pickle=True",
             )
         return checked(_read_batches_from_tar(archive), (32, 32, 3), len(CLASSES))
+    if not os.path.isdir(data_dir) and data_dir.endswith(ARCHIVE_EXTENSIONS) and os.path.lexists(data_dir):
+        return checked(_read_archive(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
     if not os.path.isdir(data_dir):
         raise UserError(
-            f"data_dir {data_dir!r} is not a folder; give the folder that holds "
-            "cifar-10-python.tar.gz, cifar-10-batches-py/ or a train/ and test/ image tree"
+            f"data_dir {data_dir!r} is neither a folder nor a .tar.gz; give the folder that holds "
+            "cifar-10-python.tar.gz, cifar-10-batches-py/ or a train/ and test/ image tree, or one of the two archives"
         )
     return checked(_read_folder(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
 
@@ -82,19 +86,13 @@ def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
             if missing:
                 raise UserError(f"{folder} lacks the batch {missing[0]}; copy the whole folder again")
             return _read_batches(lambda name: os.path.join(folder, name), lambda path: io.BytesIO(read_file(path)))
-    archive = os.path.join(data_dir, "cifar-10-python.tar.gz")
+    archive = os.path.join(data_dir, ARCHIVE_NAME)
     if os.path.exists(archive):
-        if not allow_pickle and not matches_hash(archive, file_hash):
-            raise UserError(
-                f"{archive} is not a readable copy of the CIFAR-10 archive that Keras verifies "
-                "(its sha256 differs): replace it with a fresh copy, or pass --allow_pickle=True "
-                "to read its pickled batches if you trust it"
-            )
-        return _read_batches_from_tar(archive)
+        return _read_archive(archive, cache_dir, file_hash, allow_pickle)
     tree = _find_image_tree(data_dir)
     if tree:
         return _cached(tree, cache_dir, _read_image_tree)
-    tars = sorted(glob.glob(os.path.join(data_dir, "*.tar.gz")) + glob.glob(os.path.join(data_dir, "*.tgz")))
+    tars = sorted(path for ending in ARCHIVE_EXTENSIONS for path in glob.glob(os.path.join(data_dir, "*" + ending)))
     if tars:
         return _cached(tars[0], cache_dir, _read_image_tar)
     raise UserError(
@@ -102,6 +100,20 @@ def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
         "cifar-10-python.tar.gz, a train/<class>/ + test/<class>/ image tree, "
         "or a .tar.gz of such a tree"
     )
+
+
+def _read_archive(archive, cache_dir, file_hash, allow_pickle):
+    """The Keras/Toronto archive by its name (its pickled batches), any other
+    .tar.gz or .tgz as an image tree."""
+    if os.path.basename(archive) != ARCHIVE_NAME:
+        return _cached(archive, cache_dir, _read_image_tar)
+    if not allow_pickle and not matches_hash(archive, file_hash):
+        raise UserError(
+            f"{archive} is not a readable copy of the CIFAR-10 archive that Keras verifies "
+            "(its sha256 differs): replace it with a fresh copy, or pass --allow_pickle=True "
+            "to read its pickled batches if you trust it"
+        )
+    return _read_batches_from_tar(archive)
 
 
 # The original batches: pickled dicts of NumPy arrays.

@@ -40,24 +40,25 @@ def load_mnist(data_dir="", cache_dir=None, origin=MNIST_URL, file_hash=MNIST_SH
     """Loads MNIST from `data_dir`, else from the Keras cache, else downloads it.
 
     `data_dir` may hold a Keras-layout `mnist.npz` or the four original IDX
-    files (`train-images-idx3-ubyte` etc., gzipped or not). When it is given,
-    the data must be there: a typo in the path should not start a download.
+    files (`train-images-idx3-ubyte` etc., gzipped or not), or be such an
+    npz file itself. When it is given, the data must be there: a typo in the
+    path should not start a download.
     `cache_dir`, `origin` and `file_hash` are passed to `keras.utils.get_file`;
     the tests point them at a temporary folder and a `file://` URL.
     """
-    if data_dir:
-        if not os.path.isdir(data_dir):
-            raise UserError(
-                f"data_dir {data_dir!r} is not a folder; give the folder that "
-                "holds mnist.npz or the four MNIST IDX files"
-            )
-        npz = os.path.join(data_dir, "mnist.npz")
-        if os.path.lexists(npz):  # A link to nowhere is named as such, not read as "no MNIST data".
-            data = _read_npz(npz)
-        else:
-            data = _read_idx_folder(data_dir)
-    else:
+    if not data_dir:
         data = _read_npz(download(origin, file_hash, cache_dir, "mnist.npz", "MNIST"))
+    elif os.path.isdir(data_dir):
+        npz = os.path.join(data_dir, "mnist.npz")
+        # A link to nowhere is named as such, not read as "no MNIST data".
+        data = _read_npz(npz) if os.path.lexists(npz) else _read_idx_folder(data_dir)
+    elif data_dir.endswith(".npz") and os.path.lexists(data_dir):
+        data = _read_npz(data_dir)  # The npz file itself.
+    else:
+        raise UserError(
+            f"data_dir {data_dir!r} is neither a folder nor an .npz file; give the folder that "
+            "holds mnist.npz or the four MNIST IDX files, or mnist.npz itself"
+        )
     return checked(data, image_shape=(28, 28), num_classes=10)
 
 
@@ -260,6 +261,10 @@ def keras_cache_dir(cache_dir=None, subdir="datasets"):
     if not os.access(home, os.W_OK):
         home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
     return os.path.join(home, subdir)
+
+
+# The endings of the gzipped tar archives read as they are.
+ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
 
 
 @contextlib.contextmanager

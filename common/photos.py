@@ -27,10 +27,9 @@ import os
 import numpy as np
 
 from common import UserError, reason
-from common.data import as_rgb, download, hidden, not_an_image, open_tar, read_file, unreadable
+from common.data import ARCHIVE_EXTENSIONS, as_rgb, download, hidden, not_an_image, open_tar, read_file, unreadable
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
-ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
 # The names of the user's own split folders, in any case and with or
 # without "_set" (Kaggle's Train/ and Test/, or training_set/ and test_set/).
 SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "testing"), "validation": ("validation", "val", "valid")}

@@ -46,6 +46,10 @@ def test_batches_tar_gz(tmp_path):
     assert_same(load_cifar10(str(tmp_path / "data"), allow_pickle=True), data)
     sha256 = hashlib.sha256(open(archive, "rb").read()).hexdigest()
     assert_same(load_cifar10(str(tmp_path / "data"), file_hash=sha256), data)
+    # The archive itself, checked the same way (it was refused as "not a folder").
+    with pytest.raises(UserError, match="its sha256 differs.*--allow_pickle=True"):
+        load_cifar10(archive)
+    assert_same(load_cifar10(archive, file_hash=sha256), data)
 
 
 def test_download_is_hash_checked_and_cached(tmp_path):
@@ -167,6 +171,8 @@ def test_image_tree_in_a_tar_gz_like_the_shared_jpeg_copy(tmp_path):
     make_tar_gz(str(tmp_path / "data" / "cifar-10-jpeg.tar.gz"), tree, "cifar-10-jpeg")
     assert_same(load_cifar10(str(tmp_path / "data")), data)
     assert os.path.exists(tmp_path / "data" / "cifar-10-jpeg.decoded.npz")
+    # The archive itself (it was refused as "not a folder").
+    assert_same(load_cifar10(str(tmp_path / "data" / "cifar-10-jpeg.tar.gz")), data)
 
 
 def test_batches_in_a_tar_gz_are_read_in_the_archives_order(tmp_path, monkeypatch):
@@ -418,5 +424,6 @@ def test_wrong_image_size(tmp_path):
 def test_folder_without_cifar(tmp_path):
     with pytest.raises(UserError, match="no CIFAR-10 data in"):
         load_cifar10(str(tmp_path))
-    with pytest.raises(UserError, match="is not a folder"):
-        load_cifar10(str(tmp_path / "missing"))
+    for missing in ("missing", "missing.tar.gz"):
+        with pytest.raises(UserError, match="is neither a folder nor a .tar.gz"):
+            load_cifar10(str(tmp_path / missing))

@@ -28,8 +28,11 @@ def assert_same_as_synthetic(loaded):
 
 
 def test_mnist_from_npz(tmp_path):
-    write_mnist_npz(str(tmp_path))
+    npz = write_mnist_npz(str(tmp_path))
     assert_same_as_synthetic(data.load_mnist(str(tmp_path)))
+    # The file itself, whatever its name (it was refused as "not a folder").
+    os.rename(npz, tmp_path / "my-mnist.npz")
+    assert_same_as_synthetic(data.load_mnist(str(tmp_path / "my-mnist.npz")))
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -106,8 +109,12 @@ def test_mnist_download_offline_says_how_to_use_a_local_copy(tmp_path):
 
 
 def test_missing_data_dir(tmp_path):
-    with pytest.raises(UserError, match="is not a folder"):
-        data.load_mnist(str(tmp_path / "nope"))
+    for missing in ("nope", "nope.npz"):
+        with pytest.raises(UserError, match="is neither a folder nor an .npz file"):
+            data.load_mnist(str(tmp_path / missing))
+    (tmp_path / "notes.txt").write_text("not MNIST")
+    with pytest.raises(UserError, match="is neither a folder nor an .npz file"):
+        data.load_mnist(str(tmp_path / "notes.txt"))
 
 
 def test_folder_without_mnist_files(tmp_path):
