@@ -16,16 +16,16 @@ Measured on one H100 (JAX backend, bfloat16, 2026-11-23) with
 `--batch_size=500 --epochs=120 --learning_rate=0.4`: 90.7% test accuracy
 (91.4% with flip test-time augmentation) on the JPEG-compressed copy of
 CIFAR-10, in 177 s of training; the defaults are not measured yet (on a
-2-core CPU they would take 18 to 39 hours, at the 21 and 10 training images a
-second of the short checks below). See README.md.
+2-core CPU they would take 18 to 41 hours, at the 9 to 21 training images a
+second of the short checks below, whose speed varies by the day). See README.md.
 
     python resnet34.py --data_dir=path/to/cifar10
 
 A short check on a 2-core CPU (TensorFlow, 2026-12-07): 37.3% test accuracy
 after 1075 s of training, 40 minutes in all (36.8% in 423 s and 23 minutes on
-2026-12-04, on a day when the same machine ran about 2.4 times as fast); most
-of the rest are six passes over the 10,000 test images for the test-time
-votes, which `--test_time_augmentation=False` cuts to one.
+2026-12-04, on a faster day of the same kind of machine); most of the rest are
+six passes over the 10,000 test images for the test-time votes, which
+`--test_time_augmentation=False` cuts to one.
 
     python resnet34.py --data_dir=path/to/cifar10 --train_samples=2500 --epochs=4 --batch_size=64 --learning_rate=0.05
 """

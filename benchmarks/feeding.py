@@ -23,7 +23,7 @@ from keras import layers
 import common.config
 from common import data, device
 
-data_dir = ""  # folder with mnist.npz or the IDX files; "" = the Keras cache, else download
+data_dir = ""  # folder with mnist.npz or the IDX files, or mnist.npz itself; "" = the Keras cache, else download
 epochs = 4  # epochs of each way
 batch_size = 256  # images per training step
 seed = 0  # the first weights and the orders of the batches

@@ -66,9 +66,10 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
     if not os.path.isdir(data_dir) and data_dir.endswith(ARCHIVE_EXTENSIONS) and os.path.lexists(data_dir):
         return checked(_read_archive(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
     if not os.path.isdir(data_dir):
+        what = "is neither a folder nor a .tar.gz or .tgz" if os.path.lexists(data_dir) else "does not exist"
         raise UserError(
-            f"data_dir {data_dir!r} is neither a folder nor a .tar.gz; give the folder that holds "
-            "cifar-10-python.tar.gz, cifar-10-batches-py/ or a train/ and test/ image tree, or one of the two archives"
+            f"data_dir {data_dir!r} {what}; give a folder that holds CIFAR-10 (cifar-10-python.tar.gz, "
+            "cifar-10-batches-py/ or a train/ and test/ image tree), or a .tar.gz of the batches or the tree itself"
         )
     return checked(_read_folder(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
 
@@ -218,6 +219,11 @@ def _read_image_tar(archive):
             parts = name.split("/")
             if len(parts) >= 3 and parts[-3] in ("train", "test"):
                 files["/".join(parts[-3:])] = name
+        if not files and any(name.split("/")[-1] == "data_batch_1" for name in members):
+            raise UserError(
+                f"{archive} holds CIFAR-10's pickled batches, which are read only from a file named {ARCHIVE_NAME}: "
+                "rename it so (its sha256 is then checked against Keras', or pass --allow_pickle=True to trust it)"
+            )
         if not files:
             raise UserError(
                 f"{archive} holds no train/<class>/ and test/<class>/ images; "

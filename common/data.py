@@ -55,9 +55,10 @@ def load_mnist(data_dir="", cache_dir=None, origin=MNIST_URL, file_hash=MNIST_SH
     elif data_dir.endswith(".npz") and os.path.lexists(data_dir):
         data = _read_npz(data_dir)  # The npz file itself.
     else:
+        what = "is neither a folder nor an .npz file" if os.path.lexists(data_dir) else "does not exist"
         raise UserError(
-            f"data_dir {data_dir!r} is neither a folder nor an .npz file; give the folder that "
-            "holds mnist.npz or the four MNIST IDX files, or mnist.npz itself"
+            f"data_dir {data_dir!r} {what}; give the folder that holds mnist.npz "
+            "or the four MNIST IDX files, or mnist.npz itself"
         )
     return checked(data, image_shape=(28, 28), num_classes=10)
 

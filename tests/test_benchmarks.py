@@ -968,8 +968,9 @@ def test_transfer_phases_refuses_a_folder_already_split_before_decoding_it(tmp_p
 
 @needs_mobilenet
 def test_transfer_phases_refuses_another_networks_weights_before_decoding_the_photos(tmp_path):
-    # Xception was built once every photo had been decoded (minutes on the flowers): here
-    # decoding stops first, at a class without photos.
+    # Xception is built before the photos are decoded: the weights are refused before
+    # decoding would stop at the class without photos (before, Xception was built after
+    # every photo had been decoded, minutes on the flowers).
     photo_dir = write_photo_tree(str(tmp_path / "photos"), per_class=12)
     for name in os.listdir(os.path.join(photo_dir, "owls")):
         (tmp_path / "photos" / "owls" / name).write_text("not a photo")

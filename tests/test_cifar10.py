@@ -50,6 +50,11 @@ def test_batches_tar_gz(tmp_path):
     with pytest.raises(UserError, match="its sha256 differs.*--allow_pickle=True"):
         load_cifar10(archive)
     assert_same(load_cifar10(archive, file_hash=sha256), data)
+    # Under another name it would be read as an image tree: the line says to rename it.
+    renamed = str(tmp_path / "data" / "cifar-10-python (1).tar.gz")
+    os.rename(archive, renamed)
+    with pytest.raises(UserError, match=r"holds CIFAR-10's pickled batches.*rename it so"):
+        load_cifar10(renamed, allow_pickle=True)
 
 
 def test_download_is_hash_checked_and_cached(tmp_path):
@@ -164,15 +169,17 @@ def test_image_tree_one_folder_down(tmp_path):
     assert_same(load_cifar10(str(tmp_path)), data)
 
 
-def test_image_tree_in_a_tar_gz_like_the_shared_jpeg_copy(tmp_path):
+def test_image_tree_in_a_tar_gz_like_the_shared_jpeg_copy(tmp_path, capsys):
     data = synthetic_cifar10()
     tree = write_image_tree(str(tmp_path / "build" / "cifar-10-jpeg"), data)
     (tmp_path / "data").mkdir()
     make_tar_gz(str(tmp_path / "data" / "cifar-10-jpeg.tar.gz"), tree, "cifar-10-jpeg")
     assert_same(load_cifar10(str(tmp_path / "data")), data)
     assert os.path.exists(tmp_path / "data" / "cifar-10-jpeg.decoded.npz")
-    # The archive itself (it was refused as "not a folder").
+    # The archive itself (it was refused as "not a folder"), from the same cache.
+    capsys.readouterr()
     assert_same(load_cifar10(str(tmp_path / "data" / "cifar-10-jpeg.tar.gz")), data)
+    assert "decoded images reused" in capsys.readouterr().out
 
 
 def test_batches_in_a_tar_gz_are_read_in_the_archives_order(tmp_path, monkeypatch):
@@ -425,5 +432,8 @@ def test_folder_without_cifar(tmp_path):
     with pytest.raises(UserError, match="no CIFAR-10 data in"):
         load_cifar10(str(tmp_path))
     for missing in ("missing", "missing.tar.gz"):
-        with pytest.raises(UserError, match="is neither a folder nor a .tar.gz"):
+        with pytest.raises(UserError, match="does not exist; give a folder that holds CIFAR-10"):
             load_cifar10(str(tmp_path / missing))
+    (tmp_path / "notes.txt").write_text("not CIFAR-10")
+    with pytest.raises(UserError, match="is neither a folder nor a .tar.gz or .tgz"):
+        load_cifar10(str(tmp_path / "notes.txt"))

@@ -110,7 +110,7 @@ def test_mnist_download_offline_says_how_to_use_a_local_copy(tmp_path):
 
 def test_missing_data_dir(tmp_path):
     for missing in ("nope", "nope.npz"):
-        with pytest.raises(UserError, match="is neither a folder nor an .npz file"):
+        with pytest.raises(UserError, match="does not exist; give the folder that holds mnist.npz"):
             data.load_mnist(str(tmp_path / missing))
     (tmp_path / "notes.txt").write_text("not MNIST")
     with pytest.raises(UserError, match="is neither a folder nor an .npz file"):

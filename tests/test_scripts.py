@@ -281,7 +281,7 @@ BAD_INPUTS = {
     "unknown key": (["--epoch=3"], "unknown setting --epoch; valid keys:"),
     "wrong type": (["--batch_size=big"], "--batch_size=big is not an integer"),
     "impossible value": (["--epochs=0"], "epochs must be > 0"),
-    "missing folder": (["--data_dir=/no/such/folder"], "is neither a folder nor"),
+    "missing folder": (["--data_dir=/no/such/folder"], "does not exist"),
     "corrupt file": (None, None),
 }
 # A damaged copy of the file each dataset is read from here (for CIFAR-10,
