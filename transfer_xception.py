@@ -20,7 +20,7 @@ train, 190 to validate, 250 to test): 92.8% test accuracy after phase 1 and
 image vote together), in 24 minutes of training (27 minutes in all) on a
 2-core AMD EPYC CPU (TensorFlow backend, measured 2026-12-07); see
 README.md. That is one split of the photos, a lucky one: over six splits
-the head scored 90.6% ± 2.3 after phase 1. On so few photos the two phases
+the head scored 90.8% ± 1.4 after phase 1. On so few photos the two phases
 are within a photo or two of each other (one test photo is 0.4 points);
 --fine_tune_epochs=0 skips phase 2.
 
