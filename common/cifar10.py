@@ -63,15 +63,15 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
                 use_anyway="move it into a folder and pass --data_dir=that/folder --allow_pickle=True",
             )
         return checked(_read_batches_from_tar(archive), (32, 32, 3), len(CLASSES))
-    if not os.path.isdir(data_dir) and data_dir.endswith(ARCHIVE_EXTENSIONS) and os.path.lexists(data_dir):
+    if os.path.isdir(data_dir):
+        return checked(_read_folder(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
+    if data_dir.endswith(ARCHIVE_EXTENSIONS) and os.path.lexists(data_dir):
         return checked(_read_archive(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
-    if not os.path.isdir(data_dir):
-        what = "is neither a folder nor a .tar.gz or .tgz" if os.path.lexists(data_dir) else "does not exist"
-        raise UserError(
-            f"data_dir {data_dir!r} {what}; give a folder that holds CIFAR-10 (cifar-10-python.tar.gz, "
-            "cifar-10-batches-py/ or a train/ and test/ image tree), or a .tar.gz of the batches or the tree itself"
-        )
-    return checked(_read_folder(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
+    what = "is neither a folder nor a .tar.gz or .tgz" if os.path.lexists(data_dir) else "does not exist"
+    raise UserError(
+        f"data_dir {data_dir!r} {what}; give a folder that holds CIFAR-10 (cifar-10-python.tar.gz, "
+        "cifar-10-batches-py/ or a train/ and test/ image tree), or a .tar.gz of the batches or the tree itself"
+    )
 
 
 def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
