@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 
 from common import UserError, reason
-from common.data import ARCHIVE_EXTENSIONS, as_rgb, checked, download, hidden, keras_cache_dir, matches_hash, not_an_image, open_tar, read_file
+from common.data import as_rgb, checked, download, hidden, is_archive, keras_cache_dir, matches_hash, not_an_image, open_tar, read_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"  # The download's name, which says that it holds the pickled batches.
@@ -65,7 +65,7 @@ def load_cifar10(data_dir="", cache_dir=None, origin=CIFAR10_URL, file_hash=CIFA
         return checked(_read_batches_from_tar(archive), (32, 32, 3), len(CLASSES))
     if os.path.isdir(data_dir):
         return checked(_read_folder(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
-    if data_dir.endswith(ARCHIVE_EXTENSIONS) and os.path.lexists(data_dir):
+    if is_archive(data_dir) and os.path.lexists(data_dir):
         return checked(_read_archive(data_dir, cache_dir, file_hash, allow_pickle), (32, 32, 3), len(CLASSES))
     what = "is neither a folder nor a .tar.gz or .tgz" if os.path.lexists(data_dir) else "does not exist"
     raise UserError(
@@ -93,7 +93,7 @@ def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
     tree = _find_image_tree(data_dir)
     if tree:
         return _cached(tree, cache_dir, _read_image_tree)
-    tars = sorted(path for ending in ARCHIVE_EXTENSIONS for path in glob.glob(os.path.join(data_dir, "*" + ending)))
+    tars = sorted(path for path in glob.glob(os.path.join(data_dir, "*")) if is_archive(path) and os.path.isfile(path))
     if tars:
         return _cached(tars[0], cache_dir, _read_image_tar)
     raise UserError(

@@ -52,7 +52,7 @@ def load_mnist(data_dir="", cache_dir=None, origin=MNIST_URL, file_hash=MNIST_SH
         npz = os.path.join(data_dir, "mnist.npz")
         # A link to nowhere is named as such, not read as "no MNIST data".
         data = _read_npz(npz) if os.path.lexists(npz) else _read_idx_folder(data_dir)
-    elif data_dir.endswith(".npz") and os.path.lexists(data_dir):
+    elif data_dir.lower().endswith(".npz") and os.path.lexists(data_dir):
         data = _read_npz(data_dir)  # The npz file itself.
     else:
         what = "is neither a folder nor an .npz file" if os.path.lexists(data_dir) else "does not exist"
@@ -266,6 +266,12 @@ def keras_cache_dir(cache_dir=None, subdir="datasets"):
 
 # The endings of the gzipped tar archives read as they are.
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
+
+
+def is_archive(path):
+    """Whether `path` is named as a gzipped tar archive, in either case
+    (PHOTOS.TGZ as well as photos.tgz)."""
+    return path.lower().endswith(ARCHIVE_EXTENSIONS)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from common import UserError, reason
-from common.data import ARCHIVE_EXTENSIONS, as_rgb, download, hidden, not_an_image, open_tar, read_file, unreadable
+from common.data import as_rgb, download, hidden, is_archive, not_an_image, open_tar, read_file, unreadable
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 # The names of the user's own split folders, in any case and with or
@@ -64,18 +64,18 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, before
         # The flowers archive has no published hash to check against.
         data_dir = download(origin, None, cache_dir, "flower_photos.tgz", "the TensorFlow flowers")
     if not os.path.exists(data_dir):
-        if os.sep in data_dir or data_dir.endswith(ARCHIVE_EXTENSIONS):
+        if os.sep in data_dir or is_archive(data_dir):
             raise UserError(f"data_dir {data_dir!r} does not exist; give a folder of class folders or a .tgz of one")
         return _load_tfds(data_dir, image_size, before_decoding)
     if os.path.isdir(data_dir):
         inside = glob.glob(os.path.join(data_dir, "*"))
-        archives = [path for path in inside if path.endswith(ARCHIVE_EXTENSIONS)]
+        archives = [path for path in inside if is_archive(path)]
         if len(archives) == 1 and not any(os.path.isdir(path) for path in inside):
             data_dir = archives[0]  # A folder that holds just the archive.
     if os.path.isdir(data_dir):
         entries, _followed = _folder_entries(data_dir)
         return _decode_tree(data_dir, entries, lambda path: _read_photo(os.path.join(data_dir, path)), image_size, before_decoding)
-    if not data_dir.endswith(ARCHIVE_EXTENSIONS):
+    if not is_archive(data_dir):
         raise UserError(f"data_dir {data_dir!r} is a file but not a .tgz or .tar.gz; give a folder of class folders or an archive of one")
     with open_tar(data_dir) as tar:
         # A folder named "/" is the archive's root itself, not a folder in it.

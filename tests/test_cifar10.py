@@ -182,6 +182,16 @@ def test_image_tree_in_a_tar_gz_like_the_shared_jpeg_copy(tmp_path, capsys):
     assert "decoded images reused" in capsys.readouterr().out
 
 
+def test_an_image_tree_archive_named_in_capitals_is_read_in_a_folder_and_given_itself(tmp_path):
+    # It was "no CIFAR-10 data" in the folder and "neither a folder nor a .tar.gz" itself.
+    data = synthetic_cifar10()
+    tree = write_image_tree(str(tmp_path / "build" / "cifar"), data)
+    (tmp_path / "data").mkdir()
+    archive = make_tar_gz(str(tmp_path / "data" / "CIFAR.TGZ"), tree, "cifar")
+    assert_same(load_cifar10(str(tmp_path / "data")), data)
+    assert_same(load_cifar10(archive), data)
+
+
 def test_batches_in_a_tar_gz_are_read_in_the_archives_order(tmp_path, monkeypatch):
     # Each batch read backwards decompressed the archive again from its start.
     data = synthetic_cifar10(per_class_train=5)

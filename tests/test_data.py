@@ -33,6 +33,9 @@ def test_mnist_from_npz(tmp_path):
     # The file itself, whatever its name (it was refused as "not a folder").
     os.rename(npz, tmp_path / "my-mnist.npz")
     assert_same_as_synthetic(data.load_mnist(str(tmp_path / "my-mnist.npz")))
+    # In capitals, as some copies are named (it was "neither a folder nor an .npz file").
+    os.rename(tmp_path / "my-mnist.npz", tmp_path / "MNIST.NPZ")
+    assert_same_as_synthetic(data.load_mnist(str(tmp_path / "MNIST.NPZ")))
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -51,6 +51,15 @@ def test_an_archive_a_folder_holding_it_and_the_folder_give_the_same_photos(tmp_
         assert other.skipped == from_folder.skipped == 2
 
 
+def test_an_archive_named_in_capitals_is_read_given_itself_and_in_a_folder(tmp_path):
+    # It was "a file but not a .tgz or .tar.gz", and the folder's photos were none.
+    root = write_photo_tree(str(tmp_path / "tree" / "flower_photos"))
+    (tmp_path / "archive").mkdir()
+    archive = make_tar_gz(str(tmp_path / "archive" / "PHOTOS.TAR.GZ"), root, "flower_photos")
+    for given in (archive, str(tmp_path / "archive")):
+        assert photos.load_photos(given, SIZE)["all"].classes == list(PHOTO_CLASSES)
+
+
 def test_an_archive_saved_already_decompressed_under_its_tgz_name_is_read(tmp_path):
     # A browser may decompress a .tgz as it saves it and keep the name: it was
     # called truncated or corrupt, which a fresh copy from the same browser is too.
