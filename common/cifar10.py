@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 
 from common import UserError, reason
-from common.data import as_rgb, checked, download, hidden, is_archive, keras_cache_dir, matches_hash, not_an_image, open_tar, read_file
+from common.data import IMAGE_EXTENSIONS, as_rgb, checked, download, hidden, is_archive, keras_cache_dir, matches_hash, not_an_image, open_tar, read_file
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"  # The download's name, which says that it holds the pickled batches.
@@ -30,8 +30,6 @@ CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001
 KERAS_ARCHIVE = "cifar-10-batches-py-target_archive"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-# The image files of a tree; other files beside them (a README) are left out.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Part of every cache fingerprint: change it when the decoded arrays change.
 _CACHE_FORMAT = "classes interleaved, v3: deep images scaled, more formats, hidden files left out"
 

@@ -264,6 +264,10 @@ def keras_cache_dir(cache_dir=None, subdir="datasets"):
     return os.path.join(home, subdir)
 
 
+# The endings of image files (in either case) where a folder may hold other
+# files beside them (a README).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
 # The endings of the gzipped tar archives read as they are.
 ARCHIVE_EXTENSIONS = (".tgz", ".tar.gz")
 

@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from common import UserError, reason
-from common.data import as_rgb, download, hidden, is_archive, not_an_image, open_tar, read_file, unreadable
+from common.data import IMAGE_EXTENSIONS, as_rgb, download, hidden, is_archive, not_an_image, open_tar, read_file, unreadable
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 # The names of the user's own split folders, in any case and with or
@@ -454,6 +454,15 @@ def _decode_tree(source, entries, read, image_size, before_decoding, order=None)
                     f"the class folder {where}/{shown} has a name that is not UTF-8 text, which the "
                     "plots and classes.json cannot hold; rename it"
                 ) from None
+        # Such as a class folder taken for a wrapper, its subfolders for the classes.
+        loose = [name for name in _children(entries, prefix)[1] if name.lower().endswith(IMAGE_EXTENSIONS)]
+        if loose:
+            shown = ", ".join(loose[:3]) + (", ..." if len(loose) > 3 else "")
+            print(
+                f"data      left out {len(loose)} photo{'' if len(loose) == 1 else 's'} in {where} that "
+                f"{'is' if len(loose) == 1 else 'are'} in no class folder ({shown}); the classes are its "
+                f"folders: {', '.join(names)}"
+            )
         if len(names) < 2:
             raise UserError(
                 f"{where} holds {len(names)} class folder(s) ({', '.join(names) or 'none'}; hidden "

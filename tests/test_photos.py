@@ -364,6 +364,20 @@ def test_too_few_photos_to_split_is_a_user_error(tmp_path):
         photos.split_photos(collection, 0.15, 0.2, seed=0)
 
 
+def test_photos_in_no_class_folder_are_named_as_left_out(tmp_path, capsys):
+    # One class folder of photos with two subfolders was read, silently, as a
+    # wrapper whose subfolders are the classes: "2019" against "2020".
+    cats = tmp_path / "photos" / "cats"
+    write_photo_tree(str(cats), classes=("2019", "2020"))
+    for name in ("a.jpg", "b.JPG"):
+        (cats / name).write_bytes((cats / "2019" / "000.jpg").read_bytes())
+    assert photos.load_photos(str(tmp_path / "photos"), SIZE)["all"].classes == ["2019", "2020"]
+    assert f"left out 2 photos in {cats} that are in no class folder (a.jpg, b.JPG); the classes are its folders: 2019, 2020" in capsys.readouterr().out
+    # LICENSE.txt beside the classes is no photo, and no note.
+    photos.load_photos(write_photo_tree(str(tmp_path / "plain")), SIZE)
+    assert "no class folder" not in capsys.readouterr().out
+
+
 def test_bad_folders_stop_with_one_clear_line(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         photos.load_photos(str(tmp_path / "no" / "such" / "folder"), SIZE)
