@@ -37,6 +37,10 @@ SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "testing"), "v
 # header for an image's: a phone's camera folder holds videos beside the
 # photos, and each would take its size in memory only to be skipped.
 LARGE_FILE = 64 * 2**20
+# How much of a large file inside an archive is kept while Pillow reads its
+# header: an image's header and metadata (EXIF, a colour profile) come
+# first, and take less.
+HEADER_BYTES = 2**20
 
 # The photos of a run: uint8 images (N, size, size, 3), integer labels, the
 # class names in label order, and how many files were skipped as non-images.
@@ -83,10 +87,19 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, before
         entries = {name: members[name].isdir() for name in members}
 
         def read(path):
-            if members[path].size > LARGE_FILE:
-                with tar.extractfile(members[path]) as f:
-                    _check_header(f)
-            return tar.extractfile(members[path]).read()
+            with tar.extractfile(members[path]) as f:
+                if members[path].size <= LARGE_FILE:
+                    return f.read()
+                # Its header first, then the whole file from the same stream,
+                # back to its start from a buffer of its first bytes: opened
+                # again, it would seek back in the gzip stream, which
+                # decompresses the archive again from its start.
+                buffered = io.BufferedReader(f, buffer_size=HEADER_BYTES)
+                # Raises for a file that is not an image. (The image is left
+                # to the garbage collector: its close() would close the stream.)
+                _open_image(buffered)
+                buffered.seek(0)
+                return buffered.read()
 
         # Each split's photos are read in the archive's own order: each file
         # read backwards would decompress it again from its start.

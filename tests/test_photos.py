@@ -159,10 +159,14 @@ def test_a_large_file_that_is_not_an_image_is_skipped_unread(tmp_path, monkeypat
     monkeypatch.delattr(photos, "open")
     # A photo above the size is opened for its header, then read and decoded as any other.
     monkeypatch.setattr(photos, "LARGE_FILE", 0)
+    offsets = reads_of(monkeypatch)
     for source in (root, archive):
         again = photos.load_photos(source, SIZE)["all"]
         np.testing.assert_array_equal(again.x, found.x)
         assert again.skipped == 3
+    # Each file in the archive is opened once, in the archive's order: opened
+    # again after its header, it decompressed the archive again from its start.
+    assert offsets and offsets == sorted(set(offsets))
 
 
 def test_train_and_test_folders_keep_the_users_split(tmp_path):
