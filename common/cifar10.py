@@ -91,7 +91,7 @@ def _read_folder(data_dir, cache_dir, file_hash, allow_pickle):
     tree = _find_image_tree(data_dir)
     if tree:
         return _cached(tree, cache_dir, _read_image_tree)
-    tars = sorted(path for path in glob.glob(os.path.join(data_dir, "*")) if is_archive(path) and os.path.isfile(path))
+    tars = sorted(path for path in glob.glob(os.path.join(data_dir, "*")) if is_archive(path) and not os.path.isdir(path))
     if tars:
         return _cached(tars[0], cache_dir, _read_image_tar)
     raise UserError(

@@ -38,8 +38,8 @@ SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "testing"), "v
 # photos, and each would take its size in memory only to be skipped.
 LARGE_FILE = 64 * 2**20
 # How much of a large file inside an archive is kept while Pillow reads its
-# header: an image's header and metadata (EXIF, a colour profile) come
-# first, and take less.
+# header: a JPEG's or PNG's header and metadata (EXIF, a colour profile)
+# come first, and most take less.
 HEADER_BYTES = 2**20
 
 # The photos of a run: uint8 images (N, size, size, 3), integer labels, the
@@ -93,7 +93,10 @@ def load_photos(data_dir, image_size, cache_dir=None, origin=FLOWERS_URL, before
                 # Its header first, then the whole file from the same stream,
                 # back to its start from a buffer of its first bytes: opened
                 # again, it would seek back in the gzip stream, which
-                # decompresses the archive again from its start.
+                # decompresses the archive again from its start. (A header
+                # that Pillow reads beyond the buffer, such as a TIFF's at the
+                # file's end, still does; and the read joins the buffer's
+                # bytes to the rest, twice the file's size for a moment.)
                 buffered = io.BufferedReader(f, buffer_size=HEADER_BYTES)
                 # Raises for a file that is not an image. (The image is left
                 # to the garbage collector: its close() would close the stream.)
@@ -467,20 +470,22 @@ def _decode_tree(source, entries, read, image_size, before_decoding, order=None)
                     f"the class folder {where}/{shown} has a name that is not UTF-8 text, which the "
                     "plots and classes.json cannot hold; rename it"
                 ) from None
-        # Such as a class folder taken for a wrapper, its subfolders for the classes.
+        # Photos beside the class folders, such as those of a class folder
+        # taken for a wrapper, its subfolders for the classes.
         loose = [name for name in _children(entries, prefix)[1] if name.lower().endswith(IMAGE_EXTENSIONS)]
-        if loose:
-            shown = ", ".join(loose[:3]) + (", ..." if len(loose) > 3 else "")
-            print(
-                f"data      left out {len(loose)} photo{'' if len(loose) == 1 else 's'} in {where} that "
-                f"{'is' if len(loose) == 1 else 'are'} in no class folder ({shown}); the classes are its "
-                f"folders: {', '.join(names)}"
-            )
+        counted = f"{len(loose)} photo{'' if len(loose) == 1 else 's'}"
         if len(names) < 2:
             raise UserError(
                 f"{where} holds {len(names)} class folder(s) ({', '.join(names) or 'none'}; hidden "
-                "ones, named with a leading dot, are left out); transfer learning needs a folder of at "
-                "least two class folders, one per class"
+                "ones, named with a leading dot, are left out)"
+                + (f" and {counted} beside them" if loose else "")
+                + "; transfer learning needs a folder of at least two class folders, one per class"
+            )
+        if loose:
+            shown = ", ".join(loose[:3]) + (", ..." if len(loose) > 3 else "")
+            print(
+                f"data      left out {counted} in {where} that {'is' if len(loose) == 1 else 'are'} in no "
+                f"class folder ({shown}); the classes are its folders: {', '.join(names)}"
             )
         if split != "train" and "train" in classes and names != classes["train"]:
             raise UserError(

@@ -447,3 +447,10 @@ def test_folder_without_cifar(tmp_path):
     (tmp_path / "notes.txt").write_text("not CIFAR-10")
     with pytest.raises(UserError, match="is neither a folder nor a .tar.gz or .tgz"):
         load_cifar10(str(tmp_path / "notes.txt"))
+    # A folder named like an archive is none; a link to nowhere named so is named as what it is.
+    (tmp_path / "photos.tgz").mkdir()
+    with pytest.raises(UserError, match="no CIFAR-10 data in"):
+        load_cifar10(str(tmp_path))
+    os.symlink(tmp_path / "gone.tar.gz", tmp_path / "cifar.tar.gz")
+    with pytest.raises(UserError, match=r"cifar\.tar\.gz: it is a link to .*gone\.tar\.gz, which does not exist"):
+        load_cifar10(str(tmp_path))

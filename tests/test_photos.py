@@ -169,6 +169,28 @@ def test_a_large_file_that_is_not_an_image_is_skipped_unread(tmp_path, monkeypat
     assert offsets and offsets == sorted(set(offsets))
 
 
+def test_a_large_photo_in_an_archive_is_read_without_decompressing_the_archive_again(tmp_path, monkeypatch):
+    # Opened for its header and again for its bytes, each large photo sent the
+    # gzip stream back to the archive's start, to decompress it all again.
+    import gzip
+
+    from PIL import Image
+
+    root = write_photo_tree(str(tmp_path / "tree" / "photos"))
+    # A header of 100 kB (a colour profile), beyond tarfile's own buffer.
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(os.path.join(root, "cats", "profiled.jpg"), icc_profile=bytes(100_000))
+    archive = make_tar_gz(str(tmp_path / "photos.tgz"), root, "photos")
+    rewinds = []
+    rewind = gzip._GzipReader._rewind
+    monkeypatch.setattr(gzip._GzipReader, "_rewind", lambda reader: rewinds.append(1) or rewind(reader))
+    small = photos.load_photos(archive, SIZE)["all"]
+    read_whole = len(rewinds)
+    monkeypatch.setattr(photos, "LARGE_FILE", 0)  # Every photo is large.
+    large = photos.load_photos(archive, SIZE)["all"]
+    np.testing.assert_array_equal(large.x, small.x)
+    assert len(large.y) == 31 and len(rewinds) == 2 * read_whole
+
+
 def test_train_and_test_folders_keep_the_users_split(tmp_path):
     write_photo_tree(str(tmp_path / "train"), per_class=6)
     write_photo_tree(str(tmp_path / "test"), per_class=3, seed=1)
@@ -380,6 +402,17 @@ def test_photos_in_no_class_folder_are_named_as_left_out(tmp_path, capsys):
     # LICENSE.txt beside the classes is no photo, and no note.
     photos.load_photos(write_photo_tree(str(tmp_path / "plain")), SIZE)
     assert "no class folder" not in capsys.readouterr().out
+    # Fewer than two class folders: the photos beside them in the one line that stops the run.
+    for folders in (["2019"], []):
+        one = tmp_path / f"one{len(folders)}"
+        one.mkdir()
+        (one / "a.jpg").write_bytes((cats / "a.jpg").read_bytes())
+        for name in folders:
+            (one / name).mkdir()
+            (one / name / "b.jpg").write_bytes((cats / "a.jpg").read_bytes())
+        with pytest.raises(UserError, match=rf"holds {len(folders)} class folder\(s\) .* and 1 photo beside them; "):
+            photos.load_photos(str(one), SIZE)
+        assert "no class folder" not in capsys.readouterr().out
 
 
 def test_bad_folders_stop_with_one_clear_line(tmp_path):
