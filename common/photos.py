@@ -460,7 +460,8 @@ def _decode_tree(source, entries, read, image_size, before_decoding, order=None)
     classes = {}
     for split, prefix in found.items():
         where = _where(source, prefix)
-        names = classes[split] = _children(entries, prefix)[0]
+        names, files = _children(entries, prefix)
+        classes[split] = names
         for name in names:
             try:
                 name.encode("utf-8")
@@ -472,7 +473,7 @@ def _decode_tree(source, entries, read, image_size, before_decoding, order=None)
                 ) from None
         # Photos beside the class folders, such as those of a class folder
         # taken for a wrapper, its subfolders for the classes.
-        loose = [name for name in _children(entries, prefix)[1] if name.lower().endswith(IMAGE_EXTENSIONS)]
+        loose = [name for name in files if name.lower().endswith(IMAGE_EXTENSIONS)]
         counted = f"{len(loose)} photo{'' if len(loose) == 1 else 's'}"
         if len(names) < 2:
             raise UserError(
